@@ -1,0 +1,333 @@
+"""Nodes of the ``ingestion`` pipeline: raw files in, one validated manifest out.
+
+The manifest (one row per usable image) is the single input of every later pipeline. No file
+is dropped silently: every problem (missing, unlisted, undecodable, too small, duplicate, ...)
+lands in the ingestion report with its path and reason, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm import tqdm
+
+from ai_image_detection.image_io import ImageLimits, ImageRejectedError, decode_image
+
+logger = logging.getLogger(__name__)
+
+Issue = dict[str, Any]
+CANDIDATE_COLUMNS = ["path", "label", "group", "part"]
+
+
+class KaggleLayoutParams(BaseModel):
+    """Where the Kaggle competition layout keeps its tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_csv: str = "train.csv"
+    test_csv: str | None = "test.csv"
+    pairing: Literal["consecutive_rows", "none"] = "consecutive_rows"
+    sidecar_csv: str | None = None
+
+
+class IngestionParams(BaseModel):
+    """Parameters of the ``ingestion`` pipeline (``conf/base/parameters_ingestion.yml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw_dir: str
+    layout: Literal["kaggle", "folders"]
+    kaggle: KaggleLayoutParams = KaggleLayoutParams()
+    min_side: int = Field(ge=1)
+    max_pixels: int = Field(gt=0)
+    validation_fraction: float = Field(gt=0, lt=0.5)
+    seed: int
+    normalised_dir: str
+    workers: int = Field(ge=0, description="0 = one per CPU core")
+
+
+def list_raw_files(params: IngestionParams) -> tuple[pd.DataFrame, list[Issue]]:
+    """List the candidate files of the raw data set with their labels and groups.
+
+    Args:
+        params: Raw directory and layout.
+
+    Returns:
+        The candidates (``path, label, group, part``; ``part`` is ``train`` or ``test``) and
+        the listing issues: files a table names but the disk lacks, files on disk no table
+        names, and rows with an invalid label.
+
+    Raises:
+        FileNotFoundError: If the raw directory or a required table or folder is missing.
+    """
+    raw_dir = Path(params.raw_dir)
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(
+            f"raw data directory {raw_dir} does not exist; run `kedro run --pipelines sample_data` "
+            "for the embedded sample set, or point ingestion.raw_dir at your data"
+        )
+    if params.layout == "kaggle":
+        candidates, issues = _list_kaggle(raw_dir, params.kaggle)
+    else:
+        candidates, issues = _list_folders(raw_dir)
+    logger.info("listed %d candidate files (%d listing issues) in %s", len(candidates), len(issues), raw_dir)
+    return candidates, issues
+
+
+def _list_kaggle(raw_dir: Path, layout: KaggleLayoutParams) -> tuple[pd.DataFrame, list[Issue]]:
+    """Kaggle layout: ``train.csv`` (``file_name,label``) and ``test.csv`` (``id``)."""
+    train_table = _read_table(raw_dir / layout.train_csv, ["file_name", "label"])
+    sidecar = _read_sidecar(raw_dir, layout.sidecar_csv)
+    issues: list[Issue] = []
+    labels = pd.to_numeric(train_table["label"], errors="coerce")
+    bad = ~labels.isin([0, 1])
+    issues += [{"path": str(raw_dir / f), "reason": "bad_label", "message": f"label {v!r} is not 0 or 1"}
+               for f, v in zip(train_table.loc[bad, "file_name"], train_table.loc[bad, "label"], strict=True)]
+    if layout.pairing == "consecutive_rows":
+        pair_groups = pd.Series([f"pair-{i // 2}" for i in range(len(train_table))], index=train_table.index)
+    else:
+        pair_groups = train_table["file_name"]
+    train = pd.DataFrame({
+        "file_name": train_table["file_name"],
+        "label": labels.astype("Int64"),
+        "group": pair_groups,
+        "part": "train",
+    })[~bad]
+    frames = [train]
+    if layout.test_csv and (raw_dir / layout.test_csv).exists():
+        test_table = _read_table(raw_dir / layout.test_csv, ["id"])
+        frames.append(pd.DataFrame({
+            "file_name": test_table["id"],
+            "label": pd.Series(pd.NA, index=test_table.index, dtype="Int64"),
+            "group": test_table["id"],
+            "part": "test",
+        }))
+    listed = pd.concat(frames, ignore_index=True)
+    if sidecar is not None:
+        listed["group"] = listed["file_name"].map(sidecar["group"]).fillna(listed["group"])
+        if "label" in sidecar:
+            known = listed["file_name"].map(sidecar["label"])
+            listed["label"] = listed["label"].fillna(known).astype("Int64")
+    listed["path"] = [str(raw_dir / name) for name in listed["file_name"]]
+    badly_labelled = {str(raw_dir / name) for name in train_table.loc[bad, "file_name"]}
+    return _reconcile_with_disk(listed, raw_dir, issues, badly_labelled)
+
+
+def _reconcile_with_disk(
+    listed: pd.DataFrame, raw_dir: Path, issues: list[Issue], reported: set[str]
+) -> tuple[pd.DataFrame, list[Issue]]:
+    """Report files the tables name but the disk lacks, and files on disk the tables omit."""
+    exists = np.array([Path(path).is_file() for path in listed["path"]], dtype=bool)
+    issues += [{"path": p, "reason": "missing", "message": "listed in the table but not on disk"}
+               for p in listed.loc[~exists, "path"]]
+    listed_paths = set(listed["path"]) | reported
+    folders = {Path(path).parent for path in listed["path"]} - {raw_dir}
+    on_disk = sorted(str(p) for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file())
+    issues += [{"path": p, "reason": "unlisted", "message": "on disk but in no table; not ingested"}
+               for p in on_disk if p not in listed_paths]
+    return listed.loc[exists, CANDIDATE_COLUMNS].reset_index(drop=True), issues
+
+
+def _list_folders(raw_dir: Path) -> tuple[pd.DataFrame, list[Issue]]:
+    """Folder layout: ``<raw_dir>/human/**`` (label 0) and ``<raw_dir>/ai/**`` (label 1).
+
+    Files with the same path (minus extension) under both folders form a pair group.
+    """
+    rows = []
+    for label, folder in ((0, "human"), (1, "ai")):
+        root = raw_dir / folder
+        if not root.is_dir():
+            raise FileNotFoundError(f"folders layout needs {root}/ (and {raw_dir}/{'ai' if label == 0 else 'human'}/)")
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            stem = path.relative_to(root).with_suffix("").as_posix()
+            rows.append({"path": str(path), "label": label, "group": f"stem:{stem}", "part": "train"})
+    candidates = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    candidates["label"] = candidates["label"].astype("Int64")
+    return candidates, []
+
+
+def _read_table(path: Path, required: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (the Kaggle layout needs it)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; it has {list(table.columns)}")
+    return table
+
+
+def _read_sidecar(raw_dir: Path, name: str | None) -> pd.DataFrame | None:
+    """The optional ``file_name,group[,label]`` table; its groups win over pairing."""
+    if not name or not (raw_dir / name).is_file():
+        return None
+    sidecar = _read_table(raw_dir / name, ["file_name", "group"]).set_index("file_name")
+    if "label" in sidecar:
+        sidecar["label"] = pd.to_numeric(sidecar["label"], errors="coerce").astype("Int64")
+    return sidecar
+
+
+def validate_files(candidates: pd.DataFrame, params: IngestionParams) -> tuple[pd.DataFrame, list[Issue]]:
+    """Decode every candidate fully, in parallel, without keeping pixels in memory.
+
+    Files a plain JPEG/PNG decoder would misread (other modes, EXIF rotation, other formats,
+    animations) get a lossless RGB PNG copy in ``normalised_dir``, named by content hash, and
+    the manifest points there; all other files are used as they are.
+
+    Args:
+        candidates: Output of :func:`list_raw_files`.
+        params: Limits, normalised-copy folder and worker count.
+
+    Returns:
+        The valid files (candidate columns plus ``stored_path, width, height, format, mode,
+        sha256``) and the rejected ones with their reasons.
+    """
+    limits = ImageLimits(min_side=params.min_side, max_pixels=params.max_pixels)
+    tasks = [(path, limits, params.normalised_dir) for path in candidates["path"]]
+    Path(params.normalised_dir).mkdir(parents=True, exist_ok=True)
+    workers = params.workers or multiprocessing.cpu_count()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        results = list(tqdm(pool.imap(inspect_file, tasks, chunksize=64), total=len(tasks),
+                            desc="validating images", unit="file"))
+    inspected = pd.concat([candidates.reset_index(drop=True), pd.DataFrame(results)], axis=1)
+    ok = inspected["reason"].isna()
+    rejected = [{"path": p, "reason": r, "message": m}
+                for p, r, m in inspected.loc[~ok, ["path", "reason", "message"]].itertuples(index=False)]
+    valid = inspected.loc[ok].drop(columns=["reason", "message"]).reset_index(drop=True)
+    logger.info("%d valid files, %d rejected, %d normalised", len(valid), len(rejected),
+                int((valid["stored_path"] != valid["path"]).sum()))
+    return valid, rejected
+
+
+def inspect_file(task: tuple[str, ImageLimits, str]) -> dict[str, Any]:
+    """Hash, validate and (if needed) normalise one file; runs in a worker process.
+
+    Args:
+        task: ``(path, limits, normalised_dir)``.
+
+    Returns:
+        ``sha256``, ``stored_path``, ``width``, ``height``, ``format``, ``mode``, and
+        ``reason``/``message`` (``None`` when the file is valid).
+    """
+    path, limits, normalised_dir = task
+    record: dict[str, Any] = dict.fromkeys(("sha256", "stored_path", "width", "height", "format", "mode",
+                                             "reason", "message"))
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return {**record, "reason": "unreadable", "message": str(error)}
+    record["sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        decoded = decode_image(data, limits)
+    except ImageRejectedError as error:
+        return {**record, "reason": error.reason, "message": str(error)}
+    stored_path = path
+    if decoded.needs_normalisation:
+        target = Path(normalised_dir) / f"{record['sha256']}.png"
+        if not target.exists():
+            partial = target.with_suffix(".png.partial")
+            decoded.pixels.save(partial, format="PNG")
+            partial.replace(target)
+        stored_path = str(target)
+    width, height = decoded.pixels.size
+    return {**record, "stored_path": stored_path, "width": width, "height": height,
+            "format": decoded.format, "mode": decoded.original_mode}
+
+
+def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
+    """Keep the first file of each content hash and report the others.
+
+    Args:
+        valid: Output of :func:`validate_files`.
+
+    Returns:
+        The unique files and one issue per dropped duplicate (naming the kept file, and
+        whether the labels disagree).
+    """
+    first = valid.drop_duplicates("sha256", keep="first").set_index("sha256")
+    duplicated = valid[valid.duplicated("sha256", keep="first")]
+    issues = []
+    for row in duplicated.itertuples(index=False):
+        kept = first.loc[row.sha256]
+        conflict = not pd.isna(row.label) and not pd.isna(kept["label"]) and row.label != kept["label"]
+        issues.append({
+            "path": row.path,
+            "reason": "duplicate_conflicting_label" if conflict else "duplicate",
+            "message": f"same content as {kept['path']}" + (
+                f" (labelled {kept['label']} there, {row.label} here; kept the first)" if conflict else ""),
+        })
+    return first.reset_index()[valid.columns], issues
+
+
+def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.DataFrame:
+    """Split the labelled train part into train/validation, stratified by label, grouped.
+
+    No group (a real/AI pair, or all crops of one source photograph) straddles the split;
+    the test part keeps ``split = "test"``.
+
+    Args:
+        unique: De-duplicated valid files.
+        params: Validation fraction and seed.
+
+    Returns:
+        The manifest: ``path`` (the file to read), ``source_path``, ``label``, ``split``,
+        ``group``, ``width``, ``height``, ``format``, ``mode``, ``sha256``.
+
+    Raises:
+        ValueError: If there are fewer groups than the split needs.
+    """
+    manifest = unique.rename(columns={"path": "source_path", "stored_path": "path"})
+    manifest["split"] = np.where(manifest["part"] == "test", "test", "train")
+    train_index = manifest.index[manifest["part"] == "train"]
+    n_splits = round(1 / params.validation_fraction)
+    groups = manifest.loc[train_index, "group"]
+    if groups.nunique() < n_splits:
+        raise ValueError(
+            f"{groups.nunique()} groups cannot make a {params.validation_fraction:.0%} validation split "
+            f"(needs at least {n_splits}); add data or raise ingestion.validation_fraction"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=params.seed)
+    _, validation = next(splitter.split(train_index, manifest.loc[train_index, "label"].astype(int), groups))
+    manifest.loc[train_index[validation], "split"] = "validation"
+    columns = ["path", "source_path", "label", "split", "group", "width", "height", "format", "mode", "sha256"]
+    return manifest[columns].astype({"label": "Int8", "width": "int32", "height": "int32"})
+
+
+def build_report(
+    listing_issues: list[Issue], rejected: list[Issue], duplicates: list[Issue], manifest: pd.DataFrame
+) -> dict[str, Any]:
+    """Summarise the ingestion: counts per split and label, and every file not ingested.
+
+    Args:
+        listing_issues: Missing, unlisted and badly labelled files.
+        rejected: Files that failed validation.
+        duplicates: Dropped duplicates.
+        manifest: The ingested files.
+
+    Returns:
+        A JSON-ready report: ``summary``, ``splits`` (label counts), ``problems`` (path,
+        reason, message) and ``reasons`` (counts per reason).
+    """
+    problems = [*listing_issues, *rejected, *duplicates]
+    splits = {
+        split: {str(label): int(count) for label, count in part["label"].value_counts(dropna=False).items()}
+        for split, part in manifest.groupby("split")
+    }
+    return {
+        "summary": {
+            "ingested": len(manifest),
+            "not_ingested": len(problems),
+            "normalised_copies": int((manifest["path"] != manifest["source_path"]).sum()),
+            "groups": int(manifest["group"].nunique()),
+        },
+        "splits": splits,
+        "reasons": pd.Series([p["reason"] for p in problems], dtype=str).value_counts().to_dict(),
+        "problems": problems,
+    }

@@ -1,0 +1,1 @@
+"""The embedded sample data set: real photographs from packages and their simulated-AI twins."""
