@@ -77,7 +77,7 @@ def weed_pids(data_dir: Path) -> list[int]:
     Returns:
         The matching pids.
     """
-    result = subprocess.run(  # noqa: S603 - fixed argument vector
+    result = subprocess.run(
         ["/usr/bin/pgrep", "-f", f"weed .*mini -dir={data_dir}( |$)"],
         capture_output=True,
         text=True,

@@ -83,7 +83,7 @@ def _error_code(error: ClientError) -> str:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -209,10 +209,7 @@ def test_start_reports_weed_failing_with_its_log(
     real_command = local_s3.build_command
 
     def broken_command(settings: S3ServerSettings) -> list[str]:
-        return [
-            f"-dir={not_a_dir}" if arg.startswith("-dir=") else arg
-            for arg in real_command(settings)
-        ]
+        return [f"-dir={not_a_dir}" if arg.startswith("-dir=") else arg for arg in real_command(settings)]
 
     monkeypatch.setattr(local_s3, "build_command", broken_command)
 
@@ -281,9 +278,7 @@ def test_requests_without_valid_keys_are_refused(s3_server: S3ServerSettings) ->
 
 
 @pytest.mark.slow
-def test_start_is_idempotent(
-    s3_server: S3ServerSettings, weed_pids: Callable[[Path], list[int]]
-) -> None:
+def test_start_is_idempotent(s3_server: S3ServerSettings, weed_pids: Callable[[Path], list[int]]) -> None:
     """Starting a running server returns its pid and launches nothing."""
     pid = running_pid(s3_server)
 

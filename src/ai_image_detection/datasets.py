@@ -68,9 +68,7 @@ class SourcePhotosDataset(AbstractDataset[None, list[SourcePhoto]]):
                 ``members``, ``licence`` and ``licence_file``.
             cache_dir: Download cache; defaults to ``~/.cache/ai-image-detection/photo-sources``.
         """
-        self._sources = [
-            PhotoSource(**{**source, "members": tuple(source["members"])}) for source in sources
-        ]
+        self._sources = [PhotoSource(**{**source, "members": tuple(source["members"])}) for source in sources]
         default_cache = Path.home() / ".cache" / "ai-image-detection" / "photo-sources"
         self._cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache
 

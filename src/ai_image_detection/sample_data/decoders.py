@@ -150,7 +150,9 @@ def transposed_conv_stride2(image: FloatImage, weights: FloatImage) -> FloatImag
             acc = np.zeros((height, width, weights.shape[3]), dtype=np.float32)
             for kernel_row, row_shift in row_taps:
                 for kernel_col, col_shift in col_taps:
-                    window = padded[1 + row_shift : 1 + row_shift + height, 1 + col_shift : 1 + col_shift + width]
+                    window = padded[
+                        1 + row_shift : 1 + row_shift + height, 1 + col_shift : 1 + col_shift + width
+                    ]
                     acc += _pointwise(window, weights[kernel_row, kernel_col])
             out[row_phase::2, col_phase::2] = acc
     return out
@@ -184,7 +186,7 @@ def blur(image: FloatImage) -> FloatImage:
 
 def mean_gradient_magnitude(image: FloatImage) -> float:
     """Mean absolute horizontal plus vertical difference of the grey image (a sharpness measure)."""
-    grey = image.mean(axis=2) if image.ndim == 3 else image
+    grey = image.mean(axis=2) if image.ndim == 3 else image  # noqa: PLR2004 - [H, W, C]
     return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
 
 
@@ -211,7 +213,9 @@ def match_sharpness(image: FloatImage, target: float, max_amount: float = 24.0) 
 
     def sharpness(amount: float) -> float:
         # The grey image and its differences are linear in the amount: no re-filtering needed.
-        return sum(float(np.abs(i + amount * d).mean()) for i, d in zip(image_diffs, detail_diffs, strict=True))
+        return sum(
+            float(np.abs(i + amount * d).mean()) for i, d in zip(image_diffs, detail_diffs, strict=True)
+        )
 
     low, high = 0.0, max_amount
     for _ in range(14):

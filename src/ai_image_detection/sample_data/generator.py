@@ -172,7 +172,7 @@ _worker_settings: GeneratorSettings | None = None
 
 
 def _init_worker(photo_bytes: list[bytes], settings: GeneratorSettings, pool_worker: bool) -> None:
-    global _worker_photos, _worker_settings  # noqa: PLW0603 - per-process state of a worker pool
+    global _worker_photos, _worker_settings
     _worker_photos, _worker_settings = photo_bytes, settings
     if pool_worker:
         threadpool_limits(1)  # parallelism comes from the processes; threaded BLAS would oversubscribe
@@ -247,7 +247,9 @@ def pair_rows(plans: Sequence[PairPlan], photos: Sequence[SourcePhoto]) -> list[
     return rows
 
 
-def usable_photos(photos: Sequence[SourcePhoto], crop_size: int) -> tuple[list[SourcePhoto], list[tuple[int, int]]]:
+def usable_photos(
+    photos: Sequence[SourcePhoto], crop_size: int
+) -> tuple[list[SourcePhoto], list[tuple[int, int]]]:
     """Keep the photographs whose short side fits a crop, logging the ones dropped.
 
     Args:
@@ -264,11 +266,16 @@ def usable_photos(photos: Sequence[SourcePhoto], crop_size: int) -> tuple[list[S
             kept.append(photo)
             sizes.append((width, height))
         else:
-            logger.warning("photo %s is %dx%d, smaller than a %d crop: not used", photo.photo_id, width, height, crop_size)
+            logger.warning(
+                "photo %s is %dx%d, smaller than a %d crop: not used",
+                photo.photo_id,
+                width,
+                height,
+                crop_size,
+            )
     return kept, sizes
 
 
 def worker_count(requested: int) -> int:
     """Resolve a worker count: 0 means one per CPU core."""
     return requested if requested > 0 else max(1, multiprocessing.cpu_count())
-

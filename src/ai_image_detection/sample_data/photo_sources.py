@@ -162,7 +162,11 @@ def _read_deb(source: PhotoSource, cache_dir: Path) -> tuple[str, list[tuple[str
         package_dir.mkdir(parents=True, exist_ok=True)
         debs = sorted(package_dir.glob("*.deb"))
         if not debs:
-            _run(["apt-get", "download", "-q", source.package], f"apt-get download {source.package}", package_dir)
+            _run(
+                ["apt-get", "download", "-q", source.package],
+                f"apt-get download {source.package}",
+                package_dir,
+            )
             debs = sorted(package_dir.glob("*.deb"))
         if not debs:
             raise PhotoSourceError(f"apt-get download {source.package} produced no .deb")
@@ -176,7 +180,7 @@ def _read_deb(source: PhotoSource, cache_dir: Path) -> tuple[str, list[tuple[str
 def _deb_version(file_name: str) -> str:
     """Read the version out of a ``name_version_arch.deb`` file name (``%3a`` is ``:``)."""
     parts = file_name.removesuffix(".deb").split("_")
-    return parts[1].replace("%3a", ":") if len(parts) >= 3 else ""
+    return parts[1].replace("%3a", ":") if len(parts) >= 3 else ""  # noqa: PLR2004 - name, version, arch
 
 
 def _extract_deb_members(deb: Path, members: tuple[str, ...], target: Path) -> None:
@@ -225,9 +229,7 @@ class _BoundedReader:
 
 def _pip_command() -> list[str]:
     """Pip from this interpreter, else the standalone one (uv environments may lack pip)."""
-    probe = subprocess.run(  # noqa: S603 - fixed arguments
-        [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
-    )
+    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, check=False)
     if probe.returncode == 0:
         return [sys.executable, "-m", "pip"]
     pip = shutil.which("pip3") or shutil.which("pip")
@@ -245,4 +247,3 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         raise PhotoSourceError(f"{what} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
-

@@ -89,27 +89,35 @@ def _list_kaggle(raw_dir: Path, layout: KaggleLayoutParams) -> tuple[pd.DataFram
     issues: list[Issue] = []
     labels = pd.to_numeric(train_table["label"], errors="coerce")
     bad = ~labels.isin([0, 1])
-    issues += [{"path": str(raw_dir / f), "reason": "bad_label", "message": f"label {v!r} is not 0 or 1"}
-               for f, v in zip(train_table.loc[bad, "file_name"], train_table.loc[bad, "label"], strict=True)]
+    issues += [
+        {"path": str(raw_dir / f), "reason": "bad_label", "message": f"label {v!r} is not 0 or 1"}
+        for f, v in zip(train_table.loc[bad, "file_name"], train_table.loc[bad, "label"], strict=True)
+    ]
     if layout.pairing == "consecutive_rows":
         pair_groups = pd.Series([f"pair-{i // 2}" for i in range(len(train_table))], index=train_table.index)
     else:
         pair_groups = train_table["file_name"]
-    train = pd.DataFrame({
-        "file_name": train_table["file_name"],
-        "label": labels.astype("Int64"),
-        "group": pair_groups,
-        "part": "train",
-    })[~bad]
+    train = pd.DataFrame(
+        {
+            "file_name": train_table["file_name"],
+            "label": labels.astype("Int64"),
+            "group": pair_groups,
+            "part": "train",
+        }
+    )[~bad]
     frames = [train]
     if layout.test_csv and (raw_dir / layout.test_csv).exists():
         test_table = _read_table(raw_dir / layout.test_csv, ["id"])
-        frames.append(pd.DataFrame({
-            "file_name": test_table["id"],
-            "label": pd.Series(pd.NA, index=test_table.index, dtype="Int64"),
-            "group": test_table["id"],
-            "part": "test",
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "file_name": test_table["id"],
+                    "label": pd.Series(pd.NA, index=test_table.index, dtype="Int64"),
+                    "group": test_table["id"],
+                    "part": "test",
+                }
+            )
+        )
     listed = pd.concat(frames, ignore_index=True)
     if sidecar is not None:
         listed["group"] = listed["file_name"].map(sidecar["group"]).fillna(listed["group"])
@@ -126,13 +134,20 @@ def _reconcile_with_disk(
 ) -> tuple[pd.DataFrame, list[Issue]]:
     """Report files the tables name but the disk lacks, and files on disk the tables omit."""
     exists = np.array([Path(path).is_file() for path in listed["path"]], dtype=bool)
-    issues += [{"path": p, "reason": "missing", "message": "listed in the table but not on disk"}
-               for p in listed.loc[~exists, "path"]]
+    issues += [
+        {"path": p, "reason": "missing", "message": "listed in the table but not on disk"}
+        for p in listed.loc[~exists, "path"]
+    ]
     listed_paths = set(listed["path"]) | reported
     folders = {Path(path).parent for path in listed["path"]} - {raw_dir}
-    on_disk = sorted(str(p) for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file())
-    issues += [{"path": p, "reason": "unlisted", "message": "on disk but in no table; not ingested"}
-               for p in on_disk if p not in listed_paths]
+    on_disk = sorted(
+        str(p) for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file()
+    )
+    issues += [
+        {"path": p, "reason": "unlisted", "message": "on disk but in no table; not ingested"}
+        for p in on_disk
+        if p not in listed_paths
+    ]
     return listed.loc[exists, CANDIDATE_COLUMNS].reset_index(drop=True), issues
 
 
@@ -145,7 +160,9 @@ def _list_folders(raw_dir: Path) -> tuple[pd.DataFrame, list[Issue]]:
     for label, folder in ((0, "human"), (1, "ai")):
         root = raw_dir / folder
         if not root.is_dir():
-            raise FileNotFoundError(f"folders layout needs {root}/ (and {raw_dir}/{'ai' if label == 0 else 'human'}/)")
+            raise FileNotFoundError(
+                f"folders layout needs {root}/ (and {raw_dir}/{'ai' if label == 0 else 'human'}/)"
+            )
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             stem = path.relative_to(root).with_suffix("").as_posix()
             rows.append({"path": str(path), "label": label, "group": f"stem:{stem}", "part": "train"})
@@ -194,15 +211,27 @@ def validate_files(candidates: pd.DataFrame, params: IngestionParams) -> tuple[p
     Path(params.normalised_dir).mkdir(parents=True, exist_ok=True)
     workers = params.workers or multiprocessing.cpu_count()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        results = list(tqdm(pool.imap(inspect_file, tasks, chunksize=64), total=len(tasks),
-                            desc="validating images", unit="file"))
+        results = list(
+            tqdm(
+                pool.imap(inspect_file, tasks, chunksize=64),
+                total=len(tasks),
+                desc="validating images",
+                unit="file",
+            )
+        )
     inspected = pd.concat([candidates.reset_index(drop=True), pd.DataFrame(results)], axis=1)
     ok = inspected["reason"].isna()
-    rejected = [{"path": p, "reason": r, "message": m}
-                for p, r, m in inspected.loc[~ok, ["path", "reason", "message"]].itertuples(index=False)]
+    rejected = [
+        {"path": p, "reason": r, "message": m}
+        for p, r, m in inspected.loc[~ok, ["path", "reason", "message"]].itertuples(index=False)
+    ]
     valid = inspected.loc[ok].drop(columns=["reason", "message"]).reset_index(drop=True)
-    logger.info("%d valid files, %d rejected, %d normalised", len(valid), len(rejected),
-                int((valid["stored_path"] != valid["path"]).sum()))
+    logger.info(
+        "%d valid files, %d rejected, %d normalised",
+        len(valid),
+        len(rejected),
+        int((valid["stored_path"] != valid["path"]).sum()),
+    )
     return valid, rejected
 
 
@@ -217,8 +246,9 @@ def inspect_file(task: tuple[str, ImageLimits, str]) -> dict[str, Any]:
         ``reason``/``message`` (``None`` when the file is valid).
     """
     path, limits, normalised_dir = task
-    record: dict[str, Any] = dict.fromkeys(("sha256", "stored_path", "width", "height", "format", "mode",
-                                             "reason", "message"))
+    record: dict[str, Any] = dict.fromkeys(
+        ("sha256", "stored_path", "width", "height", "format", "mode", "reason", "message")
+    )
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -237,8 +267,14 @@ def inspect_file(task: tuple[str, ImageLimits, str]) -> dict[str, Any]:
             partial.replace(target)
         stored_path = str(target)
     width, height = decoded.pixels.size
-    return {**record, "stored_path": stored_path, "width": width, "height": height,
-            "format": decoded.format, "mode": decoded.original_mode}
+    return {
+        **record,
+        "stored_path": stored_path,
+        "width": width,
+        "height": height,
+        "format": decoded.format,
+        "mode": decoded.original_mode,
+    }
 
 
 def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
@@ -257,12 +293,16 @@ def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
     for row in duplicated.itertuples(index=False):
         kept = first.loc[row.sha256]
         conflict = not pd.isna(row.label) and not pd.isna(kept["label"]) and row.label != kept["label"]
-        issues.append({
-            "path": row.path,
-            "reason": "duplicate_conflicting_label" if conflict else "duplicate",
-            "message": f"same content as {kept['path']}" + (
-                f" (labelled {kept['label']} there, {row.label} here; kept the first)" if conflict else ""),
-        })
+        issues.append(
+            {
+                "path": row.path,
+                "reason": "duplicate_conflicting_label" if conflict else "duplicate",
+                "message": f"same content as {kept['path']}"
+                + (
+                    f" (labelled {kept['label']} there, {row.label} here; kept the first)" if conflict else ""
+                ),
+            }
+        )
     return first.reset_index()[valid.columns], issues
 
 
@@ -296,7 +336,18 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=params.seed)
     _, validation = next(splitter.split(train_index, manifest.loc[train_index, "label"].astype(int), groups))
     manifest.loc[train_index[validation], "split"] = "validation"
-    columns = ["path", "source_path", "label", "split", "group", "width", "height", "format", "mode", "sha256"]
+    columns = [
+        "path",
+        "source_path",
+        "label",
+        "split",
+        "group",
+        "width",
+        "height",
+        "format",
+        "mode",
+        "sha256",
+    ]
     return manifest[columns].astype({"label": "Int8", "width": "int32", "height": "int32"})
 
 

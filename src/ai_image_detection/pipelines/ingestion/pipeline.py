@@ -15,14 +15,24 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     """List, validate, de-duplicate and split the raw images into the image manifest."""
     return Pipeline(
         [
-            Node(list_raw_files, "params:ingestion", ["raw_candidates", "listing_issues"], name="list_raw_files_node"),
+            Node(
+                list_raw_files,
+                "params:ingestion",
+                ["raw_candidates", "listing_issues"],
+                name="list_raw_files_node",
+            ),
             Node(
                 validate_files,
                 ["raw_candidates", "params:ingestion"],
                 ["valid_images", "rejected_images"],
                 name="validate_files_node",
             ),
-            Node(drop_duplicates, "valid_images", ["unique_images", "duplicate_images"], name="drop_duplicates_node"),
+            Node(
+                drop_duplicates,
+                "valid_images",
+                ["unique_images", "duplicate_images"],
+                name="drop_duplicates_node",
+            ),
             Node(
                 split_train_validation,
                 ["unique_images", "params:ingestion"],

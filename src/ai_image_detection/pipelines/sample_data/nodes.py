@@ -186,7 +186,12 @@ def draw_contact_sheet(
         title = f"AI: {decoder['decoder_family']} x{int(decoder['decoder_factor'])}"
         zoom = slice(0, real.shape[0] // 4)
         for col, (image, label) in enumerate(
-            [(real, "real"), (ai, title), (real[zoom, zoom], "real, 4x zoom"), (ai[zoom, zoom], "AI, 4x zoom")]
+            [
+                (real, "real"),
+                (ai, title),
+                (real[zoom, zoom], "real, 4x zoom"),
+                (ai[zoom, zoom], "AI, 4x zoom"),
+            ]
         ):
             axes[row, col].imshow(image, interpolation="nearest")
             axes[row, col].set_title(label, fontsize=8)

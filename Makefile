@@ -1,0 +1,76 @@
+# The few verbs a newcomer needs. CI, the README and pre-commit use these and nothing else.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+RAW_DIR := data/01_raw
+export KEDRO_LOGGING_CONFIG := conf/base/logging.yml
+export KEDRO_DISABLE_TELEMETRY := 1
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean
+
+help:  ## list the verbs
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(BIN)/uv pyproject.toml uv.lock
+	$(BIN)/uv sync --locked --python $(BIN)/python
+	@touch $@
+
+setup: $(VENV)/.synced  ## create .venv and install the locked dependencies
+
+sample-data: setup  ## generate the embedded sample data set (only when data/01_raw holds no data)
+	@if [ -f $(RAW_DIR)/train.csv ] || [ -d $(RAW_DIR)/human ]; then \
+		echo "raw data present in $(RAW_DIR): not generating the sample set"; \
+	else \
+		$(BIN)/kedro run --pipelines sample_data; \
+	fi
+
+run: sample-data  ## install, generate sample data if absent, run every pipeline
+	$(BIN)/kedro run
+	@echo "Results:"
+	@echo "  manifest          data/03_primary/image_manifest.parquet"
+	@echo "  ingestion report  data/08_reporting/ingestion_report.json"
+	@echo "  sample pairs      data/08_reporting/sample_contact_sheet.png"
+	@echo "  pipelines         make viz  (Kedro-Viz on http://127.0.0.1:4141)"
+
+test: setup  ## install and run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: setup  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+s3: setup  ## start the local S3 server (SeaweedFS on 127.0.0.1:8333, data in .s3/) and set DVC keys
+	$(BIN)/python -m ai_image_detection.local_s3 start
+
+s3-stop: setup  ## stop the local S3 server
+	$(BIN)/python -m ai_image_detection.local_s3 stop
+
+repro: setup  ## reproduce the DVC stages (dvc.yaml)
+	$(BIN)/dvc repro
+
+viz: setup  ## Kedro-Viz of the pipelines on 127.0.0.1:4141
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
+
+ui: setup  ## the MLflow UI on 127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+bench: setup  ## benchmarks (not tests): figures to data/08_reporting/benchmarks.json
+	$(BIN)/python -m benchmarks
+
+clean:  ## remove generated data (keeps .venv and the package cache)
+	find data -mindepth 2 ! -name .gitkeep -delete

@@ -1,0 +1,67 @@
+"""One KedroSession smoke test: the registered pipelines run end to end on the small sample set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.framework.project import configure_project
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
+
+from ai_image_detection.pipeline_registry import register_pipelines
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The project's configuration in a scratch folder, so the run writes only there."""
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "src").mkdir()  # the package itself is installed (editable) in the environment
+    for env_var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(env_var, raising=False)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+    monkeypatch.chdir(tmp_path)
+    bootstrap_project(tmp_path)
+    yield tmp_path
+
+
+def test_pipelines_are_registered() -> None:
+    configure_project("ai_image_detection")
+    pipelines = register_pipelines()
+    assert {"sample_data", "ingestion", "__default__"} <= set(pipelines)
+    default_nodes = {node.name for node in pipelines["__default__"].nodes}
+    assert "generate_pairs_node" not in default_nodes, "kedro run must never regenerate raw data"
+    assert {node.name for node in pipelines["ingestion"].nodes} <= default_nodes
+
+
+@pytest.mark.slow
+def test_sample_data_then_default_run(project_copy: Path) -> None:
+    with KedroSession.create(
+        project_path=project_copy, runtime_params={"sample_data": {"size": "small"}}
+    ) as session:
+        session.run(pipeline_names=["sample_data"])
+    raw = project_copy / "data" / "01_raw"
+    train = pd.read_csv(raw / "train.csv")
+    assert len(train) + len(pd.read_csv(raw / "test.csv")) == 2 * 48
+    assert (project_copy / "data" / "08_reporting" / "sample_contact_sheet.png").stat().st_size > 0
+
+    with KedroSession.create(project_path=project_copy) as session:
+        session.run()
+    manifest = pd.read_parquet(project_copy / "data" / "03_primary" / "image_manifest.parquet")
+    assert set(manifest["split"]) == {"train", "validation", "test"}
+    assert manifest.loc[manifest["split"] != "test", "label"].notna().all()
+    report = json.loads((project_copy / "data" / "08_reporting" / "ingestion_report.json").read_text())
+    assert report["summary"]["ingested"] == len(manifest) == 2 * 48
+    assert report["problems"] == []
+    tracking = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in tracking.search_experiments()]
+    assert tracking.search_runs(experiments) == [], "data-only pipelines must open no MLflow run"
