@@ -155,8 +155,9 @@ def _open(data: bytes) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
 
-    Transparency is composited over white (what a viewer shows); 16- and 32-bit integer
-    images are scaled from their full range; CMYK and palette images use Pillow's conversion.
+    Transparency is composited over white (what a viewer shows); integer images (Pillow's
+    ``I;16*`` and ``I`` modes, which is how 16-bit files decode) are scaled by 255/65535;
+    CMYK and palette images use Pillow's conversion.
 
     Args:
         image: An image in any mode Pillow decodes.

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal, cast
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,9 @@ def _extract_deb_members(deb: Path, members: tuple[str, ...], target: Path) -> N
             name = header[:16].decode().strip().rstrip("/")
             size = int(header[48:58].decode().strip())
             if name.startswith("data.tar"):
-                with tarfile.open(fileobj=_BoundedReader(handle, size), mode="r|*") as archive:
+                with tarfile.open(
+                    fileobj=cast("IO[bytes]", _BoundedReader(handle, size)), mode="r|*"
+                ) as archive:
                     for entry in archive:
                         if entry.name in wanted and entry.isfile():
                             fileobj = archive.extractfile(entry)
@@ -215,14 +217,14 @@ def _extract_deb_members(deb: Path, members: tuple[str, ...], target: Path) -> N
 class _BoundedReader:
     """A read-only file object limited to the next ``size`` bytes of another one."""
 
-    def __init__(self, handle: object, size: int) -> None:
+    def __init__(self, handle: IO[bytes], size: int) -> None:
         self._handle = handle
         self._left = size
 
     def read(self, size: int = -1) -> bytes:
         if size < 0 or size > self._left:
             size = self._left
-        data: bytes = self._handle.read(size)  # type: ignore[attr-defined]
+        data = self._handle.read(size)
         self._left -= len(data)
         return data
 

@@ -7,6 +7,7 @@ import io
 import json
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from ai_image_detection.image_files import inspect_file
 from ai_image_detection.image_io import EXIF_ORIENTATION_TAG, ImageLimits, decode_image
 from ai_image_detection.pipelines.ingestion.nodes import (
     CANDIDATE_COLUMNS,
@@ -22,7 +24,6 @@ from ai_image_detection.pipelines.ingestion.nodes import (
     KaggleLayoutParams,
     build_report,
     drop_duplicates,
-    inspect_file,
     list_raw_files,
     split_train_validation,
     validate_files,
@@ -85,9 +86,9 @@ def _jpeg(seed: int, width: int = 48, height: int = 40) -> bytes:
     return _encode(Image.fromarray(_noise(width, height, seed)), "JPEG", quality=90)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` as a CSV table without index."""
-    pd.DataFrame(rows).to_csv(path, index=False)
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write ``rows`` as a CSV table with ``columns`` (a header even when empty), without index."""
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -109,8 +110,9 @@ def _make_kaggle_raw(raw: Path, train_names: list[str], test_names: list[str]) -
     """A Kaggle-layout raw dir: images on disk, ``train.csv`` alternating labels 0/1, ``test.csv``."""
     for seed, name in enumerate([*train_names, *test_names]):
         _write(raw / name, _jpeg(seed))
-    _write_csv(raw / "train.csv", [{"file_name": n, "label": i % 2} for i, n in enumerate(train_names)])
-    _write_csv(raw / "test.csv", [{"id": n} for n in test_names])
+    rows = [{"file_name": n, "label": i % 2} for i, n in enumerate(train_names)]
+    _write_csv(raw / "train.csv", rows, ["file_name", "label"])
+    _write_csv(raw / "test.csv", [{"id": n} for n in test_names], ["id"])
 
 
 def _issues_by_path(issues: list[dict[str, Any]]) -> dict[str, str]:
@@ -168,8 +170,8 @@ def test_kaggle_listing_reports_missing_unlisted_and_bad_labels(tmp_path: Path) 
         {"file_name": "train_data/half.jpg", "label": "0.5"},
         {"file_name": "train_data/word.jpg", "label": "ai"},
     ]
-    _write_csv(raw / "train.csv", rows)
-    _write_csv(raw / "test.csv", [{"id": "test_data_v2/t0.jpg"}, {"id": "test_data_v2/lost.jpg"}])
+    _write_csv(raw / "train.csv", rows, ["file_name", "label"])
+    _write_csv(raw / "test.csv", [{"id": "test_data_v2/t0.jpg"}, {"id": "test_data_v2/lost.jpg"}], ["id"])
 
     candidates, issues = list_raw_files(_params(tmp_path))
 
@@ -208,6 +210,7 @@ def test_sidecar_groups_win_over_pairing_and_fill_test_labels(tmp_path: Path) ->
             {"file_name": "train_data/3.jpg", "group": "photo-7", "label": ""},
             {"file_name": "test_data_v2/t0.jpg", "group": "photo-9", "label": "1"},
         ],
+        ["file_name", "group", "label"],
     )
 
     candidates, issues = list_raw_files(_params(tmp_path))
@@ -308,10 +311,32 @@ def _mixed_raw_files(raw: Path) -> dict[str, str | None]:
     return {name: reason for name, (_, reason) in files.items()} | {"vanished.jpg": "unreadable"}
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_validate_files_accounts_for_every_candidate(tmp_path: Path, workers: int) -> None:
-    raw = tmp_path / "raw"
-    expected = _mixed_raw_files(raw)
+@dataclass(frozen=True)
+class Validated:
+    """One ``validate_files`` run over the mixed raw files, with what went in and came out."""
+
+    raw: Path
+    params: IngestionParams
+    expected: dict[str, str | None]
+    candidates: pd.DataFrame
+    valid: pd.DataFrame
+    rejected: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers=1", "workers=2"])
+def validated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Validated:
+    """Validate the mixed raw files once per worker count (each run spawns a process pool)."""
+    root = tmp_path_factory.mktemp(f"validate-{request.param}")
+    raw = root / "raw"
+    # 64 plain fillers first (validate_files hands out chunks of 64), so with two workers the
+    # awkward and broken files are inspected by the second one, while the first does the fillers.
+    fillers = {
+        f"filler/{i:02d}.png": _encode(Image.fromarray(_noise(40, 32, seed=1000 + i)), "PNG")
+        for i in range(64)
+    }
+    for name, data in fillers.items():
+        _write(raw / name, data)
+    expected: dict[str, str | None] = dict.fromkeys(fillers) | _mixed_raw_files(raw)
     names = list(expected)
     candidates = pd.DataFrame(
         {
@@ -321,14 +346,18 @@ def test_validate_files_accounts_for_every_candidate(tmp_path: Path, workers: in
             "part": "train",
         }
     )
-    params = _params(tmp_path, workers=workers)
-
+    params = _params(root, workers=request.param)
     valid, rejected = validate_files(candidates, params)
+    return Validated(raw, params, expected, candidates, valid, rejected)
 
-    assert len(valid) + len(rejected) == len(candidates)
+
+def test_validate_files_accounts_for_every_candidate(validated: Validated) -> None:
+    raw, expected, valid, rejected = validated.raw, validated.expected, validated.valid, validated.rejected
+
+    assert len(valid) + len(rejected) == len(validated.candidates)
     assert _issues_by_path(rejected) == {str(raw / n): r for n, r in expected.items() if r is not None}
     assert all(issue["message"] for issue in rejected)
-    assert valid["path"].tolist() == [str(raw / n) for n in names if expected[n] is None]
+    assert valid["path"].tolist() == [str(raw / n) for n, r in expected.items() if r is None]
     assert list(valid.columns) == [
         *CANDIDATE_COLUMNS,
         "sha256",
@@ -338,10 +367,15 @@ def test_validate_files_accounts_for_every_candidate(tmp_path: Path, workers: in
         "format",
         "mode",
     ]
-    info = valid.set_index(valid["path"].map(lambda p: Path(p).name))
-    assert info.loc["rotated.jpg", ["width", "height"]].tolist() == [40, 64]
+
+
+def test_validate_files_describes_each_valid_file(validated: Validated) -> None:
+    valid, candidates = validated.valid, validated.candidates
+    info = valid.set_index(valid["path"].map(lambda p: Path(p).relative_to(validated.raw).as_posix()))
+
+    assert info.loc["rotated.jpg", ["width", "height"]].tolist() == [40, 64]  # as displayed
     assert info.loc["good.png", ["width", "height"]].tolist() == [48, 40]
-    assert info["format"].to_dict() == {
+    assert info.loc[~info.index.str.startswith("filler"), "format"].to_dict() == {
         "good.jpg": "JPEG",
         "good.png": "PNG",
         "cmyk.jpg": "JPEG",
@@ -351,38 +385,31 @@ def test_validate_files_accounts_for_every_candidate(tmp_path: Path, workers: in
     }
     assert info.loc["cmyk.jpg", "mode"] == "CMYK"
     assert info.loc["rgba.png", "mode"] == "RGBA"
-    assert info.loc["good.jpg", "label"] == 0  # candidate columns are carried along unchanged
+    kept = candidates[candidates["path"].isin(valid["path"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(valid[CANDIDATE_COLUMNS], kept[CANDIDATE_COLUMNS])  # carried along
+    for name, row in info.iterrows():
+        assert row["sha256"] == hashlib.sha256((validated.raw / str(name)).read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_validate_files_points_at_lossless_normalised_copies(tmp_path: Path, workers: int) -> None:
-    raw = tmp_path / "raw"
-    expected = _mixed_raw_files(raw)
-    names = [n for n, reason in expected.items() if reason is None]
-    candidates = pd.DataFrame(
-        {"path": [str(raw / n) for n in names], "label": pd.array([0] * len(names), dtype="Int64")}
-    ).assign(group=lambda d: d["path"], part="train")
-    params = _params(tmp_path, workers=workers)
-
-    valid, _ = validate_files(candidates, params)
-
+def test_validate_files_points_at_lossless_normalised_copies(validated: Validated) -> None:
+    valid, params = validated.valid, validated.params
     normalised = {"cmyk.jpg", "rgba.png", "rotated.jpg", "picture.webp"}
+
     for row in valid.itertuples(index=False):
-        name = Path(row.path).name
-        data = Path(row.path).read_bytes()
-        assert row.sha256 == hashlib.sha256(data).hexdigest()
-        if name not in normalised:
+        if Path(row.path).name not in normalised:
             assert row.stored_path == row.path
             continue
         stored = Path(row.stored_path)
         assert stored == Path(params.normalised_dir) / f"{row.sha256}.png"
+        decoded = decode_image(Path(row.path).read_bytes(), ImageLimits(min_side=params.min_side))
         with Image.open(stored) as copy:
             assert (copy.format, copy.mode) == ("PNG", "RGB")
-            decoded = decode_image(data, ImageLimits(min_side=params.min_side))
-            np.testing.assert_array_equal(np.asarray(copy), np.asarray(decoded.pixels))
             assert copy.size == (row.width, row.height)
+            np.testing.assert_array_equal(np.asarray(copy), np.asarray(decoded.pixels))
+    copies = valid.loc[valid["stored_path"] != valid["path"]]
+    assert sorted(Path(row.path).name for row in copies.itertuples()) == sorted(normalised)
     assert sorted(p.name for p in Path(params.normalised_dir).iterdir()) == sorted(
-        f"{sha}.png" for sha in valid.loc[valid["stored_path"] != valid["path"], "sha256"]
+        f"{sha}.png" for sha in copies["sha256"]
     )
 
 
@@ -397,6 +424,38 @@ def test_inspect_file_reuses_an_existing_normalised_copy(tmp_path: Path) -> None
     assert first == second
     assert first["reason"] is None
     assert list((tmp_path / "normalised").iterdir()) == [Path(first["stored_path"])]
+
+
+def test_two_workers_normalising_the_same_content_at_once_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Identical files (later dropped as duplicates) can reach two workers at the same time.
+    # Replay that interleaving: worker A has written its copy but not yet moved it into
+    # place when worker B writes and moves its own.
+    grey = _encode(Image.new("L", (40, 40), 90), "PNG")
+    first = _write(tmp_path / "raw/a/grey.png", grey)
+    second = _write(tmp_path / "raw/b/grey.png", grey)
+    normalised = tmp_path / "normalised"
+    normalised.mkdir()
+    original_save = Image.Image.save
+    other_worker: dict[str, Any] = {}
+
+    def save_then_let_the_other_worker_run(image: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
+        original_save(image, fp, *args, **kwargs)
+        if "started" not in other_worker:
+            other_worker["started"] = True
+            other_worker["record"] = inspect_file((str(second), ImageLimits(), str(normalised)))
+
+    monkeypatch.setattr(Image.Image, "save", save_then_let_the_other_worker_run)
+
+    record = inspect_file((str(first), ImageLimits(), str(normalised)))
+
+    assert record["reason"] is None
+    assert other_worker["record"]["stored_path"] == record["stored_path"]
+    assert [p.name for p in normalised.iterdir()] == [Path(record["stored_path"]).name]
+    with Image.open(record["stored_path"]) as copy:
+        assert copy.mode == "RGB"
+        assert copy.getpixel((5, 5)) == (90, 90, 90)
 
 
 def test_validate_files_with_no_candidates_returns_empty_results(tmp_path: Path) -> None:
@@ -565,6 +624,8 @@ def test_build_report_counts_everything_and_names_each_problem(tmp_path: Path) -
         _with_test_rows(_imbalanced_unique(40, seed=4), count=3), _params(tmp_path)
     )
     manifest.loc[manifest.index[:2], "path"] = manifest.loc[manifest.index[:2], "source_path"]
+    normalised = int((manifest["path"] != manifest["source_path"]).sum())
+    assert normalised == len(manifest) - 2 - 3  # two made plain here; the three test rows were plain
     listing = [
         {"path": "raw/gone.jpg", "reason": "missing", "message": "listed in the table but not on disk"}
     ]
@@ -579,7 +640,7 @@ def test_build_report_counts_everything_and_names_each_problem(tmp_path: Path) -
     assert report["summary"] == {
         "ingested": len(manifest),
         "not_ingested": 4,
-        "normalised_copies": len(manifest) - 2,
+        "normalised_copies": normalised,
         "groups": manifest["group"].nunique(),
     }
     assert report["reasons"] == {"missing": 1, "empty": 1, "corrupt": 1, "duplicate": 1}
@@ -595,7 +656,7 @@ def test_build_report_counts_everything_and_names_each_problem(tmp_path: Path) -
 
 
 def test_build_report_without_problems(tmp_path: Path) -> None:
-    manifest = split_train_validation(_imbalanced_unique(20, seed=5), _params(tmp_path))
+    manifest = split_train_validation(_imbalanced_unique(40, seed=5), _params(tmp_path))
 
     report = build_report([], [], [], manifest)
 
@@ -603,3 +664,22 @@ def test_build_report_without_problems(tmp_path: Path) -> None:
     assert report["reasons"] == {}
     assert report["problems"] == []
     json.dumps(report)
+
+
+def test_sidecar_labels_other_than_0_or_1_are_ignored(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    (raw / "train_data").mkdir(parents=True)
+    (raw / "test_data_v2").mkdir()
+    _write(raw / "train_data/a.png", _encode(Image.new("RGB", (40, 40), "red"), "PNG"))
+    _write(raw / "test_data_v2/b.png", _encode(Image.new("RGB", (40, 40), "blue"), "PNG"))
+    (raw / "train.csv").write_text("file_name,label\ntrain_data/a.png,1\n")
+    (raw / "test.csv").write_text("id\ntest_data_v2/b.png\n")
+    (raw / "sources.csv").write_text(
+        "file_name,group,label\ntrain_data/a.png,g1,1\ntest_data_v2/b.png,g2,0.5\n"
+    )
+
+    candidates, _ = list_raw_files(_params(tmp_path))
+
+    test_row = candidates[candidates["part"] == "test"].iloc[0]
+    assert pd.isna(test_row["label"])
+    assert test_row["group"] == "g2"

@@ -7,7 +7,6 @@ lands in the ingestion report with its path and reason, and the run goes on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 from pathlib import Path
@@ -19,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from ai_image_detection.image_io import ImageLimits, ImageRejectedError, decode_image
+from ai_image_detection.image_files import INSPECTION_COLUMNS, inspect_file
+from ai_image_detection.image_io import ImageLimits
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _list_kaggle(raw_dir: Path, layout: KaggleLayoutParams) -> tuple[pd.DataFram
     train = pd.DataFrame(
         {
             "file_name": train_table["file_name"],
-            "label": labels.astype("Int64"),
+            "label": labels.where(~bad).astype("Int64"),  # bad ones (e.g. 0.5) cannot be Int64
             "group": pair_groups,
             "part": "train",
         }
@@ -140,8 +140,8 @@ def _reconcile_with_disk(
     ]
     listed_paths = set(listed["path"]) | reported
     folders = {Path(path).parent for path in listed["path"]} - {raw_dir}
-    on_disk = sorted(
-        str(p) for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file()
+    on_disk = sorted(  # a set: a listed folder may lie inside another one
+        {str(p) for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file()}
     )
     issues += [
         {"path": p, "reason": "unlisted", "message": "on disk but in no table; not ingested"}
@@ -187,7 +187,11 @@ def _read_sidecar(raw_dir: Path, name: str | None) -> pd.DataFrame | None:
         return None
     sidecar = _read_table(raw_dir / name, ["file_name", "group"]).set_index("file_name")
     if "label" in sidecar:
-        sidecar["label"] = pd.to_numeric(sidecar["label"], errors="coerce").astype("Int64")
+        labels = pd.to_numeric(sidecar["label"], errors="coerce")
+        invalid = labels.notna() & ~labels.isin([0, 1])
+        if invalid.any():
+            logger.warning("%s: ignoring %d labels that are not 0 or 1", name, int(invalid.sum()))
+        sidecar["label"] = labels.where(labels.isin([0, 1])).astype("Int64")
     return sidecar
 
 
@@ -219,7 +223,9 @@ def validate_files(candidates: pd.DataFrame, params: IngestionParams) -> tuple[p
                 unit="file",
             )
         )
-    inspected = pd.concat([candidates.reset_index(drop=True), pd.DataFrame(results)], axis=1)
+    inspected = pd.concat(
+        [candidates.reset_index(drop=True), pd.DataFrame(results, columns=INSPECTION_COLUMNS)], axis=1
+    )
     ok = inspected["reason"].isna()
     rejected = [
         {"path": p, "reason": r, "message": m}
@@ -235,48 +241,6 @@ def validate_files(candidates: pd.DataFrame, params: IngestionParams) -> tuple[p
     return valid, rejected
 
 
-def inspect_file(task: tuple[str, ImageLimits, str]) -> dict[str, Any]:
-    """Hash, validate and (if needed) normalise one file; runs in a worker process.
-
-    Args:
-        task: ``(path, limits, normalised_dir)``.
-
-    Returns:
-        ``sha256``, ``stored_path``, ``width``, ``height``, ``format``, ``mode``, and
-        ``reason``/``message`` (``None`` when the file is valid).
-    """
-    path, limits, normalised_dir = task
-    record: dict[str, Any] = dict.fromkeys(
-        ("sha256", "stored_path", "width", "height", "format", "mode", "reason", "message")
-    )
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        return {**record, "reason": "unreadable", "message": str(error)}
-    record["sha256"] = hashlib.sha256(data).hexdigest()
-    try:
-        decoded = decode_image(data, limits)
-    except ImageRejectedError as error:
-        return {**record, "reason": error.reason, "message": str(error)}
-    stored_path = path
-    if decoded.needs_normalisation:
-        target = Path(normalised_dir) / f"{record['sha256']}.png"
-        if not target.exists():
-            partial = target.with_suffix(".png.partial")
-            decoded.pixels.save(partial, format="PNG")
-            partial.replace(target)
-        stored_path = str(target)
-    width, height = decoded.pixels.size
-    return {
-        **record,
-        "stored_path": stored_path,
-        "width": width,
-        "height": height,
-        "format": decoded.format,
-        "mode": decoded.original_mode,
-    }
-
-
 def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
     """Keep the first file of each content hash and report the others.
 
@@ -287,30 +251,34 @@ def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
         The unique files and one issue per dropped duplicate (naming the kept file, and
         whether the labels disagree).
     """
-    first = valid.drop_duplicates("sha256", keep="first").set_index("sha256")
-    duplicated = valid[valid.duplicated("sha256", keep="first")]
+    first = valid.drop_duplicates("sha256", keep="first")
+    kept_by_hash: dict[Any, dict[Any, Any]] = first.set_index("sha256").to_dict("index")
     issues = []
-    for row in duplicated.itertuples(index=False):
-        kept = first.loc[row.sha256]
-        conflict = not pd.isna(row.label) and not pd.isna(kept["label"]) and row.label != kept["label"]
+    for row in valid[valid.duplicated("sha256", keep="first")].to_dict("records"):
+        kept = kept_by_hash[row["sha256"]]
+        conflict = not pd.isna(row["label"]) and not pd.isna(kept["label"]) and row["label"] != kept["label"]
         issues.append(
             {
-                "path": row.path,
+                "path": row["path"],
                 "reason": "duplicate_conflicting_label" if conflict else "duplicate",
                 "message": f"same content as {kept['path']}"
                 + (
-                    f" (labelled {kept['label']} there, {row.label} here; kept the first)" if conflict else ""
+                    f" (labelled {kept['label']} there, {row['label']} here; kept the first)"
+                    if conflict
+                    else ""
                 ),
             }
         )
-    return first.reset_index()[valid.columns], issues
+    return first.reset_index(drop=True), issues
 
 
 def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.DataFrame:
     """Split the labelled train part into train/validation, stratified by label, grouped.
 
     No group (a real/AI pair, or all crops of one source photograph) straddles the split;
-    the test part keeps ``split = "test"``.
+    the test part keeps ``split = "test"``. The split is one fold of a stratified group
+    k-fold with ``k = round(1 / validation_fraction)``, so the validation share is ``1/k``
+    of the groups (10 % for the default 0.1).
 
     Args:
         unique: De-duplicated valid files.

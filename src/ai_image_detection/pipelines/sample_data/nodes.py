@@ -196,13 +196,13 @@ def draw_contact_sheet(
             axes[row, col].imshow(image, interpolation="nearest")
             axes[row, col].set_title(label, fontsize=8)
     spectra = []
-    for col, label in enumerate((0, 1)):
-        names = train.loc[train["label"] == label, "file_name"].head(200)
+    for col, class_label in enumerate((0, 1)):
+        names = train.loc[train["label"] == class_label, "file_name"].head(200)
         spectra.append(
             mean_residual_spectrum([_pixels(train_images[n.removeprefix(f"{TRAIN_DIR}/")]()) for n in names])
         )
         axes[-1, col].imshow(spectra[-1], cmap="magma")
-        axes[-1, col].set_title(f"mean log-spectrum, {'AI' if label else 'real'}", fontsize=8)
+        axes[-1, col].set_title(f"mean log-spectrum, {'AI' if class_label else 'real'}", fontsize=8)
     axes[-1, 2].imshow(spectra[1] - spectra[0], cmap="coolwarm")
     axes[-1, 2].set_title("AI minus real: up-sampling peaks", fontsize=8)
     for axis in axes.flat:
@@ -242,4 +242,4 @@ def mean_residual_spectrum(images: list[np.ndarray]) -> np.ndarray:
 def _box_blur3(grey: np.ndarray) -> np.ndarray:
     padded = np.pad(grey, 1, mode="edge")
     height, width = grey.shape
-    return sum(padded[r : r + height, c : c + width] for r in range(3) for c in range(3)) / 9.0
+    return np.asarray(sum(padded[r : r + height, c : c + width] for r in range(3) for c in range(3)) / 9.0)
