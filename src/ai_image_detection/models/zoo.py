@@ -1,0 +1,189 @@
+"""The detector zoo: a backbone by name, then pooling → dropout → Dense(1, sigmoid).
+
+Every detector takes raw 0–255 RGB (``image``, float32 ``[N, H, W, 3]``) and normalises inside
+the graph, so export and serving never re-implement preprocessing. Output ``probability_ai`` is
+``[N, 1]``: the probability that the image is AI-generated.
+
+Weights are chosen by ``weights``:
+
+* ``null`` — from scratch (no download);
+* ``"imagenet"`` / a keras-hub preset name — fetched from the hub (fails offline, with a
+  message saying how to supply the weights);
+* a local path — a keras-hub preset directory (``backbone.save_to_preset(dir)``) for
+  ``efficientnet_b5_sw``, or a weights file for the ``keras.applications`` backbones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import keras
+import keras_hub
+from pydantic import BaseModel, ConfigDict, Field
+
+Architecture = Literal["small_cnn", "efficientnet_b5_sw", "efficientnetv2_s", "convnext_tiny"]
+
+EFFICIENTNET_B5_SW_PRESET = "efficientnet_b5_sw_ft_imagenet"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pre-trained weights were asked for and could not be fetched."""
+
+
+class DetectorSpec(BaseModel):
+    """Which detector to build.
+
+    Attributes:
+        architecture: Backbone family.
+        weights: ``None`` (from scratch), ``"imagenet"``/a preset name, or a local path.
+        image_size: Side of the square input, in pixels.
+        dropout: Dropout rate before the classifier.
+        widths: Channel widths of the ``small_cnn`` stages.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Architecture
+    weights: str | None = None
+    image_size: int = Field(ge=32)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    widths: list[int] = Field(default=[16, 32, 64, 128], min_length=1)
+
+
+def build_detector(spec: DetectorSpec) -> keras.Model:
+    """Build a detector: backbone, global average pooling, dropout, Dense(1, sigmoid).
+
+    Args:
+        spec: Architecture, weights and input size.
+
+    Returns:
+        A Keras model from raw 0–255 RGB ``image`` to ``probability_ai``; its backbone is
+        the layer named ``"backbone"`` (freeze it for warm-up epochs).
+
+    Raises:
+        WeightsUnavailableError: If hub weights were asked for and cannot be fetched.
+    """
+    inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="image")
+    backbone = _backbone(spec)
+    features = backbone(_normalise(inputs, spec.architecture))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    dropped = keras.layers.Dropout(spec.dropout, name="dropout")(pooled)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability_ai")(dropped)
+    return keras.Model(inputs, outputs, name=f"detector_{spec.architecture}")
+
+
+def _normalise(inputs: keras.KerasTensor, architecture: Architecture) -> keras.KerasTensor:
+    """Scale raw 0–255 input the way the backbone was trained.
+
+    The ``keras.applications`` backbones carry their own preprocessing layer
+    (``include_preprocessing=True``); keras-hub backbones and ``small_cnn`` get it here.
+    """
+    if architecture in ("efficientnetv2_s", "convnext_tiny"):
+        return inputs
+    scaled = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if architecture == "small_cnn":
+        return scaled
+    return keras.layers.Normalization(
+        mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="imagenet_normalise"
+    )(scaled)
+
+
+def _backbone(spec: DetectorSpec) -> keras.Model:
+    if spec.architecture == "small_cnn":
+        return small_cnn(spec.image_size, spec.widths)
+    if spec.architecture == "efficientnet_b5_sw":
+        return _keras_hub_efficientnet(spec)
+    application = {
+        "efficientnetv2_s": keras.applications.EfficientNetV2S,
+        "convnext_tiny": keras.applications.ConvNeXtTiny,
+    }[spec.architecture]
+    try:
+        model = application(
+            include_top=False,
+            weights=spec.weights,
+            input_shape=(spec.image_size, spec.image_size, 3),
+            include_preprocessing=True,
+        )
+    except Exception as error:
+        if spec.weights is None or Path(spec.weights).exists():
+            raise
+        raise WeightsUnavailableError(
+            f"could not fetch {spec.weights!r} weights for {spec.architecture} ({error}). Offline, "
+            f"on a machine with access run `keras.applications.{application.__name__}(include_top=False, "
+            f"weights='imagenet')`, copy the weights file it saves under ~/.keras/models/ here, and set "
+            f"`weights:` to its path in parameters_training.yml (or `weights: null` to train from scratch)"
+        ) from error
+    model.name = "backbone"
+    return model
+
+
+def _keras_hub_efficientnet(spec: DetectorSpec) -> keras.Model:
+    """EfficientNet-B5 (Swin recipe) from keras-hub: a preset name, a local preset, or scratch."""
+    if spec.weights is None:
+        backbone = efficientnet_b5_from_scratch()
+    else:
+        preset = EFFICIENTNET_B5_SW_PRESET if spec.weights == "imagenet" else spec.weights
+        try:
+            backbone = keras_hub.models.EfficientNetBackbone.from_preset(preset)
+        except Exception as error:
+            if Path(preset).exists():
+                raise
+            raise WeightsUnavailableError(
+                f"could not fetch keras-hub preset {preset!r} ({error}). Offline, on a machine with "
+                f"access run `keras_hub.models.EfficientNetBackbone.from_preset({preset!r})"
+                f".save_to_preset('efficientnet_b5_sw')`, copy that directory here, and set "
+                "`weights:` to its path in parameters_training.yml (or `weights: null` to train from scratch)"
+            ) from error
+    backbone.name = "backbone"
+    return backbone  # type: ignore[no-any-return]
+
+
+def efficientnet_b5_from_scratch() -> keras.Model:
+    """The EfficientNet-B5 architecture (v1 blocks, width 1.6, depth 2.2), randomly initialised."""
+    return keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.6] * 7,
+        stackwise_depth_coefficients=[2.2] * 7,
+        stackwise_kernel_sizes=[3, 3, 5, 3, 5, 5, 3],
+        stackwise_num_repeats=[1, 2, 2, 3, 3, 4, 1],
+        stackwise_input_filters=[32, 16, 24, 40, 80, 112, 192],
+        stackwise_output_filters=[16, 24, 40, 80, 112, 192, 320],
+        stackwise_expansion_ratios=[1, 6, 6, 6, 6, 6, 6],
+        stackwise_strides=[1, 2, 2, 2, 1, 2, 1],
+        stackwise_squeeze_and_excite_ratios=[0.25] * 7,
+        stackwise_block_types=["v1"] * 7,
+        include_stem_padding=True,
+        use_depth_divisor_as_min_depth=True,
+        cap_round_filter_decrease=True,
+        stem_conv_padding="valid",
+    )
+
+
+def small_cnn(image_size: int, widths: list[int]) -> keras.Model:
+    """A small CPU-friendly backbone that keeps high frequencies early.
+
+    The first stage works at full resolution with stride 1 (up-sampling fingerprints live in
+    the finest pixels); each later stage halves the resolution with a strided convolution.
+
+    Args:
+        image_size: Side of the square input.
+        widths: Channels of each stage.
+
+    Returns:
+        A model from ``[N, H, W, 3]`` (already scaled to 0–1) to a feature map.
+    """
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for stage, width in enumerate(widths):
+        strides = 1 if stage == 0 else 2
+        x = keras.layers.Conv2D(
+            width, 3, strides=strides, padding="same", use_bias=False, name=f"conv{stage}a"
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"bn{stage}a")(x)
+        x = keras.layers.Activation("relu", name=f"relu{stage}a")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{stage}b")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{stage}b")(x)
+        x = keras.layers.Activation("relu", name=f"relu{stage}b")(x)
+    return keras.Model(inputs, x, name="backbone")

@@ -1,0 +1,82 @@
+"""The detector zoo: the contract every detector keeps, and weights from a local preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from ai_image_detection.models import (
+    BCEWithPriorPenalty,
+    DetectorSpec,
+    WeightsUnavailableError,
+    build_detector,
+)
+
+
+def tiny_efficientnet() -> keras_hub.models.EfficientNetBackbone:
+    """A two-stage EfficientNet small enough for a unit test.
+
+    ``num_features`` stays at its default: keras-hub 0.32 does not save it in the preset config.
+    """
+    return keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0, 1.0],
+        stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16],
+        stackwise_expansion_ratios=[1, 2],
+        stackwise_strides=[1, 2],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_block_types=["v1", "v1"],
+    )
+
+
+def _contract_holds(model: keras.Model, size: int) -> None:
+    assert model.input.name == "image"
+    assert tuple(model.input.shape) == (None, size, size, 3)
+    assert model.output.name.startswith("probability_ai") or model.layers[-1].name == "probability_ai"
+    probabilities = model.predict(np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)), verbose=0)
+    assert probabilities.shape == (2, 1)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_small_cnn_keeps_the_model_contract() -> None:
+    model = build_detector(DetectorSpec(architecture="small_cnn", image_size=48, widths=[8, 16]))
+    _contract_holds(model, 48)
+    assert [layer.name for layer in model.layers[-3:]] == ["pool", "dropout", "probability_ai"]
+
+
+def test_efficientnet_b5_sw_loads_a_local_preset(tmp_path: Path) -> None:
+    saved = tiny_efficientnet()
+    saved.save_to_preset(str(tmp_path / "preset"))
+
+    model = build_detector(
+        DetectorSpec(architecture="efficientnet_b5_sw", weights=str(tmp_path / "preset"), image_size=32)
+    )
+
+    _contract_holds(model, 32)
+    loaded = model.get_layer("backbone")
+    assert len(loaded.weights) == len(saved.weights)
+    for ours, theirs in zip(loaded.weights, saved.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("architecture", ["efficientnet_b5_sw", "convnext_tiny"])
+def test_offline_hub_weights_say_how_to_supply_them(architecture: str) -> None:
+    spec = DetectorSpec(architecture=architecture, weights="imagenet", image_size=32)  # type: ignore[arg-type]
+    with pytest.raises(WeightsUnavailableError, match="set `weights:` to its path"):
+        build_detector(spec)
+
+
+def test_a_saved_detector_loads_without_custom_objects(tmp_path: Path) -> None:
+    model = build_detector(DetectorSpec(architecture="small_cnn", image_size=32, widths=[4]))
+    model.compile(optimizer="adam", loss=BCEWithPriorPenalty(alpha=1.0, beta=0.4))
+    model.save(tmp_path / "detector.keras")
+    restored = keras.saving.load_model(tmp_path / "detector.keras")
+    assert isinstance(restored.loss, BCEWithPriorPenalty)
+    assert restored.loss.beta == 0.4
