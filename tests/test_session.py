@@ -37,10 +37,11 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 def test_pipelines_are_registered() -> None:
     configure_project("ai_image_detection")
     pipelines = register_pipelines()
-    assert {"sample_data", "ingestion", "__default__"} <= set(pipelines)
+    assert {"sample_data", "ingestion", "augmentation", "training", "__default__"} <= set(pipelines)
     default_nodes = {node.name for node in pipelines["__default__"].nodes}
     assert "generate_pairs_node" not in default_nodes, "kedro run must never regenerate raw data"
     assert {node.name for node in pipelines["ingestion"].nodes} <= default_nodes
+    assert "small_cnn.train_candidate_node" in default_nodes, "one namespace per candidate"
 
 
 @pytest.mark.slow
@@ -62,6 +63,20 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
     report = json.loads((project_copy / "data" / "08_reporting" / "ingestion_report.json").read_text())
     assert report["summary"]["ingested"] == len(manifest) == 2 * 48
     assert report["problems"] == []
+    assert (project_copy / "data" / "06_models" / "small_cnn.keras").stat().st_size > 0
+    history = json.loads(
+        (project_copy / "data" / "07_model_output" / "training_history" / "small_cnn.json").read_text()
+    )
+    assert len(history["val_loss"]) >= 1
+    assert (project_copy / "data" / "08_reporting" / "augmentation_grid.png").stat().st_size > 0
+
     tracking = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
-    experiments = [e.experiment_id for e in tracking.search_experiments()]
-    assert tracking.search_runs(experiments) == [], "data-only pipelines must open no MLflow run"
+    runs = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert len(parents) == 1, "one run per `kedro run`; the data-only sample_data run opened none"
+    assert [child.info.run_name for child in children] == ["small_cnn"]
+    assert children[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert "augmentation/augmentation_grid.png" in [
+        a.path for a in tracking.list_artifacts(parents[0].info.run_id, "augmentation")
+    ]

@@ -161,11 +161,27 @@ def efficientnet_b5_from_scratch() -> keras.Model:
     )
 
 
-def small_cnn(image_size: int, widths: list[int]) -> keras.Model:
-    """A small CPU-friendly backbone that keeps high frequencies early.
+@keras.saving.register_keras_serializable(package="ai_image_detection")
+class NeighbouringPixelResidual(keras.layers.Layer):
+    """NPR (Tan et al., CVPR 2024): ``x − nearest_up(nearest_down(x))``.
 
-    The first stage works at full resolution with stride 1 (up-sampling fingerprints live in
-    the finest pixels); each later stage halves the resolution with a strided convolution.
+    Up-sampling makes each 2×2 cell of a generated image correlated in a way camera images are
+    not; subtracting the cell's top-left pixel removes the content and keeps those traces.
+    """
+
+    def call(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
+        """Return the residual of ``inputs`` (``[N, H, W, C]``, H and W even)."""
+        corner = inputs[:, ::2, ::2, :]
+        upsampled = keras.ops.repeat(keras.ops.repeat(corner, 2, axis=1), 2, axis=2)
+        return inputs - upsampled
+
+
+def small_cnn(image_size: int, widths: list[int]) -> keras.Model:
+    """A small CPU-friendly backbone that looks at up-sampling traces, not content.
+
+    Its input is the neighbouring-pixel residual (:class:`NeighbouringPixelResidual`); the
+    first stage works at full resolution with stride 1 (the fingerprints live in the finest
+    pixels); each later stage halves the resolution with a strided convolution.
 
     Args:
         image_size: Side of the square input.
@@ -175,15 +191,15 @@ def small_cnn(image_size: int, widths: list[int]) -> keras.Model:
         A model from ``[N, H, W, 3]`` (already scaled to 0–1) to a feature map.
     """
     inputs = keras.Input((image_size, image_size, 3))
-    x = inputs
+    x = NeighbouringPixelResidual(name="npr")(inputs)
     for stage, width in enumerate(widths):
         strides = 1 if stage == 0 else 2
         x = keras.layers.Conv2D(
             width, 3, strides=strides, padding="same", use_bias=False, name=f"conv{stage}a"
         )(x)
-        x = keras.layers.BatchNormalization(name=f"bn{stage}a")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{stage}a")(x)
         x = keras.layers.Activation("relu", name=f"relu{stage}a")(x)
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{stage}b")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{stage}b")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{stage}b")(x)
         x = keras.layers.Activation("relu", name=f"relu{stage}b")(x)
     return keras.Model(inputs, x, name="backbone")

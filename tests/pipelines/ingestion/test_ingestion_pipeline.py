@@ -125,7 +125,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
     catalog = DataCatalog(
         {
             "params:ingestion": MemoryDataset(params),
-            "image_manifest": ParquetDataset(filepath=str(root / "image_manifest.parquet")),
+            "image_manifest@pandas": ParquetDataset(filepath=str(root / "image_manifest.parquet")),
             "ingestion_report": JSONDataset(filepath=str(root / "ingestion_report.json")),
         }
     )
@@ -135,7 +135,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
     return Ingested(
         raw=root / "raw",
         params=params,
-        manifest=catalog.load("image_manifest"),
+        manifest=catalog.load("image_manifest@pandas"),
         report=catalog.load("ingestion_report"),
         report_file=root / "ingestion_report.json",
     )

@@ -36,12 +36,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             Node(
                 split_train_validation,
                 ["unique_images", "params:ingestion"],
-                "image_manifest",
+                "image_manifest@pandas",
                 name="split_train_validation_node",
             ),
             Node(
                 build_report,
-                ["listing_issues", "rejected_images", "duplicate_images", "image_manifest"],
+                ["listing_issues", "rejected_images", "duplicate_images", "image_manifest@pandas"],
                 "ingestion_report",
                 name="build_report_node",
             ),

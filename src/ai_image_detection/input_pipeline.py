@@ -1,0 +1,235 @@
+"""Input pipelines: tf.data from the image manifest, with train-only augmentation.
+
+Images are cropped to the model's resolution, never squash-resized by default: resizing
+resamples every pixel and erases the up-sampling fingerprints a detector needs (resize only
+with ``resize: true``). Augmentations run per image, each with its own probability and
+magnitude, on the training split only; validation data is only centre-cropped.
+
+The robustness recipe of Wang et al. (2020), Gaussian blur plus JPEG re-encoding at a random
+quality, is what lets a detector survive re-shared (re-compressed, resized) images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import pandas as pd
+import tensorflow as tf
+from pydantic import BaseModel, ConfigDict, Field
+
+Augment = Callable[[tf.Tensor], tf.Tensor]
+
+
+class Op(BaseModel):
+    """One augmentation: applied to an image with ``probability``, at ``magnitude``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probability: float = Field(ge=0, le=1)
+    magnitude: float = Field(ge=0)
+
+
+class JpegOp(BaseModel):
+    """JPEG re-encoding at a quality drawn uniformly from ``[min_quality, max_quality]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probability: float = Field(ge=0, le=1)
+    min_quality: int = Field(ge=1, le=100)
+    max_quality: int = Field(ge=1, le=100)
+
+
+class AugmentationParams(BaseModel):
+    """Parameters of the input pipelines (``conf/base/parameters_augmentation.yml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resize: bool = False
+    shuffle_buffer: int = Field(ge=1)
+    cache: bool
+    flip: Op
+    rotation: Op
+    translation: Op
+    zoom: Op
+    shear: Op
+    gaussian_blur: Op
+    sharpness: Op
+    brightness: Op
+    contrast: Op
+    saturation: Op
+    hue: Op
+    jpeg: JpegOp
+    grid_images_per_class: int = Field(ge=1)
+    grid_augmented_versions: int = Field(ge=1)
+
+
+def build_augmenter(params: AugmentationParams, seed: int) -> Augment:
+    """Compose the augmentations into one per-image function (float32 ``[H, W, 3]``, 0–255).
+
+    Args:
+        params: Probability and magnitude of each augmentation.
+        seed: Seed of the layers' random draws.
+
+    Returns:
+        A function applying each enabled augmentation with its probability, in a fixed order:
+        geometry, blur/sharpness, colour, then JPEG (the last thing a re-shared image meets).
+    """
+    layers: list[tuple[float, keras.layers.Layer]] = []
+
+    def add(op: Op, layer: Callable[[], keras.layers.Layer]) -> None:
+        if op.probability > 0 and op.magnitude > 0:
+            layers.append((op.probability, layer()))
+
+    add(params.flip, lambda: keras.layers.RandomFlip("horizontal", seed=seed))
+    add(params.rotation, lambda: keras.layers.RandomRotation(params.rotation.magnitude, seed=seed + 1))
+    add(
+        params.translation,
+        lambda: keras.layers.RandomTranslation(
+            params.translation.magnitude, params.translation.magnitude, seed=seed + 2
+        ),
+    )
+    add(params.zoom, lambda: keras.layers.RandomZoom(params.zoom.magnitude, seed=seed + 3))
+    add(
+        params.shear,
+        lambda: keras.layers.RandomShear(params.shear.magnitude, params.shear.magnitude, seed=seed + 4),
+    )
+    add(
+        params.gaussian_blur,
+        lambda: keras.layers.RandomGaussianBlur(
+            1.0, kernel_size=5, sigma=params.gaussian_blur.magnitude, seed=seed + 5
+        ),
+    )
+    add(
+        params.sharpness,
+        lambda: keras.layers.RandomSharpness(_around_half(params.sharpness.magnitude), seed=seed + 6),
+    )
+    add(params.brightness, lambda: keras.layers.RandomBrightness(params.brightness.magnitude, seed=seed + 7))
+    add(params.contrast, lambda: keras.layers.RandomContrast(params.contrast.magnitude, seed=seed + 8))
+    add(
+        params.saturation,
+        lambda: keras.layers.RandomSaturation(_around_half(params.saturation.magnitude), seed=seed + 9),
+    )
+    add(params.hue, lambda: keras.layers.RandomHue(params.hue.magnitude, seed=seed + 10))
+    jpeg = params.jpeg
+
+    def augment(image: tf.Tensor) -> tf.Tensor:
+        for probability, layer in layers:
+            image = _maybe(probability, _training_call(layer), image)
+        if jpeg.probability > 0:
+            image = _maybe(
+                jpeg.probability, lambda x: reencode_jpeg(x, jpeg.min_quality, jpeg.max_quality), image
+            )
+        return tf.clip_by_value(image, 0.0, 255.0)
+
+    return augment
+
+
+def _training_call(layer: keras.layers.Layer) -> Augment:
+    """Call a Keras preprocessing layer in training mode (its random branch)."""
+
+    def call(image: tf.Tensor) -> tf.Tensor:
+        return layer(image, training=True)
+
+    return call
+
+
+def _around_half(magnitude: float) -> tuple[float, float]:
+    """Keras' sharpness and saturation factors leave an image unchanged at 0.5."""
+    return max(0.0, 0.5 - magnitude), min(1.0, 0.5 + magnitude)
+
+
+def _maybe(probability: float, transform: Augment, image: tf.Tensor) -> tf.Tensor:
+    """Apply ``transform`` with ``probability`` (one draw per image)."""
+    apply = tf.random.uniform([]) < probability
+    return tf.cond(apply, lambda: tf.cast(transform(image), tf.float32), lambda: image)
+
+
+def reencode_jpeg(image: tf.Tensor, min_quality: int, max_quality: int) -> tf.Tensor:
+    """Encode and decode ``image`` as JPEG at a random quality (what re-sharing does)."""
+    quality = tf.random.uniform([], min_quality, max_quality + 1, dtype=tf.int32)
+    encoded = tf.image.adjust_jpeg_quality(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality)
+    return tf.cast(encoded, tf.float32)
+
+
+def decode(path: tf.Tensor) -> tf.Tensor:
+    """Read and decode one manifest image to float32 RGB ``[H, W, 3]`` in 0–255."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.cast(image, tf.float32)
+
+
+def fit_to_size(image: tf.Tensor, size: int, *, training: bool, resize: bool) -> tf.Tensor:
+    """Bring an image to ``size``×``size`` without resampling unless ``resize`` is asked for.
+
+    Training takes a random crop, evaluation the centre crop; an image smaller than ``size``
+    is padded with zeros (reflected content would invent structure).
+    """
+    if resize:
+        return tf.image.resize(image, (size, size), antialias=True)
+    image = tf.image.resize_with_crop_or_pad(
+        image, tf.maximum(tf.shape(image)[0], size), tf.maximum(tf.shape(image)[1], size)
+    )
+    if training:
+        return tf.image.random_crop(image, (size, size, 3))
+    return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def make_dataset(
+    manifest: pd.DataFrame,
+    split: str,
+    image_size: int,
+    batch_size: int,
+    params: AugmentationParams,
+    seed: int,
+    augment: Augment | None = None,
+) -> tf.data.Dataset:
+    """Build the tf.data pipeline of one split: decode, crop, (augment), batch, prefetch.
+
+    Args:
+        manifest: The image manifest (``path``, ``label``, ``split``).
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        image_size: Side of the model input.
+        batch_size: Images per batch.
+        params: Caching, shuffling and resizing settings.
+        seed: Shuffle seed (order is deterministic for a seed).
+        augment: Per-image augmentation (training split only; ``None`` for evaluation).
+
+    Returns:
+        Batches of ``(images [B, S, S, 3] float32 0–255, labels [B] float32)``.
+
+    Raises:
+        ValueError: If the split has no labelled rows.
+    """
+    rows = manifest[(manifest["split"] == split) & manifest["label"].notna()]
+    if rows.empty:
+        raise ValueError(
+            f"the manifest has no labelled {split!r} rows; splits present: {sorted(set(manifest['split']))}"
+        )
+    training = split == "train"
+    paths = tf.constant(rows["path"].astype(str).to_numpy())
+    labels = tf.constant(rows["label"].astype("float32").to_numpy())
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = dataset.map(lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if params.cache:
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(
+            min(params.shuffle_buffer, len(rows)), seed=seed, reshuffle_each_iteration=True
+        )
+    if training:
+        # Sequential on purpose: random crops and augmentations then draw in element order, so
+        # a seed reproduces the exact stream (parallel calls would race for the random state).
+        # Decoding, the expensive part, stays parallel.
+        def crop_and_augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image = fit_to_size(image, image_size, training=True, resize=params.resize)
+            return (augment(image) if augment is not None else image), label
+
+        dataset = dataset.map(crop_and_augment)
+    else:
+        dataset = dataset.map(
+            lambda x, y: (fit_to_size(x, image_size, training=False, resize=params.resize), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)

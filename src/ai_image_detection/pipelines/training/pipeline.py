@@ -1,0 +1,64 @@
+"""The ``training`` pipeline: one Kedro namespace per candidate of ``training.candidates``."""
+
+from __future__ import annotations
+
+from functools import partial, update_wrapper
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+from kedro.pipeline import Node, Pipeline
+
+from ai_image_detection.pipelines.training.nodes import manifest_version, train_candidate
+
+
+def candidate_names(conf_source: Path | None = None) -> list[str]:
+    """The candidates listed in ``conf/base/parameters_training.yml`` (and ``conf/local``).
+
+    Namespaces must be known when the pipeline is built, before parameters are resolved, so
+    the list is read from the configuration files (``--params`` cannot add candidates).
+    """
+    loader = OmegaConfigLoader(
+        conf_source=str(conf_source or Path.cwd() / "conf"), base_env="base", default_run_env="local"
+    )
+    return list(loader["parameters"]["training"]["candidates"])
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    """Hash the manifest, then train each candidate in its own namespace."""
+    version = Pipeline(
+        [Node(manifest_version, "image_manifest@bytes", "manifest_md5", name="manifest_version_node")]
+    )
+    return version + sum(
+        (_candidate_pipeline(name) for name in candidate_names()),
+        start=Pipeline([]),
+    )
+
+
+def _candidate_pipeline(name: str) -> Pipeline:
+    train = update_wrapper(partial(train_candidate, candidate_name=name), train_candidate)
+    base = Pipeline(
+        [
+            Node(
+                train,
+                [
+                    "image_manifest@pandas",
+                    "params:candidate",
+                    "params:augmentation",
+                    "params:training.seed",
+                    "manifest_md5",
+                ],
+                ["trained_model", "training_history"],
+                name="train_candidate_node",
+            )
+        ]
+    )
+    return Pipeline(
+        base,
+        namespace=name,
+        inputs={"image_manifest@pandas", "manifest_md5"},
+        parameters={
+            "params:candidate": f"params:training.candidates.{name}",
+            "params:augmentation": "params:augmentation",
+            "params:training.seed": "params:training.seed",
+        },
+    )

@@ -1,0 +1,129 @@
+"""Input pipelines: crop without resampling, train-only augmentation, both resolutions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import yaml
+from PIL import Image
+
+from ai_image_detection.input_pipeline import AugmentationParams, build_augmenter, make_dataset
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_params(**overrides: object) -> AugmentationParams:
+    """The project's augmentation parameters, with ``overrides``."""
+    values = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_augmentation.yml").read_text())[
+        "augmentation"
+    ]
+    return AugmentationParams.model_validate({**values, **overrides})
+
+
+def no_augmentation() -> AugmentationParams:
+    params = project_params()
+    zeroed = {
+        name: {**getattr(params, name).model_dump(), "probability": 0.0}
+        for name in (
+            "flip",
+            "rotation",
+            "translation",
+            "zoom",
+            "shear",
+            "gaussian_blur",
+            "sharpness",
+            "brightness",
+            "contrast",
+            "saturation",
+            "hue",
+            "jpeg",
+        )
+    }
+    return project_params(**zeroed)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(8):
+        pixels = rng.integers(0, 256, (400, 420, 3), dtype=np.uint8)
+        path = folder / f"{index}.png"
+        Image.fromarray(pixels).save(path)
+        split = "validation" if index >= 6 else "train"
+        rows.append({"path": str(path), "label": index % 2, "split": split})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("size", [224, 384])
+def test_both_resolutions_give_batches_of_raw_pixels(manifest: pd.DataFrame, size: int) -> None:
+    images, labels = next(
+        iter(make_dataset(manifest, "train", size, 4, project_params(), seed=1, augment=None))
+    )
+    assert images.shape == (4, size, size, 3)
+    assert images.dtype == tf.float32
+    assert labels.shape == (4,)
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+
+
+def test_validation_is_the_centre_crop_untouched(manifest: pd.DataFrame) -> None:
+    batches = make_dataset(manifest, "validation", 224, 2, project_params(), seed=1)
+    images, _ = next(iter(batches))
+    original = np.asarray(Image.open(manifest.loc[6, "path"]), dtype=np.float32)
+    top, left = (400 - 224) // 2, (420 - 224) // 2
+    np.testing.assert_array_equal(images[0].numpy(), original[top : top + 224, left : left + 224])
+    again, _ = next(iter(make_dataset(manifest, "validation", 224, 2, project_params(), seed=99)))
+    np.testing.assert_array_equal(images.numpy(), again.numpy())
+
+
+def test_training_crops_are_windows_of_the_original(manifest: pd.DataFrame) -> None:
+    images, labels = next(
+        iter(make_dataset(manifest, "train", 64, 1, project_params(shuffle_buffer=1), seed=3))
+    )
+    original = np.asarray(Image.open(manifest.loc[0, "path"]), dtype=np.float32)
+    crop = images[0].numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(original, (64, 64, 3))[..., :, :, :]
+    assert np.any(np.all(windows == crop, axis=(-3, -2, -1))), "a crop, not a resampled image"
+    assert float(labels[0]) == 0.0
+
+
+def test_disabled_augmentations_are_the_identity() -> None:
+    image = tf.constant(np.random.default_rng(1).uniform(0, 255, (32, 32, 3)), dtype=tf.float32)
+    np.testing.assert_array_equal(build_augmenter(no_augmentation(), seed=0)(image).numpy(), image.numpy())
+
+
+def test_jpeg_reencoding_changes_pixels_and_keeps_the_range() -> None:
+    params = project_params(jpeg={"probability": 1.0, "min_quality": 30, "max_quality": 30})
+    params = params.model_copy(
+        update={
+            name: getattr(no_augmentation(), name)
+            for name in (
+                "flip",
+                "rotation",
+                "translation",
+                "zoom",
+                "shear",
+                "gaussian_blur",
+                "sharpness",
+                "brightness",
+                "contrast",
+                "saturation",
+                "hue",
+            )
+        }
+    )
+    image = tf.constant(np.random.default_rng(2).uniform(0, 255, (32, 32, 3)), dtype=tf.float32)
+    out = build_augmenter(params, seed=0)(image).numpy()
+    assert out.shape == (32, 32, 3)
+    assert not np.array_equal(out, image.numpy())
+    assert out.min() >= 0 and out.max() <= 255
+
+
+def test_a_split_without_labels_is_a_clear_error(manifest: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="no labelled 'test' rows"):
+        make_dataset(manifest, "test", 64, 2, project_params(), seed=0)
