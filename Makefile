@@ -10,6 +10,7 @@ RAW_DIR := data/01_raw
 export KEDRO_LOGGING_CONFIG := conf/base/logging.yml
 export KEDRO_DISABLE_TELEMETRY := 1
 export DVC_NO_ANALYTICS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean
@@ -39,6 +40,9 @@ run: sample-data  ## install, generate sample data if absent, run every pipeline
 	@echo "Results:"
 	@echo "  manifest          data/03_primary/image_manifest.parquet"
 	@echo "  ingestion report  data/08_reporting/ingestion_report.json"
+	@echo "  models            data/06_models/<candidate>.keras (histories in data/07_model_output/training_history/)"
+	@echo "  augmentation      data/08_reporting/augmentation_grid.png"
+	@echo "  runs              make ui  (MLflow on http://127.0.0.1:5000)"
 	@echo "  sample pairs      data/08_reporting/sample_contact_sheet.png"
 	@echo "  pipelines         make viz  (Kedro-Viz on http://127.0.0.1:4141)"
 
@@ -69,7 +73,8 @@ viz: setup  ## Kedro-Viz of the pipelines on 127.0.0.1:4141
 ui: setup  ## the MLflow UI on 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-bench: setup  ## benchmarks (not tests): figures to data/08_reporting/benchmarks.json
+bench: sample-data  ## benchmarks (not tests): figures to data/08_reporting/benchmarks.json
+	@[ -f data/03_primary/image_manifest.parquet ] || $(BIN)/kedro run --pipelines ingestion
 	$(BIN)/python -m benchmarks
 
 clean:  ## remove generated data (keeps .venv and the package cache)

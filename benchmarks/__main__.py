@@ -2,7 +2,8 @@
 
 import logging
 
-from benchmarks import ingestion_scale
+from benchmarks import ingestion_scale, input_pipeline
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
+input_pipeline.main()
 ingestion_scale.main([])

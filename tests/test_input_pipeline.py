@@ -11,7 +11,7 @@ import tensorflow as tf
 import yaml
 from PIL import Image
 
-from ai_image_detection.input_pipeline import AugmentationParams, build_augmenter, make_dataset
+from ai_image_detection.input_pipeline import AugmentationParams, JpegOp, build_augmenter, make_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,26 +24,28 @@ def project_params(**overrides: object) -> AugmentationParams:
     return AugmentationParams.model_validate({**values, **overrides})
 
 
+OPS = (
+    "flip",
+    "rotation",
+    "translation",
+    "zoom",
+    "shear",
+    "gaussian_blur",
+    "sharpness",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "jpeg",
+)
+
+
 def no_augmentation() -> AugmentationParams:
+    """The project's parameters with every augmentation switched off."""
     params = project_params()
-    zeroed = {
-        name: {**getattr(params, name).model_dump(), "probability": 0.0}
-        for name in (
-            "flip",
-            "rotation",
-            "translation",
-            "zoom",
-            "shear",
-            "gaussian_blur",
-            "sharpness",
-            "brightness",
-            "contrast",
-            "saturation",
-            "hue",
-            "jpeg",
-        )
-    }
-    return project_params(**zeroed)
+    return params.model_copy(
+        update={op: getattr(params, op).model_copy(update={"probability": 0.0}) for op in OPS}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,24 +100,8 @@ def test_disabled_augmentations_are_the_identity() -> None:
 
 
 def test_jpeg_reencoding_changes_pixels_and_keeps_the_range() -> None:
-    params = project_params(jpeg={"probability": 1.0, "min_quality": 30, "max_quality": 30})
-    params = params.model_copy(
-        update={
-            name: getattr(no_augmentation(), name)
-            for name in (
-                "flip",
-                "rotation",
-                "translation",
-                "zoom",
-                "shear",
-                "gaussian_blur",
-                "sharpness",
-                "brightness",
-                "contrast",
-                "saturation",
-                "hue",
-            )
-        }
+    params = no_augmentation().model_copy(
+        update={"jpeg": JpegOp(probability=1.0, min_quality=30, max_quality=30)}
     )
     image = tf.constant(np.random.default_rng(2).uniform(0, 255, (32, 32, 3)), dtype=tf.float32)
     out = build_augmenter(params, seed=0)(image).numpy()

@@ -20,6 +20,7 @@ from ai_image_detection.image_files import inspect_file
 from ai_image_detection.image_io import EXIF_ORIENTATION_TAG, ImageLimits, decode_image
 from ai_image_detection.pipelines.ingestion.nodes import (
     CANDIDATE_COLUMNS,
+    MANIFEST_COLUMNS,
     IngestionParams,
     KaggleLayoutParams,
     build_report,
@@ -28,20 +29,6 @@ from ai_image_detection.pipelines.ingestion.nodes import (
     split_train_validation,
     validate_files,
 )
-
-MANIFEST_COLUMNS = [
-    "path",
-    "source_path",
-    "label",
-    "split",
-    "group",
-    "width",
-    "height",
-    "format",
-    "mode",
-    "sha256",
-]
-
 
 # ---------- helpers ----------
 

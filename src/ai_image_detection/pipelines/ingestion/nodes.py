@@ -25,6 +25,19 @@ logger = logging.getLogger(__name__)
 
 Issue = dict[str, Any]
 CANDIDATE_COLUMNS = ["path", "label", "group", "part"]
+MANIFEST_COLUMNS = [
+    "path",
+    "source_path",
+    "label",
+    "split",
+    "group",
+    "width",
+    "height",
+    "format",
+    "mode",
+    "sha256",
+]
+"""The manifest's columns: the contract every later pipeline reads."""
 
 
 class KaggleLayoutParams(BaseModel):
@@ -304,19 +317,7 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=params.seed)
     _, validation = next(splitter.split(train_index, manifest.loc[train_index, "label"].astype(int), groups))
     manifest.loc[train_index[validation], "split"] = "validation"
-    columns = [
-        "path",
-        "source_path",
-        "label",
-        "split",
-        "group",
-        "width",
-        "height",
-        "format",
-        "mode",
-        "sha256",
-    ]
-    return manifest[columns].astype({"label": "Int8", "width": "int32", "height": "int32"})
+    return manifest[MANIFEST_COLUMNS].astype({"label": "Int8", "width": "int32", "height": "int32"})
 
 
 def build_report(
