@@ -80,3 +80,9 @@ def test_a_saved_detector_loads_without_custom_objects(tmp_path: Path) -> None:
     restored = keras.saving.load_model(tmp_path / "detector.keras")
     assert isinstance(restored.loss, BCEWithPriorPenalty)
     assert restored.loss.beta == 0.4
+
+
+@pytest.mark.parametrize("architecture", ["efficientnet_b5_sw", "efficientnetv2_s", "convnext_tiny"])
+def test_every_architecture_builds_from_scratch_without_downloads(architecture: str) -> None:
+    model = build_detector(DetectorSpec(architecture=architecture, weights=None, image_size=64))  # type: ignore[arg-type]
+    _contract_holds(model, 64)
