@@ -69,6 +69,13 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
     )
     assert len(history["val_loss"]) >= 1
     assert (project_copy / "data" / "08_reporting" / "augmentation_grid.png").stat().st_size > 0
+    evaluation = json.loads(
+        (project_copy / "data" / "08_reporting" / "evaluation" / "small_cnn.json").read_text()
+    )
+    assert {"threshold", "validation", "test", "robustness"} <= set(evaluation)
+    submission = pd.read_csv(project_copy / "data" / "07_model_output" / "submission.csv")
+    assert list(submission.columns) == ["id", "label"]
+    assert sorted(submission["id"]) == sorted(pd.read_csv(raw / "test.csv")["id"])
 
     tracking = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])

@@ -12,6 +12,7 @@ quality, is what lets a detector survive re-shared (re-compressed, resized) imag
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import keras
 import pandas as pd
@@ -233,3 +234,68 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = True
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+class Perturbation(BaseModel):
+    """What a re-shared image goes through, for the robustness table.
+
+    Attributes:
+        kind: ``jpeg`` (re-encode at ``quality``), ``downscale`` (resize by ``factor``,
+            antialiased), ``blur`` (Gaussian, ``sigma`` pixels) or ``centre_crop`` (keep the
+            central ``factor`` of each side).
+        quality: JPEG quality, for ``jpeg``.
+        factor: Scale or kept fraction, for ``downscale`` and ``centre_crop``.
+        sigma: Standard deviation in pixels, for ``blur``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["jpeg", "downscale", "blur", "centre_crop"]
+    quality: int = Field(default=75, ge=1, le=100)
+    factor: float = Field(default=0.5, gt=0, le=1)
+    sigma: float = Field(default=1.0, gt=0)
+
+
+def perturb(image: tf.Tensor, perturbation: Perturbation) -> tf.Tensor:
+    """Apply a deterministic perturbation to a float32 RGB image in 0–255."""
+    if perturbation.kind == "jpeg":
+        encoded = tf.image.adjust_jpeg_quality(
+            tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), perturbation.quality
+        )
+        return tf.cast(encoded, tf.float32)
+    if perturbation.kind == "centre_crop":
+        return tf.image.central_crop(image, perturbation.factor)
+    if perturbation.kind == "downscale":
+        size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * perturbation.factor), tf.int32)
+        return tf.clip_by_value(tf.image.resize(image, size, antialias=True), 0.0, 255.0)
+    radius = max(1, round(3 * perturbation.sigma))
+    taps = tf.exp(-0.5 * (tf.range(-radius, radius + 1, dtype=tf.float32) / perturbation.sigma) ** 2)
+    taps /= tf.reduce_sum(taps)
+    kernel = tf.tile((taps[:, None] * taps[None, :])[:, :, None, None], (1, 1, 3, 1))
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    return tf.nn.depthwise_conv2d(padded, kernel, strides=(1, 1, 1, 1), padding="VALID")[0]
+
+
+def make_prediction_dataset(
+    paths: list[str], image_size: int, batch_size: int, perturbation: Perturbation | None = None
+) -> tf.data.Dataset:
+    """Batches of centre-cropped images for prediction, optionally perturbed first.
+
+    Args:
+        paths: Image files, in the order the predictions should come out.
+        image_size: Side of the model input.
+        batch_size: Images per batch.
+        perturbation: Applied to the whole decoded image before cropping.
+
+    Returns:
+        Batches of float32 ``[B, S, S, 3]`` images in 0–255, in ``paths`` order.
+    """
+
+    def load(path: tf.Tensor) -> tf.Tensor:
+        image = decode(path)
+        if perturbation is not None:
+            image = perturb(image, perturbation)
+        return fit_to_size(image, image_size, training=False, resize=False)
+
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+    return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
