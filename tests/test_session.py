@@ -14,6 +14,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
+from ai_image_detection.onnx_export import onnx_metadata
 from ai_image_detection.pipeline_registry import register_pipelines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
     report = json.loads((project_copy / "data" / "08_reporting" / "ingestion_report.json").read_text())
     assert report["summary"]["ingested"] == len(manifest) == 2 * 48
     assert report["problems"] == []
-    assert (project_copy / "data" / "06_models" / "small_cnn.keras").stat().st_size > 0
+    assert (project_copy / "data" / "06_models" / "candidates" / "small_cnn.keras").stat().st_size > 0
     history = json.loads(
         (project_copy / "data" / "07_model_output" / "training_history" / "small_cnn.json").read_text()
     )
@@ -73,6 +74,10 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
         (project_copy / "data" / "08_reporting" / "evaluation" / "small_cnn.json").read_text()
     )
     assert {"threshold", "validation", "test", "robustness"} <= set(evaluation)
+    detector = (project_copy / "data" / "06_models" / "detector.onnx").read_bytes()
+    assert onnx_metadata(detector)["candidate"] == "small_cnn"
+    export = json.loads((project_copy / "data" / "08_reporting" / "export_report.json").read_text())
+    assert export["parity_max_abs_difference"] <= export["parity_tolerance"]
     submission = pd.read_csv(project_copy / "data" / "07_model_output" / "submission.csv")
     assert list(submission.columns) == ["id", "label"]
     assert sorted(submission["id"]) == sorted(pd.read_csv(raw / "test.csv")["id"])

@@ -1,0 +1,131 @@
+"""Nodes of the ``export`` pipeline: pick the candidate, export it to ONNX, prove the export."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ai_image_detection.input_pipeline import make_prediction_dataset
+from ai_image_detection.onnx_export import check_parity, export_onnx
+
+logger = logging.getLogger(__name__)
+
+
+class ExportParams(BaseModel):
+    """Parameters of the ``export`` pipeline (``conf/base/parameters_export.yml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_budget_ms: float = Field(gt=0)
+    opset: int = Field(ge=13)
+    parity_tolerance: float = Field(gt=0)
+    parity_images: int = Field(ge=1)
+
+
+def select_candidate(params: ExportParams, *reports: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Best validation F1 among the candidates whose CPU latency per image fits the budget.
+
+    Args:
+        params: The latency budget.
+        reports: The candidates' evaluation reports.
+        names: Their names, in the same order.
+
+    Returns:
+        ``candidate``, ``threshold``, ``validation_f1`` and ``reason`` (written to the report).
+
+    Raises:
+        ValueError: If no candidate fits the budget.
+    """
+    latency = {name: 1000 * r["seconds_per_image"] for name, r in zip(names, reports, strict=True)}
+    f1 = {name: r["validation"]["at_threshold"]["f1"] for name, r in zip(names, reports, strict=True)}
+    eligible = [name for name in names if latency[name] <= params.latency_budget_ms]
+    if not eligible:
+        raise ValueError(f"no candidate fits the {params.latency_budget_ms:g} ms/image budget: {latency}")
+    chosen = max(eligible, key=lambda name: f1[name])
+    excluded = sorted(set(names) - set(eligible))
+    reason = (
+        f"{chosen}: best validation F1 ({f1[chosen]:.4f}) among the {len(eligible)} of {len(names)} "
+        "candidates "
+        f"within {params.latency_budget_ms:g} ms per image ({latency[chosen]:.2f} ms, batched CPU)"
+        + (f"; over budget: {', '.join(excluded)}" if excluded else "")
+    )
+    logger.info("selected %s", reason)
+    report = reports[names.index(chosen)]
+    return {
+        "candidate": chosen,
+        "threshold": report["threshold"],
+        "validation_f1": f1[chosen],
+        "reason": reason,
+    }
+
+
+def export_selected(
+    params: ExportParams, selection: dict[str, Any], data_version: str, *models: keras.Model, names: list[str]
+) -> bytes:
+    """Export the selected candidate to ONNX with the contract's metadata.
+
+    Args:
+        params: The ONNX opset.
+        selection: Output of :func:`select_candidate`.
+        data_version: DVC hash of the manifest.
+        models: The trained candidates.
+        names: Their names, in the same order.
+
+    Returns:
+        The serialised ONNX model (threshold, class names, input size, MLflow run id and
+        data version in its metadata).
+    """
+    run = mlflow.active_run()
+    metadata = {
+        "candidate": selection["candidate"],
+        "threshold": f"{selection['threshold']:.6f}",
+        "mlflow_run_id": run.info.run_id if run else "",
+        "data_version": data_version,
+    }
+    return export_onnx(models[names.index(selection["candidate"])], params.opset, metadata)
+
+
+def verify_parity(
+    params: ExportParams,
+    detector_onnx: bytes,
+    selection: dict[str, Any],
+    image_manifest: pd.DataFrame,
+    *models: keras.Model,
+    names: list[str],
+) -> dict[str, Any]:
+    """Keras and ONNX Runtime must agree on real validation images, else the run fails.
+
+    Args:
+        params: Tolerance and number of images.
+        detector_onnx: The export.
+        selection: Which candidate was exported.
+        image_manifest: The manifest (validation images are used).
+        models: The trained candidates.
+        names: Their names.
+
+    Returns:
+        The parity record: candidate, images compared, largest difference, tolerance.
+    """
+    model = models[names.index(selection["candidate"])]
+    paths = (
+        image_manifest.loc[image_manifest["split"] == "validation", "path"]
+        .head(params.parity_images)
+        .tolist()
+    )
+    images = np.concatenate(
+        [batch.numpy() for batch in make_prediction_dataset(paths, int(model.input_shape[1]), 32)]
+    )
+    difference = check_parity(model, detector_onnx, images, params.parity_tolerance)
+    logger.info("ONNX parity: max |Keras - ONNX| = %.3g on %d validation images", difference, len(images))
+    return {
+        **selection,
+        "parity_images": len(images),
+        "parity_max_abs_difference": difference,
+        "parity_tolerance": params.parity_tolerance,
+    }
