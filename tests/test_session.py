@@ -78,6 +78,7 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
     assert onnx_metadata(detector)["candidate"] == "small_cnn"
     export = json.loads((project_copy / "data" / "08_reporting" / "export_report.json").read_text())
     assert export["parity_max_abs_difference"] <= export["parity_tolerance"]
+    assert export["registry"]["alias_moved"], "the first registered model becomes champion"
     submission = pd.read_csv(project_copy / "data" / "07_model_output" / "submission.csv")
     assert list(submission.columns) == ["id", "label"]
     assert sorted(submission["id"]) == sorted(pd.read_csv(raw / "test.csv")["id"])

@@ -86,8 +86,9 @@ def choose_threshold(
 ) -> float:
     """The decision threshold that maximises ``objective`` on these (validation) data.
 
-    Candidates are the distinct predicted probabilities; ties go to the threshold closest
-    to 0.5, so an uninformative choice stays at the conventional value.
+    Candidates are the midpoints between neighbouring distinct probabilities (and 0.5); ties
+    go to the threshold closest to 0.5, so an uninformative choice stays at the conventional
+    value.
 
     Args:
         y_true: Labels (1 = AI).
@@ -98,7 +99,10 @@ def choose_threshold(
         The threshold ``t``: predict AI when ``p >= t``.
     """
     labels, scores = _validated(y_true, probabilities)
-    candidates = np.unique(np.concatenate([scores, [0.5]]))
+    distinct = np.unique(scores)
+    # Midpoints between neighbouring scores: a threshold equal to a score would flip that image
+    # on the tiniest numeric difference (e.g. Keras vs ONNX Runtime).
+    candidates = np.unique(np.concatenate([(distinct[:-1] + distinct[1:]) / 2, [0.5]]))
     values = np.array([_objective(labels, (scores >= t).astype(int), objective) for t in candidates])
     best = np.flatnonzero(np.isclose(values, values.max()))
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])

@@ -17,7 +17,14 @@ def report(f1: float, ms: float, threshold: float = 0.5) -> dict[str, Any]:
     }
 
 
-PARAMS = ExportParams(latency_budget_ms=10, opset=17, parity_tolerance=1e-4, parity_images=8)
+PARAMS = ExportParams(
+    latency_budget_ms=10,
+    opset=17,
+    parity_tolerance=1e-4,
+    parity_images=8,
+    registered_model_name="ai-image-detector",
+    champion_alias="champion",
+)
 
 
 def test_best_f1_within_the_budget_wins_and_the_reason_says_why() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import keras
@@ -12,7 +13,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_image_detection.input_pipeline import make_prediction_dataset
-from ai_image_detection.onnx_export import check_parity, export_onnx
+from ai_image_detection.onnx_export import check_parity, export_onnx, onnx_metadata
+from ai_image_detection.registry import register_and_promote
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ class ExportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     latency_budget_ms: float = Field(gt=0)
+    registered_model_name: str
+    champion_alias: str
     opset: int = Field(ge=13)
     parity_tolerance: float = Field(gt=0)
     parity_images: int = Field(ge=1)
@@ -84,7 +88,7 @@ def export_selected(
     run = mlflow.active_run()
     metadata = {
         "candidate": selection["candidate"],
-        "threshold": f"{selection['threshold']:.6f}",
+        "threshold": repr(float(selection["threshold"])),
         "mlflow_run_id": run.info.run_id if run else "",
         "data_version": data_version,
     }
@@ -121,7 +125,7 @@ def verify_parity(
     images = np.concatenate(
         [batch.numpy() for batch in make_prediction_dataset(paths, int(model.input_shape[1]), 32)]
     )
-    difference = check_parity(model, detector_onnx, images, params.parity_tolerance)
+    difference = check_parity(model, detector_onnx, images, params.parity_tolerance)  # raises on a mismatch
     logger.info("ONNX parity: max |Keras - ONNX| = %.3g on %d validation images", difference, len(images))
     return {
         **selection,
@@ -129,3 +133,32 @@ def verify_parity(
         "parity_max_abs_difference": difference,
         "parity_tolerance": params.parity_tolerance,
     }
+
+
+def register_detector(
+    params: ExportParams, detector_onnx: bytes, image_manifest: pd.DataFrame, parity_report: dict[str, Any]
+) -> dict[str, Any]:
+    """Register the export in MLflow and move the champion alias only if it does not regress.
+
+    Args:
+        params: Registered model name and alias.
+        detector_onnx: The parity-checked export.
+        image_manifest: The manifest (both models are scored on its validation images).
+        parity_report: Output of :func:`verify_parity`.
+
+    Returns:
+        The export report: selection, parity and the registry decision with its reason.
+    """
+    validation = image_manifest[image_manifest["split"] == "validation"]
+    size = int(onnx_metadata(detector_onnx)["input_height"])
+    images = np.concatenate(
+        [b.numpy() for b in make_prediction_dataset(validation["path"].tolist(), size, 64)]
+    )
+    decision = register_and_promote(
+        detector_onnx,
+        images,
+        validation["label"].astype(int).to_numpy(),
+        params.registered_model_name,
+        params.champion_alias,
+    )
+    return {**parity_report, "registry": asdict(decision)}

@@ -8,12 +8,17 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from ai_image_detection.pipelines.export.nodes import export_selected, select_candidate, verify_parity
+from ai_image_detection.pipelines.export.nodes import (
+    export_selected,
+    register_detector,
+    select_candidate,
+    verify_parity,
+)
 from ai_image_detection.pipelines.training.pipeline import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Select by the rule in ``parameters_export.yml``, export to ONNX, check parity."""
+    """Select by the rule in ``parameters_export.yml``, export to ONNX, check parity, register."""
     names = candidate_names()
     models = [f"{name}.trained_model" for name in names]
 
@@ -37,8 +42,14 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             Node(
                 bound(verify_parity),
                 ["params:export", "detector_onnx", "model_selection", "image_manifest@pandas", *models],
-                "export_report",
+                "parity_report",
                 name="verify_parity_node",
+            ),
+            Node(
+                register_detector,
+                ["params:export", "detector_onnx", "image_manifest@pandas", "parity_report"],
+                "export_report",
+                name="register_detector_node",
             ),
         ]
     )

@@ -1,0 +1,95 @@
+"""The MLflow registry: register the ONNX detector, move ``champion`` only on no regression.
+
+The challenger and the current champion are scored on the *same* validation images, each at
+its own threshold (from its ONNX metadata), so the comparison holds even when the champion was
+trained on another data version. The alias moves only when the challenger is at least as good.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mlflow
+import mlflow.onnx
+import numpy as np
+import onnx
+import onnxruntime as ort
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ai_image_detection.metrics import binary_metrics
+from ai_image_detection.onnx_export import onnx_metadata, onnx_predict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegistryDecision:
+    """What happened in the registry, for the export report."""
+
+    registered_model: str
+    version: str
+    challenger_f1: float
+    champion_version: str | None
+    champion_f1: float | None
+    alias_moved: bool
+    reason: str
+
+
+def onnx_f1(detector_onnx: bytes, images: np.ndarray, labels: np.ndarray) -> float:
+    """F1 of an ONNX detector on labelled images, at the threshold stored in its metadata."""
+    threshold = float(onnx_metadata(detector_onnx).get("threshold", "0.5"))
+    return binary_metrics(labels, onnx_predict(detector_onnx, images)[:, 0], threshold)["f1"]
+
+
+def register_and_promote(
+    detector_onnx: bytes, images: np.ndarray, labels: np.ndarray, model_name: str, alias: str
+) -> RegistryDecision:
+    """Log the detector in the active run, register it, and move ``alias`` unless it regresses.
+
+    Args:
+        detector_onnx: The exported detector.
+        images: Validation images ``[N, H, W, 3]`` raw RGB, the same for both models.
+        labels: Their labels.
+        model_name: Registered model name (e.g. ``ai-image-detector``).
+        alias: The alias serving follows (``champion``).
+
+    Returns:
+        The decision, with both F1 scores and the reason.
+    """
+    challenger_f1 = onnx_f1(detector_onnx, images, labels)
+    info = mlflow.onnx.log_model(
+        onnx.load_from_string(detector_onnx),
+        name="detector",
+        registered_model_name=model_name,
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, "validation_f1", f"{challenger_f1:.6f}")
+    for key, value in onnx_metadata(detector_onnx).items():
+        client.set_model_version_tag(model_name, version, key, value)
+    try:
+        current = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        current = None
+    if current is None:
+        client.set_registered_model_alias(model_name, alias, version)
+        reason = f"no {alias} yet: version {version} becomes {alias}"
+        return RegistryDecision(model_name, version, challenger_f1, None, None, True, reason)
+    champion_onnx = mlflow.onnx.load_model(f"models:/{model_name}@{alias}")
+    champion_f1 = onnx_f1(champion_onnx.SerializeToString(), images, labels)
+    moved = challenger_f1 >= champion_f1
+    if moved:
+        client.set_registered_model_alias(model_name, alias, version)
+    verdict = "moves to" if moved else "stays on"
+    reason = (
+        f"{alias} {verdict} version {version if moved else current.version}: challenger v{version} F1 "
+        f"{challenger_f1:.4f} vs {alias} v{current.version} F1 {champion_f1:.4f} on the same "
+        f"{len(labels)} validation images" + ("" if moved else " (no silent regression)")
+    )
+    logger.info(reason)
+    return RegistryDecision(
+        model_name, version, challenger_f1, str(current.version), champion_f1, moved, reason
+    )
