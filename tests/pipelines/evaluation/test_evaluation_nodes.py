@@ -84,9 +84,8 @@ def test_comparison_and_submission(model: keras.Model, manifest: pd.DataFrame) -
     assert list(table["candidate"]) == ["a", "b"]
 
     raw_dir = str(Path(manifest.loc[0, "path"]).parents[1])
-    submission = make_submission(
-        predictions, predictions, reports=[worse, report], names=["b", "a"], raw_dir=raw_dir
-    )
+    ranking = table.iloc[::-1].reset_index(drop=True)  # the worse candidate first: the best is not row 0
+    submission = make_submission(raw_dir, ranking, predictions, predictions)
     assert list(submission.columns) == ["id", "label"]
     assert len(submission) == 8
     assert submission["id"].str.startswith("test_data_v2/").all()

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import pandas as pd
 import pytest
 
 from ai_image_detection.pipelines.export.nodes import ExportParams, select_candidate
 
 
-def report(f1: float, ms: float, threshold: float = 0.5) -> dict[str, Any]:
-    return {
-        "validation": {"at_threshold": {"f1": f1}},
-        "seconds_per_image": ms / 1000,
-        "threshold": threshold,
-    }
+def comparison(*rows: tuple[str, float, float, float]) -> pd.DataFrame:
+    """The evaluation's comparison table: candidate, F1, ms per image, threshold."""
+    return pd.DataFrame(rows, columns=["candidate", "f1", "ms_per_image", "threshold"])
 
 
 PARAMS = ExportParams(
@@ -29,7 +25,7 @@ PARAMS = ExportParams(
 
 def test_best_f1_within_the_budget_wins_and_the_reason_says_why() -> None:
     selection = select_candidate(
-        PARAMS, report(0.99, 40.0), report(0.90, 5.0, 0.3), report(0.85, 2.0), names=["big", "mid", "small"]
+        PARAMS, comparison(("big", 0.99, 40.0, 0.5), ("mid", 0.90, 5.0, 0.3), ("small", 0.85, 2.0, 0.5))
     )
     assert selection["candidate"] == "mid"
     assert selection["threshold"] == 0.3
@@ -39,4 +35,4 @@ def test_best_f1_within_the_budget_wins_and_the_reason_says_why() -> None:
 
 def test_no_candidate_within_the_budget_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no candidate fits the 10 ms/image budget"):
-        select_candidate(PARAMS, report(0.9, 20.0), names=["slow"])
+        select_candidate(PARAMS, comparison(("slow", 0.9, 20.0, 0.5)))

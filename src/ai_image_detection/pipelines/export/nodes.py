@@ -32,13 +32,13 @@ class ExportParams(BaseModel):
     parity_images: int = Field(ge=1)
 
 
-def select_candidate(params: ExportParams, *reports: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def select_candidate(params: ExportParams, candidate_comparison: pd.DataFrame) -> dict[str, Any]:
     """Best validation F1 among the candidates whose CPU latency per image fits the budget.
 
     Args:
         params: The latency budget.
-        reports: The candidates' evaluation reports.
-        names: Their names, in the same order.
+        candidate_comparison: The evaluation's comparison table (F1, threshold, latency per
+            candidate).
 
     Returns:
         ``candidate``, ``threshold``, ``validation_f1`` and ``reason`` (written to the report).
@@ -46,27 +46,23 @@ def select_candidate(params: ExportParams, *reports: dict[str, Any], names: list
     Raises:
         ValueError: If no candidate fits the budget.
     """
-    latency = {name: 1000 * r["seconds_per_image"] for name, r in zip(names, reports, strict=True)}
-    f1 = {name: r["validation"]["at_threshold"]["f1"] for name, r in zip(names, reports, strict=True)}
-    eligible = [name for name in names if latency[name] <= params.latency_budget_ms]
-    if not eligible:
-        raise ValueError(f"no candidate fits the {params.latency_budget_ms:g} ms/image budget: {latency}")
-    chosen = max(eligible, key=lambda name: f1[name])
-    excluded = sorted(set(names) - set(eligible))
+    table = candidate_comparison.set_index("candidate")
+    eligible = table[table["ms_per_image"] <= params.latency_budget_ms]
+    if eligible.empty:
+        latencies = table["ms_per_image"].to_dict()
+        raise ValueError(f"no candidate fits the {params.latency_budget_ms:g} ms/image budget: {latencies}")
+    chosen = str(eligible["f1"].idxmax())
+    f1, latency, threshold = (
+        float(v) for v in table.loc[[chosen], ["f1", "ms_per_image", "threshold"]].to_numpy()[0]
+    )
+    excluded = sorted(set(table.index) - set(eligible.index))
     reason = (
-        f"{chosen}: best validation F1 ({f1[chosen]:.4f}) among the {len(eligible)} of {len(names)} "
-        "candidates "
-        f"within {params.latency_budget_ms:g} ms per image ({latency[chosen]:.2f} ms, batched CPU)"
+        f"{chosen}: best validation F1 ({f1:.4f}) among the {len(eligible)} of {len(table)} candidates "
+        f"within {params.latency_budget_ms:g} ms per image ({latency:.2f} ms, batched CPU)"
         + (f"; over budget: {', '.join(excluded)}" if excluded else "")
     )
     logger.info("selected %s", reason)
-    report = reports[names.index(chosen)]
-    return {
-        "candidate": chosen,
-        "threshold": report["threshold"],
-        "validation_f1": f1[chosen],
-        "reason": reason,
-    }
+    return {"candidate": chosen, "threshold": threshold, "validation_f1": f1, "reason": reason}
 
 
 def export_selected(

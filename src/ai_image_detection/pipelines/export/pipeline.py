@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial, update_wrapper
-from typing import Any
-
 from kedro.pipeline import Node, Pipeline
 
+from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.export.nodes import (
     export_selected,
     register_detector,
@@ -22,25 +19,22 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     names = candidate_names()
     models = [f"{name}.trained_model" for name in names]
 
-    def bound(func: Callable[..., Any]) -> Callable[..., Any]:
-        return update_wrapper(partial(func, names=names), func)
-
     return Pipeline(
         [
             Node(
-                bound(select_candidate),
-                ["params:export"] + [f"{name}.evaluation_report" for name in names],
+                select_candidate,
+                ["params:export", "candidate_comparison"],
                 "model_selection",
                 name="select_candidate_node",
             ),
             Node(
-                bound(export_selected),
+                bind(export_selected, names=names),
                 ["params:export", "model_selection", "manifest_md5", *models],
                 "detector_onnx",
                 name="export_onnx_node",
             ),
             Node(
-                bound(verify_parity),
+                bind(verify_parity, names=names),
                 ["params:export", "detector_onnx", "model_selection", "image_manifest@pandas", *models],
                 "parity_report",
                 name="verify_parity_node",

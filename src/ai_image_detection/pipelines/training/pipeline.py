@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial, update_wrapper
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Node, Pipeline
 
+from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.training.nodes import manifest_version, train_candidate
 
 
@@ -35,11 +35,10 @@ def create_pipeline(**kwargs: object) -> Pipeline:
 
 
 def _candidate_pipeline(name: str) -> Pipeline:
-    train = update_wrapper(partial(train_candidate, candidate_name=name), train_candidate)
     base = Pipeline(
         [
             Node(
-                train,
+                bind(train_candidate, candidate_name=name),
                 [
                     "image_manifest@pandas",
                     "params:candidate",
