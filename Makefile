@@ -41,6 +41,9 @@ run: sample-data  ## install, generate sample data if absent, run every pipeline
 	@echo "  manifest          data/03_primary/image_manifest.parquet"
 	@echo "  ingestion report  data/08_reporting/ingestion_report.json"
 	@echo "  models            data/06_models/<candidate>.keras (histories in data/07_model_output/training_history/)"
+	@echo "  evaluation        data/08_reporting/evaluation/ (per-candidate metrics and plots, candidates.csv)"
+	@echo "  detector          data/06_models/detector.onnx (+ detector.int8.onnx), model card data/08_reporting/model_card.md"
+	@echo "  submission        data/07_model_output/submission.csv"
 	@echo "  augmentation      data/08_reporting/augmentation_grid.png"
 	@echo "  runs              make ui  (MLflow on http://127.0.0.1:5000)"
 	@echo "  sample pairs      data/08_reporting/sample_contact_sheet.png"
@@ -74,7 +77,7 @@ ui: setup  ## the MLflow UI on 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 bench: sample-data  ## benchmarks (not tests): figures to data/08_reporting/benchmarks.json
-	@[ -f data/03_primary/image_manifest.parquet ] || $(BIN)/kedro run --pipelines ingestion
+	@[ -f data/06_models/detector.int8.onnx ] || $(BIN)/kedro run
 	$(BIN)/python -m benchmarks
 
 clean:  ## remove generated data (keeps .venv and the package cache)

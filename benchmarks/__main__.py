@@ -2,8 +2,9 @@
 
 import logging
 
-from benchmarks import ingestion_scale, input_pipeline
+from benchmarks import inference, ingestion_scale, input_pipeline
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 input_pipeline.main()
+inference.main()
 ingestion_scale.main([])

@@ -7,12 +7,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 from kedro.framework.project import configure_project
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
+from nbclient import NotebookClient
 
 from ai_image_detection.onnx_export import onnx_metadata
 from ai_image_detection.pipeline_registry import register_pipelines
@@ -20,19 +22,38 @@ from ai_image_detection.pipeline_registry import register_pipelines
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The project's configuration in a scratch folder, so the run writes only there."""
+    tmp_path = tmp_path_factory.mktemp("project")
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     (tmp_path / "conf" / "local").mkdir()
     (tmp_path / "src").mkdir()  # the package itself is installed (editable) in the environment
-    for env_var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(env_var, raising=False)
-    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
-    monkeypatch.chdir(tmp_path)
-    bootstrap_project(tmp_path)
-    yield tmp_path
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for env_var in (
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_REGISTRY_URI",
+            "MLFLOW_EXPERIMENT_NAME",
+            "MLFLOW_RUN_ID",
+        ):
+            monkeypatch.delenv(env_var, raising=False)
+        monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+        monkeypatch.chdir(tmp_path)
+        bootstrap_project(tmp_path)
+        yield tmp_path
+
+
+@pytest.fixture(scope="module")
+def finished_run(project_copy: Path) -> Path:
+    """``sample_data`` (small) then ``kedro run`` of the default pipeline, once for this module."""
+    with KedroSession.create(
+        project_path=project_copy, runtime_params={"sample_data": {"size": "small"}}
+    ) as session:
+        session.run(pipeline_names=["sample_data"])
+    with KedroSession.create(project_path=project_copy) as session:
+        session.run()
+    return project_copy
 
 
 def test_pipelines_are_registered() -> None:
@@ -46,18 +67,13 @@ def test_pipelines_are_registered() -> None:
 
 
 @pytest.mark.slow
-def test_sample_data_then_default_run(project_copy: Path) -> None:
-    with KedroSession.create(
-        project_path=project_copy, runtime_params={"sample_data": {"size": "small"}}
-    ) as session:
-        session.run(pipeline_names=["sample_data"])
+def test_sample_data_then_default_run(finished_run: Path) -> None:
+    project_copy = finished_run
     raw = project_copy / "data" / "01_raw"
     train = pd.read_csv(raw / "train.csv")
     assert len(train) + len(pd.read_csv(raw / "test.csv")) == 2 * 48
     assert (project_copy / "data" / "08_reporting" / "sample_contact_sheet.png").stat().st_size > 0
 
-    with KedroSession.create(project_path=project_copy) as session:
-        session.run()
     manifest = pd.read_parquet(project_copy / "data" / "03_primary" / "image_manifest.parquet")
     assert set(manifest["split"]) == {"train", "validation", "test"}
     assert manifest.loc[manifest["split"] != "test", "label"].notna().all()
@@ -79,6 +95,18 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
     export = json.loads((project_copy / "data" / "08_reporting" / "export_report.json").read_text())
     assert export["parity_max_abs_difference"] <= export["parity_tolerance"]
     assert export["registry"]["alias_moved"], "the first registered model becomes champion"
+    assert export["shipped_precision"] == "fp32"
+    assert "ONNX Runtime, batch 1" in export["reason"]
+    int8 = (project_copy / "data" / "06_models" / "detector.int8.onnx").read_bytes()
+    assert onnx_metadata(int8)["threshold"] == onnx_metadata(detector)["threshold"]
+    quantization = json.loads(
+        (project_copy / "data" / "08_reporting" / "quantization_report.json").read_text()
+    )
+    assert {"f1_fp32", "f1_int8", "f1_change_points", "speedup_batch1", "speedup_batch32"} <= set(
+        quantization
+    )
+    card = (project_copy / "data" / "08_reporting" / "model_card.md").read_text()
+    assert card.startswith("# Model card: ai-image-detector v1")
     submission = pd.read_csv(project_copy / "data" / "07_model_output" / "submission.csv")
     assert list(submission.columns) == ["id", "label"]
     assert sorted(submission["id"]) == sorted(pd.read_csv(raw / "test.csv")["id"])
@@ -93,3 +121,20 @@ def test_sample_data_then_default_run(project_copy: Path) -> None:
     assert "augmentation/augmentation_grid.png" in [
         a.path for a in tracking.list_artifacts(parents[0].info.run_id, "augmentation")
     ]
+    assert {"export/model_card.md", "export/detector.int8.onnx"} <= {
+        a.path for a in tracking.list_artifacts(parents[0].info.run_id, "export")
+    }
+    assert tracking.get_model_version("ai-image-detector", "1").description == card
+
+
+@pytest.mark.slow
+def test_notebook_reads_the_results_through_the_catalog(finished_run: Path) -> None:
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(finished_run)}}
+    ).execute()  # raises CellExecutionError with the failing cell and its traceback
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
+    assert "small_cnn: best validation F1" in printed
+    assert "int8: F1" in printed

@@ -93,3 +93,8 @@ def register_and_promote(
     return RegistryDecision(
         model_name, version, challenger_f1, str(current.version), champion_f1, moved, reason
     )
+
+
+def describe_version(model_name: str, version: str, description: str) -> None:
+    """Set a registered version's description (the model card, shown in the MLflow UI)."""
+    MlflowClient().update_model_version(model_name, version, description=description)

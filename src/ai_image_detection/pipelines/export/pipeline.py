@@ -6,32 +6,48 @@ from kedro.pipeline import Node, Pipeline
 
 from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.export.nodes import (
-    export_selected,
+    export_candidates,
+    measure_onnx_latency,
+    pick_detector,
+    quantize_detector,
     register_detector,
     select_candidate,
     verify_parity,
+    write_model_card,
 )
 from ai_image_detection.pipelines.training.pipeline import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Select by the rule in ``parameters_export.yml``, export to ONNX, check parity, register."""
+    """Export every candidate, select by ONNX latency and F1, check parity, quantise, register, describe."""
     names = candidate_names()
     models = [f"{name}.trained_model" for name in names]
 
     return Pipeline(
         [
             Node(
+                bind(export_candidates, names=names),
+                ["params:export", "candidate_comparison", "manifest_md5", *models],
+                "candidate_onnx",
+                name="export_candidates_node",
+            ),
+            Node(
+                measure_onnx_latency,
+                ["params:export", "candidate_onnx", "image_manifest@pandas"],
+                "onnx_latency",
+                name="measure_onnx_latency_node",
+            ),
+            Node(
                 select_candidate,
-                ["params:export", "candidate_comparison"],
+                ["params:export", "candidate_comparison", "onnx_latency"],
                 "model_selection",
                 name="select_candidate_node",
             ),
             Node(
-                bind(export_selected, names=names),
-                ["params:export", "model_selection", "manifest_md5", *models],
+                pick_detector,
+                ["model_selection", "candidate_onnx"],
                 "detector_onnx",
-                name="export_onnx_node",
+                name="pick_detector_node",
             ),
             Node(
                 bind(verify_parity, names=names),
@@ -40,10 +56,34 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="verify_parity_node",
             ),
             Node(
+                quantize_detector,
+                ["params:export", "detector_onnx", "image_manifest@pandas"],
+                ["detector_int8_onnx", "quantization_report"],
+                name="quantize_detector_node",
+            ),
+            Node(
                 register_detector,
-                ["params:export", "detector_onnx", "image_manifest@pandas", "parity_report"],
+                [
+                    "params:export",
+                    "detector_onnx",
+                    "detector_int8_onnx",
+                    "quantization_report",
+                    "image_manifest@pandas",
+                    "parity_report",
+                ],
                 "export_report",
                 name="register_detector_node",
+            ),
+            Node(
+                bind(write_model_card, names=names),
+                [
+                    "export_report",
+                    "quantization_report",
+                    "image_manifest@pandas",
+                    *[f"{name}.evaluation_report" for name in names],
+                ],
+                "model_card",
+                name="write_model_card_node",
             ),
         ]
     )

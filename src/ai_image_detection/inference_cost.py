@@ -1,0 +1,130 @@
+"""What inference costs on this CPU: ONNX Runtime sessions, throughput, FLOPs and the machine's peak.
+
+Used by model selection (latency budget), by the int8 report and by ``make bench``, so every
+figure of speed in the project comes from the same measurement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ai_image_detection.onnx_export import INPUT_NAME, OUTPUT_NAME
+
+_COUNTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+
+
+def onnx_session(onnx_model: bytes) -> ort.InferenceSession:
+    """A CPU inference session with every graph optimisation on."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(onnx_model: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``images [N, H, W, 3] -> P(AI) [N, 1]`` backed by one warm session."""
+    session = onnx_session(onnx_model)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: images.astype(np.float32, copy=False)})[0])
+
+    return run
+
+
+def images_per_second(
+    run: Callable[[np.ndarray], object],
+    images: np.ndarray,
+    batch_size: int,
+    min_seconds: float = 1.0,
+    min_calls: int = 5,
+) -> float:
+    """Steady-state throughput of ``run`` on batches of ``batch_size`` cut from ``images``.
+
+    One warm-up call, then calls until both ``min_calls`` and ``min_seconds`` are reached.
+
+    Args:
+        run: The inference function (Keras ``predict``, an ONNX session, ...).
+        images: At least ``batch_size`` images.
+        batch_size: Images per call.
+        min_seconds: Shortest measured time.
+        min_calls: Fewest measured calls.
+
+    Returns:
+        Images per second.
+
+    Raises:
+        ValueError: If there are fewer images than ``batch_size``.
+    """
+    if len(images) < batch_size:
+        raise ValueError(f"need at least {batch_size} images for batch size {batch_size}, got {len(images)}")
+    batch = np.ascontiguousarray(images[:batch_size], dtype=np.float32)
+    run(batch)
+    calls, started = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - started < min_seconds:
+        run(batch)
+        calls += 1
+    return calls * batch_size / (time.perf_counter() - started)
+
+
+def gflops_per_image(onnx_model: bytes) -> float:
+    """Floating-point operations for one image, counted on the ONNX graph (2 per multiply-add).
+
+    Convolutions (including transposed) and matrix products are counted from the shapes that
+    ONNX shape inference gives at batch 1; element-wise work is left out, as is usual.
+
+    Args:
+        onnx_model: A float32 model obeying the contract.
+
+    Returns:
+        GFLOPs per image.
+
+    Raises:
+        ValueError: If a counted operator's shapes cannot be inferred.
+    """
+    proto = onnx.load_from_string(onnx_model)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    shapes = {tensor.name: list(tensor.dims) for tensor in proto.graph.initializer}
+    for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    flops = 0
+    for node in proto.graph.node:
+        if node.op_type not in _COUNTED_OPS:
+            continue
+        try:
+            out = shapes[node.output[0]]
+            weight = shapes[node.input[1]]
+        except KeyError as missing:
+            raise ValueError(
+                f"cannot infer the shape of {missing} for {node.op_type} node {node.name!r}"
+            ) from None
+        if node.op_type == "Conv":
+            macs = int(np.prod(out)) * int(np.prod(weight[1:]))  # each output: C_in/groups x kh x kw
+        elif node.op_type == "ConvTranspose":
+            macs = int(np.prod(shapes[node.input[0]])) * int(np.prod(weight[1:]))
+        else:
+            gemm_transposes_b = any(a.name == "transB" and a.i for a in node.attribute)
+            inner = weight[-1] if gemm_transposes_b else weight[-2]
+            macs = int(np.prod(out)) * int(inner)
+        flops += 2 * macs
+    return flops / 1e9
+
+
+def machine_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 GFLOP/s on a square matrix product (best of ``repeats``)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9

@@ -1,0 +1,119 @@
+"""The model card of a registered detector, as Markdown (Mitchell et al., 2019, in short form)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+_METRICS = (
+    ("accuracy", "accuracy"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("balanced_accuracy", "balanced acc."),
+    ("roc_auc", "ROC AUC"),
+    ("average_precision", "AP"),
+    ("ece", "ECE"),
+    ("tpr_at_fpr_1pct", "TPR@1%FPR"),
+    ("tpr_at_fpr_5pct", "TPR@5%FPR"),
+)
+
+
+def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
+    header = "| | " + " | ".join(label for _, label in _METRICS) + " |"
+    rule = "|---" * (len(_METRICS) + 1) + "|"
+    lines = [
+        f"| {name} | " + " | ".join(f"{m[key]:.3f}" for key, _ in _METRICS) + " |" for name, m in rows.items()
+    ]
+    return "\n".join([header, rule, *lines])
+
+
+def _data_table(image_manifest: pd.DataFrame) -> str:
+    labels = image_manifest["label"].map({0: "human", 1: "AI"}).fillna("unlabelled")
+    counts = pd.crosstab(image_manifest["split"], labels)
+    columns = list(counts.columns)
+    lines = ["| split | " + " | ".join(columns) + " | source photos |", "|---" * (len(columns) + 2) + "|"]
+    for split, row in counts.iterrows():
+        groups = image_manifest.loc[image_manifest["split"] == split, "group"].nunique()
+        lines.append(f"| {split} | " + " | ".join(str(row[c]) for c in columns) + f" | {groups} |")
+    return "\n".join(lines)
+
+
+def render_model_card(
+    export_report: dict[str, Any],
+    evaluation: dict[str, Any],
+    quantization: dict[str, Any],
+    image_manifest: pd.DataFrame,
+) -> str:
+    """Write the card: what the model is, what it was trained on, how good it is, and where it fails.
+
+    Args:
+        export_report: The export pipeline's report (selection, parity, registry decision).
+        evaluation: The selected candidate's evaluation report.
+        quantization: The int8 report.
+        image_manifest: The manifest the model was trained and evaluated on.
+
+    Returns:
+        The card as Markdown.
+    """
+    registry = export_report["registry"]
+    validation, robustness = evaluation["validation"], evaluation["robustness"]
+    splits = {
+        "validation, at chosen threshold": validation["at_threshold"],
+        "validation, at 0.5": validation["at_0.5"],
+    }
+    if "test" in evaluation:
+        splits["test (unseen photos), at chosen threshold"] = evaluation["test"]["at_threshold"]
+        splits["test (unseen photos), at 0.5"] = evaluation["test"]["at_0.5"]
+    weakest = min(robustness.items(), key=lambda item: item[1]["f1"])
+    return f"""# Model card: {registry["registered_model"]} v{registry["version"]}
+
+## Model
+- Architecture: `{export_report["candidate"]}`, {evaluation["parameters"]:,} parameters
+  ({evaluation["size_mb"]} MB float32).
+- Output: probability that the image is AI-generated; the label is "ai" at or above the decision
+  threshold **{evaluation["threshold"]:.4f}** (chosen on validation to maximise
+  {evaluation["threshold_objective"]}), else "human".
+- Artefact: ONNX, input `image` float32 NHWC raw 0-255 RGB, output `probability_ai` [N, 1];
+  shipped precision **{export_report.get("shipped_precision", "fp32")}**.
+- Selection: {export_report["reason"]}.
+- Export parity: max |Keras - ONNX| = {export_report["parity_max_abs_difference"]:.2g} on
+  {export_report["parity_images"]} validation images (tolerance {export_report["parity_tolerance"]:g}).
+- Registry: {registry["reason"]}.
+- MLflow run `{export_report.get("mlflow_run_id", "")}`;
+  data version (manifest md5) `{export_report.get("data_version", "")}`.
+
+## Data
+{_data_table(image_manifest)}
+
+Splits are grouped by source photo, so a photo and its generated twin never straddle two splits.
+
+## Metrics
+{_metrics_table(splits)}
+
+## Robustness (validation, at the chosen threshold)
+{_metrics_table(robustness)}
+
+## int8 variant
+Validation F1 {quantization["f1_fp32"]:.4f} (fp32) vs {quantization["f1_int8"]:.4f} (int8),
+{quantization["f1_change_points"]:+.2f} points; {quantization["speedup_batch1"]:.2f}x faster at batch 1 and
+{quantization["speedup_batch32"]:.2f}x at batch 32 (ONNX Runtime, this CPU); calibrated on
+{quantization["calibration_images"]} training images.
+
+## Intended use
+Screening: flag images that are likely AI-generated for a person to review, and give the public an
+honest probability with the threshold it is compared against. It is not proof of origin and must not
+be the sole basis of a decision about a person.
+
+## Limitations
+- It learned from the images summarised under Data only. Generator families it
+  never saw (other diffusion models, GANs, editors, upscalers) can go undetected: accuracy on unseen
+  generators is typically far below the validation figures.
+- Re-shared images lose the fingerprint: the weakest case above is `{weakest[0]}` (F1 {weakest[1]["f1"]:.3f}).
+  Resized, blurred or heavily re-compressed images should be treated as uncertain.
+- Scores are calibrated on the validation distribution only (ECE {validation["at_threshold"]["ece"]:.3f});
+  on other sources the probability is less trustworthy than the ranking.
+- Images smaller than the model input are zero-padded (never up-scaled, which would add an
+  up-sampling trace of its own); the model sees less evidence and is less sure of them.
+"""

@@ -1,0 +1,63 @@
+"""FLOPs counted on the ONNX graph, throughput measurement and the machine's peak."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ai_image_detection.inference_cost import (
+    gflops_per_image,
+    images_per_second,
+    machine_peak_gflops,
+    onnx_runner,
+)
+
+
+def conv_then_dense() -> bytes:
+    """NHWC image [N, 8, 8, 3] -> 3x3 conv to 4 channels -> global mean -> dense to 1 -> sigmoid."""
+    rng = np.random.default_rng(0)
+    initialisers = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((4, 1)).astype(np.float32), "dense"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w"], ["features"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "dense"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["probability_ai"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 8, 8, 3])],
+        [helper.make_tensor_value_info("probability_ai", TensorProto.FLOAT, [None, 1])],
+        initialisers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def test_flops_are_counted_by_hand() -> None:
+    conv_macs = 8 * 8 * 4 * (3 * 3 * 3)  # every output pixel and channel: C_in x kh x kw
+    dense_macs = 4 * 1
+    assert gflops_per_image(conv_then_dense()) == pytest.approx(2 * (conv_macs + dense_macs) / 1e9)
+
+
+def test_onnx_runner_and_throughput() -> None:
+    run = onnx_runner(conv_then_dense())
+    images = np.random.default_rng(1).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    assert run(images).shape == (4, 1)
+    assert images_per_second(run, images, batch_size=4, min_seconds=0.01) > 0
+
+
+def test_throughput_needs_a_whole_batch() -> None:
+    with pytest.raises(ValueError, match="need at least 32 images for batch size 32, got 4"):
+        images_per_second(lambda batch: batch, np.zeros((4, 8, 8, 3)), batch_size=32)
+
+
+def test_machine_peak_is_a_positive_rate() -> None:
+    assert machine_peak_gflops(size=128, repeats=2) > 0
