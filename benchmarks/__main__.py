@@ -2,9 +2,10 @@
 
 import logging
 
-from benchmarks import inference, ingestion_scale, input_pipeline
+from benchmarks import inference, ingestion_scale, input_pipeline, serving_load
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 input_pipeline.main()
 inference.main()
+serving_load.main()
 ingestion_scale.main([])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +15,19 @@ import pytest
 
 from ai_image_detection import local_s3
 from ai_image_detection.local_s3 import S3ServerSettings, running_server
+
+_BENTOML_HOME = tempfile.mkdtemp(prefix="bentoml-home-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests' BentoML models and Bentos out of the user's ``~/bentoml``."""
+    os.environ["BENTOML_HOME"] = _BENTOML_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the tests' BentoML home."""
+    shutil.rmtree(_BENTOML_HOME, ignore_errors=True)
+
 
 _PORT_RANGE = (20000, 30000)  # + GRPC_PORT_OFFSET stays below the usual ephemeral range
 

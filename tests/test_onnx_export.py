@@ -7,10 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
+from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.models import DetectorSpec, build_detector
 from ai_image_detection.onnx_export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
     ParityError,
     check_parity,
     export_onnx,

@@ -7,9 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
+from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.inference_cost import onnx_runner
 from ai_image_detection.models import DetectorSpec, build_detector
-from ai_image_detection.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_metadata
+from ai_image_detection.onnx_export import export_onnx, onnx_metadata
 from ai_image_detection.quantization import QUANTIZATION_NOTE, quantize_int8
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ai_image_detection.onnx_export import INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
 
 _COUNTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 

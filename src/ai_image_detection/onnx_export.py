@@ -18,9 +18,7 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "probability_ai"
-CLASS_NAMES = ("human", "ai")
+from ai_image_detection.contract import CLASS_NAMES, INPUT_NAME, OUTPUT_NAME
 
 
 class ParityError(AssertionError):

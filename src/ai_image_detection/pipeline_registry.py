@@ -3,8 +3,8 @@
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-DATA_GENERATION_PIPELINES = frozenset({"sample_data"})
-"""Pipelines that make raw data; `kedro run` alone never regenerates raw data."""
+OUTSIDE_DEFAULT = frozenset({"sample_data", "package"})
+"""Pipelines `kedro run` alone never runs: making raw data, and packaging for serving (`make serve`)."""
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -12,12 +12,12 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     Returns:
         Every pipeline by its folder name, plus ``__default__``: all of them except the
-        ones that generate raw data (``make run`` calls ``sample_data`` only when
-        ``data/01_raw`` is empty).
+        one that generates raw data (``make run`` calls ``sample_data`` only when
+        ``data/01_raw`` is empty) and ``package`` (``make package`` / ``make serve``).
     """
     pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum(
-        (pipeline for name, pipeline in pipelines.items() if name not in DATA_GENERATION_PIPELINES),
+        (pipeline for name, pipeline in pipelines.items() if name not in OUTSIDE_DEFAULT),
         start=Pipeline([]),
     )
     return pipelines

@@ -23,7 +23,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from ai_image_detection.onnx_export import INPUT_NAME
+from ai_image_detection.contract import INPUT_NAME
 
 logger = logging.getLogger(__name__)
 

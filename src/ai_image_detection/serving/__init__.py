@@ -1,0 +1,1 @@
+"""The BentoML service: HTTP API, adaptive batching, explanations and the web page."""

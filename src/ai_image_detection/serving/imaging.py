@@ -1,0 +1,152 @@
+"""Pixels in, crops out, pictures back: tiling for scoring, the explanation heatmap, the annotation.
+
+Preprocessing matches training and evaluation (``input_pipeline.fit_to_size``): no resampling,
+crops at native resolution, centre placement as ``tf.image.resize_with_crop_or_pad`` does, and
+zero padding for a side shorter than the model input.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+NEUTRAL = 0.5
+"""The heatmap's clear point: a cell scored 0.5 leans neither way."""
+
+
+def _offsets(length: int, size: int, count: int) -> list[int]:
+    """``count`` crop starts spread evenly over ``length``; for an odd count the middle is the centre."""
+    if count == 1 or length <= size:
+        return [(length - size) // 2]
+    return [i * (length - size) // (count - 1) for i in range(count)]
+
+
+def _odd_count(length: int, size: int, most: int) -> int:
+    """Crops along one side: enough to cover it, odd (so the centre crop is one of them), at most ``most``."""
+    count = max(1, min(math.ceil(length / size), most))
+    return count if count % 2 else count - 1
+
+
+def fit_crop(pixels: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
+    """The ``size`` x ``size`` window at (top, left); sides shorter than ``size`` are zero-padded, centred."""
+    height, width = pixels.shape[:2]
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    rows, cols = min(size, height), min(size, width)
+    source_top, source_left = max(top, 0), max(left, 0)
+    target_top, target_left = max((size - height) // 2, 0), max((size - width) // 2, 0)
+    canvas[target_top : target_top + rows, target_left : target_left + cols] = pixels[
+        source_top : source_top + rows, source_left : source_left + cols
+    ]
+    return canvas
+
+
+def tile_crops(pixels: np.ndarray, size: int, max_tiles: int) -> np.ndarray:
+    """Crops whose mean score is the image's score.
+
+    An image no larger than the model input gives one crop (the centre crop, zero-padded where
+    a side is short: never up-scaled, which would add an up-sampling trace). A larger image
+    gives an odd grid of native-resolution crops spread evenly over it (at most ``max_tiles``),
+    whose middle crop is the centre crop that evaluation uses.
+
+    Args:
+        pixels: RGB ``[H, W, 3]`` uint8.
+        size: The model's input side.
+        max_tiles: Most crops.
+
+    Returns:
+        ``[N, size, size, 3]`` uint8, N odd.
+    """
+    height, width = pixels.shape[:2]
+    rows = _odd_count(height, size, math.isqrt(max_tiles))
+    cols = _odd_count(width, size, max_tiles // rows)
+    return np.stack(
+        [
+            fit_crop(pixels, size, top, left)
+            for top in _offsets(height, size, rows)
+            for left in _offsets(width, size, cols)
+        ]
+    )
+
+
+def explanation_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np.ndarray, int, int]:
+    """One model-size crop centred on each cell of a grid over the image (patch-wise scoring).
+
+    Args:
+        pixels: RGB ``[H, W, 3]`` uint8.
+        size: The model's input side.
+        max_cells: Most cells per side.
+
+    Returns:
+        ``[rows * cols, size, size, 3]`` crops in row-major order, and ``rows``, ``cols``.
+    """
+    height, width = pixels.shape[:2]
+    rows = int(np.clip(math.ceil(2 * height / size), 2, max_cells))
+    cols = int(np.clip(math.ceil(2 * width / size), 2, max_cells))
+    crops = []
+    for row in range(rows):
+        for col in range(cols):
+            centre_y, centre_x = (row + 0.5) * height / rows, (col + 0.5) * width / cols
+            top = int(np.clip(round(centre_y - size / 2), 0, max(height - size, 0)))
+            left = int(np.clip(round(centre_x - size / 2), 0, max(width - size, 0)))
+            crops.append(fit_crop(pixels, size, top, left))
+    return np.stack(crops), rows, cols
+
+
+def heatmap_png(grid: np.ndarray, width: int, height: int, max_side: int = 512) -> bytes:
+    """The grid of P(AI) as a translucent overlay: red towards AI, blue towards human, clear at 0.5.
+
+    Args:
+        grid: ``[rows, cols]`` probabilities.
+        width: Width of the image it overlays.
+        height: Its height.
+        max_side: Longest side of the PNG (the overlay is stretched over the image anyway).
+
+    Returns:
+        An RGBA PNG with the image's aspect ratio.
+    """
+    strength = np.clip(np.abs(grid - NEUTRAL) * 2, 0, 1)
+    rgba = np.zeros((*grid.shape, 4), dtype=np.uint8)
+    towards_ai = grid >= NEUTRAL
+    rgba[..., 0] = np.where(towards_ai, 220, 30)
+    rgba[..., 1] = 40
+    rgba[..., 2] = np.where(towards_ai, 40, 220)
+    rgba[..., 3] = np.round(strength * 170).astype(np.uint8)
+    scale = min(1.0, max_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    overlay = Image.fromarray(rgba, mode="RGBA").resize(size, Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    overlay.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def annotate(image: Image.Image, label: str, probability_ai: float, threshold: float) -> bytes:
+    """The image with its verdict and confidence drawn on a banner at the top, as JPEG.
+
+    Args:
+        image: The RGB image as scored.
+        label: ``"ai"`` or ``"human"``.
+        probability_ai: The score.
+        threshold: The decision threshold.
+
+    Returns:
+        JPEG bytes (quality 92).
+    """
+    annotated = image.convert("RGB")
+    width, height = annotated.size
+    band = max(24, round(min(width, height) * 0.1))
+    font = ImageFont.load_default(size=max(10, round(band * 0.45)))
+    verdict = "AI-generated" if label == "ai" else "Human-made"
+    confidence = probability_ai if label == "ai" else 1 - probability_ai
+    text = f"{verdict} · P(AI) {probability_ai:.0%} · confidence {confidence:.0%} (threshold {threshold:.2f})"
+    draw = ImageDraw.Draw(annotated, "RGBA")
+    draw.rectangle((0, 0, width, band), fill=(0, 0, 0, 170))
+    colour = (220, 50, 47, 255) if label == "ai" else (38, 139, 210, 255)
+    bar = round(width * probability_ai)
+    draw.rectangle((0, band - max(3, band // 8), bar, band), fill=colour)
+    draw.text((max(4, band // 4), band * 0.15), text, fill=(255, 255, 255, 255), font=font)
+    buffer = io.BytesIO()
+    annotated.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()

@@ -1,0 +1,427 @@
+"""The BentoML service: ``bentoml serve ai_image_detection.serving.service:Detector``.
+
+Every endpoint decodes and checks the upload in a worker thread, cuts crops exactly as training
+and evaluation do (:mod:`ai_image_detection.serving.imaging`), and scores them through one
+batchable API, ``score``, so that concurrent requests share ONNX Runtime calls (adaptive
+batching). The model is the registry's champion, imported into the BentoML store by
+``kedro run --pipelines package``; its input size and threshold come from its ONNX metadata.
+
+Client mistakes never give a 500: each is a JSON ``{"error": {"code", "message"}}`` with a 4xx
+status (oversized bodies and malformed forms are refused by :class:`RequestGuard` before the
+framework parses them).
+"""
+
+import asyncio
+import base64
+import functools
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import aiohttp
+import bentoml
+import numpy as np
+from bentoml.exceptions import ServiceUnavailable
+from bentoml.validators import ContentType
+from starlette.responses import JSONResponse
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.serving.settings import ServingSettings
+
+with bentoml.importing():
+    import onnxruntime as ort
+
+    from ai_image_detection.image_io import (
+        SUPPORTED_FORMATS,
+        DecodedImage,
+        ImageLimits,
+        ImageRejectedError,
+        decode_image,
+    )
+    from ai_image_detection.serving.imaging import annotate, explanation_crops, heatmap_png, tile_crops
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = ServingSettings.from_env()
+STATIC_DIR = Path(__file__).parent / "static"
+STATUS_BY_REASON = {
+    "empty": 400,
+    "not_an_image": 415,
+    "unsupported_format": 415,
+    "unsupported_mode": 415,
+    "corrupt": 422,
+    "too_small": 422,
+    "too_many_pixels": 413,
+}
+"""HTTP status for each :class:`ImageRejectedError` reason."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ClientError(Exception):
+    """A request the service refuses: a stable ``code``, a message, and its 4xx status."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        """Create the error.
+
+        Args:
+            code: Machine-readable reason (``"too_many_files"``, ``"not_an_image"``, ...).
+            message: What is wrong and what would be accepted.
+            status: The HTTP status (4xx).
+        """
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def error_response(code: str, message: str, status: int) -> JSONResponse:
+    """The one shape of every error the service itself answers."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def answers_client_errors(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn a :class:`ClientError` raised by an endpoint into its JSON 4xx answer.
+
+    BentoML sends a Starlette response returned by an endpoint as it is, so the endpoint keeps
+    its declared return type (and its OpenAPI schema) for the successful case.
+    """
+
+    @functools.wraps(func)
+    async def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await func(*args, **kwargs)
+        except ClientError as error:
+            logger.info("refused (%s): %s", error.code, error.message)
+            for argument in (*args, *kwargs.values()):
+                if isinstance(argument, bentoml.Context):  # BentoML applies its status to the response
+                    argument.response.status_code = error.status
+            return error_response(error.code, error.message, error.status)  # type: ignore[return-value]
+
+    return endpoint
+
+
+class RequestGuard:
+    """ASGI middleware: refuse what the framework would parse badly, before it parses anything.
+
+    - a POST body over ``max_bytes``: 413 (a declared ``Content-Length`` at once, a chunked body
+      as it arrives);
+    - an upload endpoint called without ``multipart/form-data``: 415;
+    - a form with a field the endpoint does not take, or without the one it needs: 400.
+
+    Bodies that pass are replayed to the app unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, form_fields: dict[str, frozenset[str]]) -> None:
+        """Wrap ``app``.
+
+        Args:
+            app: The service's ASGI app.
+            max_bytes: Largest accepted body.
+            form_fields: For each upload route, the multipart fields it takes.
+        """
+        self.app, self.max_bytes, self.form_fields = app, max_bytes, form_fields
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass through, or answer the 4xx."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, "payload_too_large", self._too_large(int(declared)), 413)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send, "payload_too_large", self._too_large(size), 413)
+                return
+        body = b"".join(chunks)
+        problem = self._form_problem(scope["path"], headers.get(b"content-type", b"").decode("latin-1"), body)
+        if problem is not None:
+            await self._refuse(scope, receive, send, *problem)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int) -> str:
+        return f"the request body has {size:,} bytes or more; the limit is {self.max_bytes:,} bytes"
+
+    def _form_problem(self, path: str, content_type: str, body: bytes) -> tuple[str, str, int] | None:
+        """What is wrong with an upload's form, or None (also for routes that take no upload)."""
+        expected = self.form_fields.get(path.rstrip("/"))
+        if expected is None:
+            return None
+        wanted = " and ".join(f"'{field}'" for field in sorted(expected))
+        media_type, _, options = content_type.partition(";")
+        boundary = options.strip().removeprefix("boundary=").strip('"')
+        if media_type.strip().lower() != "multipart/form-data" or not options.strip().startswith("boundary="):
+            message = (
+                f"send multipart/form-data with the image file in the field {wanted}; got {content_type!r}"
+            )
+            return "not_multipart", message, 415
+        names = set()
+        for part in body.split(b"--" + boundary.encode("latin-1"))[1:]:
+            head = part.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            names.update(_FIELD_NAME.findall(head))
+        if unexpected := names - expected:
+            message = (
+                f"unexpected form field(s) {sorted(unexpected)}; send the image file in the field {wanted}"
+            )
+            return "unexpected_field", message, 400
+        if missing := expected - names:
+            return "missing_field", f"the form has no field {sorted(missing)}; send the image file in it", 400
+        return None
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, code: str, message: str, status: int
+    ) -> None:
+        logger.info("refused (%s): %s", code, message)
+        await error_response(code, message, status)(scope, receive, send)
+
+
+_FIELD_NAME = re.compile(r'content-disposition:\s*form-data;[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)
+
+
+@bentoml.service(name="ai_image_detector", traffic={"timeout": 60}, workers=1)
+class Detector:
+    """The detector behind the HTTP API and the web page (mounted at ``/ui``)."""
+
+    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    def __init__(self) -> None:
+        """Load the ONNX model, read its contract from the metadata, warm it up."""
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            self.bento_model.path_of("model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        contract = self.session.get_modelmeta().custom_metadata_map
+        self.input_size = int(contract["input_height"])
+        self.threshold = float(contract["threshold"])
+        metadata = self.bento_model.info.metadata
+        self.model_name = str(metadata.get("registered_model", self.bento_model.tag.name))
+        self.model_version = str(metadata.get("registered_version", self.bento_model.tag.version))
+        self.limits = ImageLimits(min_side=SETTINGS.min_side, max_pixels=SETTINGS.max_pixels)
+        self.ready = False
+        self._infer(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))
+        self.ready = True
+        logger.info(
+            "serving %s v%s (%d px, threshold %.4f), batching %s",
+            self.model_name,
+            self.model_version,
+            self.input_size,
+            self.threshold,
+            "on" if SETTINGS.batching else "off",
+        )
+
+    def __is_ready__(self) -> bool:
+        """``/readyz``: only once the model is loaded and has answered a warm-up batch."""
+        return self.ready
+
+    def _infer(self, crops: np.ndarray) -> np.ndarray:
+        """P(AI) for each crop ``[N, S, S, 3]``, straight from ONNX Runtime."""
+        (scores,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: crops.astype(np.float32)})
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def score(self, crops: list[str]) -> list[float]:
+        """Batchable inner API: P(AI) for each crop, sent as base64 of its raw ``S x S x 3`` uint8 pixels.
+
+        Raw bytes in a JSON string keep the internal hop cheap (a list of numbers would be
+        parsed one by one); every endpoint reaches the model through here.
+        """
+        size = self.input_size
+        pixels = np.stack(
+            [np.frombuffer(base64.b64decode(crop), dtype=np.uint8).reshape(size, size, 3) for crop in crops]
+        )
+        return self._infer(pixels).tolist()
+
+    async def _scores(self, crops: np.ndarray) -> np.ndarray:
+        """Score crops through adaptive batching (or directly when batching is off).
+
+        Raises:
+            ClientError: 503 when the batch dispatcher sheds load (the client should retry).
+        """
+        if not SETTINGS.batching:
+            return await asyncio.to_thread(self._infer, crops)
+        encoded = [
+            base64.b64encode(np.ascontiguousarray(crop, dtype=np.uint8).tobytes()).decode() for crop in crops
+        ]
+        try:
+            scores = await self.to_async.score(encoded)  # type: ignore[attr-defined]
+        except (ServiceUnavailable, aiohttp.ClientError) as busy:
+            message = (
+                "the service is at capacity (the batch could not meet its latency target); retry shortly"
+            )
+            logger.warning("shedding load: %s", busy)
+            raise ClientError("overloaded", message, 503) from None
+        return np.asarray(scores, dtype=np.float32)
+
+    def _decode(self, upload: Path, name: str = "image") -> DecodedImage:
+        try:
+            return decode_image(upload.read_bytes(), self.limits)
+        except ImageRejectedError as rejected:
+            raise ClientError(
+                rejected.reason, f"{name}: {rejected}", STATUS_BY_REASON[rejected.reason]
+            ) from None
+
+    async def _verdict(self, upload: Path, name: str = "image") -> tuple[DecodedImage, dict[str, Any]]:
+        """Decode, tile and score one upload; the verdict as the API returns it."""
+        decoded = await asyncio.to_thread(self._decode, upload, name)
+        pixels = np.asarray(decoded.pixels)
+        crops = await asyncio.to_thread(tile_crops, pixels, self.input_size, SETTINGS.max_tiles)
+        probability = float(np.mean(await self._scores(crops)))
+        label = "ai" if probability >= self.threshold else "human"
+        height, width = pixels.shape[:2]
+        notes = []
+        if decoded.frames > 1:
+            notes.append(f"animated image with {decoded.frames} frames: the first frame was scored")
+        if min(height, width) < self.input_size:
+            notes.append(
+                f"smaller than the model input ({self.input_size} px): zero-padded, not up-scaled, "
+                "so there is less evidence"
+            )
+        if decoded.exif_rotated:
+            notes.append("rotated upright from its EXIF orientation")
+        return decoded, {
+            "label": label,
+            "probability_ai": probability,
+            "threshold": self.threshold,
+            "confidence": probability if label == "ai" else 1 - probability,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "input_size": self.input_size,
+            "tiles": len(crops),
+            "width": width,
+            "height": height,
+            "format": decoded.format,
+            "frames": decoded.frames,
+            "notes": notes,
+        }
+
+    @bentoml.api
+    @answers_client_errors
+    async def predict(self, image: Path) -> dict[str, Any]:
+        """One image (multipart field ``image``): ``label``, ``probability_ai``, ``threshold`` and more.
+
+        Images larger than the model input are scored as the mean of an even grid of native-
+        resolution crops (``AIID_MAX_TILES``); smaller ones are zero-padded, never up-scaled.
+        """
+        _, verdict = await self._verdict(image)
+        return verdict
+
+    @bentoml.api
+    @answers_client_errors
+    async def predict_batch(self, images: list[Path]) -> list[dict[str, Any]]:
+        """Several images (repeated multipart field ``images``): a verdict each, in the same order.
+
+        The request is refused as a whole if it has too many files or any file is unusable (the
+        message names which).
+        """
+        if not images:
+            raise ClientError("no_images", "send at least one file in the field 'images'", 400)
+        if len(images) > SETTINGS.max_files:
+            raise ClientError(
+                "too_many_files", f"{len(images)} files; at most {SETTINGS.max_files} per request", 400
+            )
+        verdicts = await asyncio.gather(
+            *(self._verdict(upload, f"file #{index}") for index, upload in enumerate(images))
+        )
+        return [verdict for _, verdict in verdicts]
+
+    @bentoml.api
+    @answers_client_errors
+    async def annotate(
+        self, image: Path, context: bentoml.Context
+    ) -> Annotated[Path, ContentType("image/jpeg")]:
+        """The image (EXIF-upright, RGB) as JPEG with the verdict and confidence drawn on it."""
+        decoded, verdict = await self._verdict(image)
+        jpeg = await asyncio.to_thread(
+            annotate, decoded.pixels, verdict["label"], verdict["probability_ai"], self.threshold
+        )
+        with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as file:
+            file.write(jpeg)
+        context.response.background.add_task(Path(file.name).unlink, missing_ok=True)
+        context.response.headers["X-Verdict"] = json.dumps(
+            {k: verdict[k] for k in ("label", "probability_ai", "threshold", "model_version")}
+        )
+        return Path(file.name)
+
+    @bentoml.api
+    @answers_client_errors
+    async def explain(self, image: Path) -> dict[str, Any]:
+        """Which regions drive the verdict: each grid cell scored on its own crop, by the served model.
+
+        Returns the verdict, ``rows``/``cols``, ``grid`` (P(AI) per cell, row-major) and
+        ``heatmap_png`` (a data URL: red towards AI, blue towards human, the image's aspect ratio).
+        """
+        decoded, verdict = await self._verdict(image)
+        pixels = np.asarray(decoded.pixels)
+        crops, rows, cols = await asyncio.to_thread(
+            explanation_crops, pixels, self.input_size, SETTINGS.explain_grid
+        )
+        grid = (await self._scores(crops)).reshape(rows, cols)
+        png = await asyncio.to_thread(heatmap_png, grid, pixels.shape[1], pixels.shape[0])
+        return {
+            **verdict,
+            "rows": rows,
+            "cols": cols,
+            "grid": grid.round(4).tolist(),
+            "heatmap_png": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        }
+
+    @bentoml.api
+    async def info(self) -> dict[str, Any]:
+        """The model and the limits, for the web page and for clients."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "threshold": self.threshold,
+            "input_size": self.input_size,
+            "max_bytes": SETTINGS.max_bytes,
+            "max_files": SETTINGS.max_files,
+            "max_pixels": SETTINGS.max_pixels,
+            "batching": SETTINGS.batching,
+            "formats": sorted(SUPPORTED_FORMATS),
+        }
+
+
+SERVICE: bentoml.Service[Detector] = Detector  # type: ignore[assignment]  # the decorator returns a Service
+SERVICE.mount_asgi_app(StaticFiles(directory=STATIC_DIR, html=True), path="/ui", name="web_page")
+SERVICE.add_asgi_middleware(
+    RequestGuard,
+    max_bytes=SETTINGS.max_bytes,
+    form_fields={
+        api.route: frozenset(api.input_spec.multipart_fields)
+        for api in SERVICE.apis.values()
+        if api.input_spec.multipart_fields
+    },
+)

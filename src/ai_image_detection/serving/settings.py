@@ -1,0 +1,58 @@
+"""Serving settings: defaults here, overridden by ``AIID_*`` environment variables (container-friendly)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "AIID_"
+
+
+class ServingSettings(BaseModel):
+    """How the service loads, batches and guards.
+
+    Attributes:
+        model_tag: BentoML model the service carries (``kedro run --pipelines package`` imports
+            the registry's champion under this name).
+        batching: Route every endpoint through the adaptive-batching API (off only to measure
+            what batching buys).
+        max_batch_size: Largest batch the dispatcher forms, in crops.
+        max_latency_ms: Latency target of the batch dispatcher; it answers 503 to requests it
+            expects to miss it (load shedding), so it bounds the p99 under overload.
+        max_bytes: Largest accepted request body (413 beyond).
+        max_pixels: Largest accepted width x height, checked from the header before decoding.
+        min_side: Smallest accepted width or height.
+        max_files: Most images in one ``/predict_batch`` request.
+        max_tiles: Most crops averaged for an image larger than the model input.
+        explain_grid: Most cells per side of the ``/explain`` heatmap.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_tag: str = "ai-image-detector:latest"
+    batching: bool = True
+    max_batch_size: int = Field(default=64, ge=2)
+    max_latency_ms: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=10_000_000, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    min_side: int = Field(default=32, ge=1)
+    max_files: int = Field(default=16, ge=1)
+    max_tiles: int = Field(default=9, ge=1)
+    explain_grid: int = Field(default=8, ge=2)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServingSettings:
+        """Defaults overridden by ``AIID_<FIELD>`` variables (e.g. ``AIID_MAX_BYTES=5000000``).
+
+        Raises:
+            pydantic.ValidationError: Naming the variable's field and the accepted values.
+        """
+        environ = dict(os.environ) if environ is None else environ
+        values: dict[str, Any] = {
+            name: environ[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in environ
+        }
+        return cls.model_validate(values)

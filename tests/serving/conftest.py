@@ -1,0 +1,81 @@
+"""A served model the tests make themselves: a tiny small_cnn exported to ONNX, in the BentoML store."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+import bentoml
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from ai_image_detection.models import DetectorSpec, build_detector
+from ai_image_detection.onnx_export import export_onnx
+from ai_image_detection.pipelines.package.nodes import MODEL_FILE
+
+MODEL_NAME = "test-detector"
+INPUT_SIZE = 32
+THRESHOLD = 0.5
+SERVICE_ENV = {
+    "AIID_MODEL_TAG": f"{MODEL_NAME}:latest",
+    "AIID_MAX_FILES": "4",
+    "AIID_MAX_BYTES": "3000000",
+    "AIID_MAX_PIXELS": "4000000",
+    "AIID_MIN_SIDE": "16",
+}
+"""What the service under test is told (as a container would be)."""
+
+
+@pytest.fixture(scope="session")
+def detector_onnx() -> bytes:
+    keras.utils.set_random_seed(0)
+    model = build_detector(DetectorSpec(architecture="small_cnn", image_size=INPUT_SIZE, widths=[4, 8]))
+    return export_onnx(model, opset=17, metadata={"threshold": str(THRESHOLD)})
+
+
+@pytest.fixture(scope="session")
+def served_model(detector_onnx: bytes) -> str:
+    """The test model in the (test-only) BentoML store, as the package pipeline would put it."""
+    metadata = {
+        "registered_model": "ai-image-detector",
+        "registered_version": "7",
+        "threshold": str(THRESHOLD),
+    }
+    with bentoml.models.create(MODEL_NAME, metadata=metadata) as model:
+        with open(model.path_of(MODEL_FILE), "wb") as file:
+            file.write(detector_onnx)
+    return str(model.tag)
+
+
+@pytest.fixture(scope="session")
+def service_module(served_model: str) -> ModuleType:
+    """The service module, imported once with the test settings."""
+    os.environ.update(SERVICE_ENV)
+    from ai_image_detection.serving import service  # noqa: PLC0415  reads its settings at import
+
+    return service
+
+
+@pytest.fixture(scope="session")
+def client(service_module: ModuleType) -> Iterator[TestClient]:
+    """The service through ``Service.to_asgi()`` (startup and warm-up included)."""
+    with TestClient(service_module.Detector.to_asgi()) as test_client:
+        yield test_client
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image (JPEG-friendly)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))

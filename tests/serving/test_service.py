@@ -1,0 +1,190 @@
+"""The HTTP API through ``Service.to_asgi()``: every endpoint; every kind of bad input gets a clear 4xx."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import INPUT_SIZE, THRESHOLD, encode, photo
+from PIL import Image
+from starlette.testclient import TestClient
+
+from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
+
+
+def upload(data: bytes, name: str = "upload.jpg", content_type: str = "image/jpeg") -> dict[str, tuple]:
+    return {"image": (name, data, content_type)}
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+
+
+def test_predict_answers_a_verdict_with_its_model(client: TestClient) -> None:
+    response = client.post("/predict", files=upload(encode(photo(200, 120))))
+    assert response.status_code == 200, response.text
+    verdict = response.json()
+    assert verdict["label"] == ("ai" if verdict["probability_ai"] >= THRESHOLD else "human")
+    assert 0 <= verdict["probability_ai"] <= 1
+    assert verdict["confidence"] == pytest.approx(
+        max(verdict["probability_ai"], 1 - verdict["probability_ai"])
+    )
+    assert (verdict["threshold"], verdict["model_version"], verdict["input_size"]) == (
+        THRESHOLD,
+        "7",
+        INPUT_SIZE,
+    )
+    assert (verdict["width"], verdict["height"], verdict["format"], verdict["frames"]) == (
+        200,
+        120,
+        "JPEG",
+        1,
+    )
+    assert verdict["tiles"] == 9, "a 200x120 image is scored on an odd grid of native crops"
+
+
+def test_an_image_of_the_model_size_scores_as_the_model_does(
+    client: TestClient, detector_onnx: bytes
+) -> None:
+    pixels = photo(INPUT_SIZE, INPUT_SIZE, seed=3)
+    png = encode(pixels, "PNG")
+    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    (expected,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixels[None].astype(np.float32)})
+    verdict = client.post("/predict", files=upload(png, "x.png", "image/png")).json()
+    assert verdict["tiles"] == 1
+    assert verdict["probability_ai"] == pytest.approx(float(expected[0, 0]), abs=1e-6)
+
+
+def test_content_type_and_file_name_are_ignored(client: TestClient) -> None:
+    response = client.post("/predict", files=upload(encode(photo(64, 64), "PNG"), "notes.txt", "text/plain"))
+    assert response.status_code == 200
+    assert response.json()["format"] == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("RGBA", "PNG"), ("L", "PNG"), ("I;16", "PNG"), ("P", "GIF"), ("CMYK", "JPEG"), ("RGB", "WEBP")],
+)
+def test_any_mode_and_format_becomes_rgb(client: TestClient, mode: str, fmt: str) -> None:
+    image = Image.fromarray(photo(64, 48)).convert(mode if mode != "I;16" else "I").convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    response = client.post("/predict", files=upload(buffer.getvalue()))
+    assert response.status_code == 200, response.text
+    assert response.json()["format"] == fmt
+
+
+def test_exif_orientation_is_applied(client: TestClient) -> None:
+    image = Image.fromarray(photo(80, 40))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    verdict = client.post("/predict", files=upload(buffer.getvalue())).json()
+    assert (verdict["width"], verdict["height"]) == (40, 80)
+    assert any("EXIF" in note for note in verdict["notes"])
+
+
+def test_small_images_are_padded_and_say_so(client: TestClient) -> None:
+    verdict = client.post("/predict", files=upload(encode(photo(40, 20)))).json()
+    assert verdict["tiles"] == 1
+    assert any("zero-padded" in note for note in verdict["notes"])
+
+
+def test_animated_images_score_their_first_frame(client: TestClient) -> None:
+    frames = [Image.fromarray(photo(48, 48, seed)) for seed in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    verdict = client.post("/predict", files=upload(buffer.getvalue(), "a.gif", "image/gif")).json()
+    assert verdict["frames"] == 3
+    assert any("first frame" in note for note in verdict["notes"])
+
+
+def test_bad_uploads_get_clear_4xx_errors_and_the_service_keeps_serving(client: TestClient) -> None:
+    jpeg = encode(photo(120, 120))
+    ppm = io.BytesIO()
+    Image.fromarray(photo(64, 64)).save(ppm, format="PPM")
+    bomb = io.BytesIO()
+    Image.new("L", (2100, 2100)).save(bomb, format="PNG")  # 4.4 Mpx, a few kB on disk
+
+    assert_error(client.post("/predict", files=upload(b"%PDF-1.7 not a picture")), 415, "not_an_image")
+    assert_error(client.post("/predict", files=upload(b"")), 400, "empty")
+    assert_error(client.post("/predict", files=upload(jpeg[: len(jpeg) // 2])), 422, "corrupt")
+    assert_error(client.post("/predict", files=upload(ppm.getvalue())), 415, "unsupported_format")
+    assert_error(client.post("/predict", files=upload(bomb.getvalue())), 413, "too_many_pixels")
+    assert_error(client.post("/predict", files=upload(encode(photo(12, 12)))), 422, "too_small")
+    assert_error(client.post("/predict", files=upload(b"\xff" * 3_100_000)), 413, "payload_too_large")
+
+    wrong_field = client.post("/predict", files={"picture": ("a.jpg", jpeg, "image/jpeg")})
+    assert_error(wrong_field, 400, "unexpected_field")
+    assert "'image'" in wrong_field.json()["error"]["message"]
+    assert_error(client.post("/predict", files={"note": (None, "no file")}), 400, "unexpected_field")
+    assert_error(client.post("/predict", data={"image": "not a file"}), 415, "not_multipart")
+    assert_error(
+        client.post("/predict", content=b"raw", headers={"content-type": "text/plain"}), 415, "not_multipart"
+    )
+    assert_error(client.post("/predict_batch", json={"images": []}), 415, "not_multipart")
+
+    assert client.post("/predict", files=upload(jpeg)).status_code == 200
+
+
+def test_predict_batch_keeps_the_order(client: TestClient) -> None:
+    images = [encode(photo(64 + 8 * i, 64, seed=i)) for i in range(3)]
+    batch = client.post(
+        "/predict_batch", files=[("images", (f"{i}.jpg", data)) for i, data in enumerate(images)]
+    )
+    assert batch.status_code == 200, batch.text
+    singles = [client.post("/predict", files=upload(data)).json() for data in images]
+    assert [v["width"] for v in batch.json()] == [64, 72, 80]
+    assert [v["probability_ai"] for v in batch.json()] == pytest.approx(
+        [v["probability_ai"] for v in singles]
+    )
+
+
+def test_predict_batch_refuses_too_many_files_and_names_a_bad_one(client: TestClient) -> None:
+    jpeg = encode(photo(64, 64))
+    too_many = client.post("/predict_batch", files=[("images", (f"{i}.jpg", jpeg)) for i in range(5)])
+    assert_error(too_many, 400, "too_many_files")
+    one_bad = client.post(
+        "/predict_batch", files=[("images", ("a.jpg", jpeg)), ("images", ("b.jpg", b"nope"))]
+    )
+    assert_error(one_bad, 415, "not_an_image")
+    assert "file #1" in one_bad.json()["error"]["message"]
+
+
+def test_annotate_returns_the_image_with_its_verdict(client: TestClient) -> None:
+    response = client.post("/annotate", files=upload(encode(photo(160, 90))))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    annotated = Image.open(io.BytesIO(response.content))
+    assert (annotated.format, annotated.size) == ("JPEG", (160, 90))
+    assert '"label"' in response.headers["x-verdict"]
+    assert_error(client.post("/annotate", files=upload(b"")), 400, "empty")
+
+
+def test_explain_returns_a_grid_and_a_heatmap_of_the_image_shape(client: TestClient) -> None:
+    response = client.post("/explain", files=upload(encode(photo(128, 64))))
+    assert response.status_code == 200
+    explanation = response.json()
+    grid = np.asarray(explanation["grid"])
+    assert grid.shape == (explanation["rows"], explanation["cols"]) == (4, 8)
+    assert np.all((grid >= 0) & (grid <= 1))
+    prefix = "data:image/png;base64,"
+    assert explanation["heatmap_png"].startswith(prefix)
+    heatmap = Image.open(io.BytesIO(base64.b64decode(explanation["heatmap_png"][len(prefix) :])))
+    assert heatmap.mode == "RGBA"
+    assert heatmap.size[0] == 2 * heatmap.size[1]
+
+
+def test_info_and_health(client: TestClient) -> None:
+    info = client.post("/info", json={}).json()
+    assert info["model_version"] == "7"
+    assert (info["input_size"], info["max_files"], info["max_bytes"]) == (INPUT_SIZE, 4, 3_000_000)
+    assert "JPEG" in info["formats"]
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
