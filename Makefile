@@ -11,9 +11,13 @@ export KEDRO_LOGGING_CONFIG := conf/base/logging.yml
 export KEDRO_DISABLE_TELEMETRY := 1
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+export BENTOML_DO_NOT_TRACK := True
+SERVICE := ai_image_detection.serving.service:Detector
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean
+.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean package serve bento
 
 help:  ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,7 +53,11 @@ run: sample-data  ## install, generate sample data if absent, run every pipeline
 	@echo "  sample pairs      data/08_reporting/sample_contact_sheet.png"
 	@echo "  pipelines         make viz  (Kedro-Viz on http://127.0.0.1:4141)"
 
-test: setup  ## install and run the whole test suite
+$(CHROMIUM):  # Debian's Chromium drives the web-page test (Playwright never downloads a browser)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test: setup $(CHROMIUM)  ## install and run the whole test suite
 	$(BIN)/python -m pytest
 
 lint: setup  ## ruff (lint + format check) and mypy
@@ -79,6 +87,21 @@ ui: setup  ## the MLflow UI on 127.0.0.1:5000
 bench: sample-data  ## benchmarks (not tests): figures to data/08_reporting/benchmarks.json
 	@[ -f data/06_models/detector.int8.onnx ] || $(BIN)/kedro run
 	$(BIN)/python -m benchmarks
+
+data/08_reporting/package_report.json: $(VENV)/.synced mlflow.db
+	$(BIN)/kedro run --pipelines package
+
+package: data/08_reporting/package_report.json  ## import the registry's champion into the BentoML model store
+
+serve: package  ## the service on http://127.0.0.1:3000 (web page /ui/, API docs /)
+	$(BIN)/bentoml serve $(SERVICE) --host 127.0.0.1 --port 3000
+
+bento: package  ## build the Bento offline (service, web page, champion model, Dockerfile)
+	$(BIN)/uv export --frozen --only-group serving --no-emit-project --no-hashes -q -o src/requirements-serving.txt
+	$(BIN)/bentoml build -f bentofile.yaml src
+
+mlflow.db:
+	@echo "no MLflow registry yet: run 'make run' first" >&2; exit 1
 
 clean:  ## remove generated data (keeps .venv and the package cache)
 	find data -mindepth 2 ! -name .gitkeep -delete

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import bentoml
+import httpx
 import keras
 import numpy as np
 import pytest
@@ -79,3 +85,47 @@ def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 255, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``bentoml serve`` of the test model on a free loopback port; its URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "bentoml.log"
+    environment = {**os.environ, **SERVICE_ENV, "BENTOML_DO_NOT_TRACK": "True"}
+    command = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        "ai_image_detection.serving.service:Detector",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as output:
+        server = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"bentoml serve exited early:\n{log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"not ready in 180 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

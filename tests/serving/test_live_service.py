@@ -1,0 +1,114 @@
+"""The service as operators run it: a real ``bentoml serve`` process, and the Bento built offline."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import httpx
+import pytest
+from conftest import SERVICE_ENV, encode, photo
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def batch_sizes(metrics: str) -> tuple[float, float]:
+    """Sum and count of the adaptive batch-size histogram of ``score`` from ``/metrics``."""
+    found = {}
+    for kind in ("sum", "count"):
+        match = re.search(
+            rf'^bentoml_service_adaptive_batch_size_{kind}\{{[^}}]*method_name="score"[^}}]*\}} (\S+)$',
+            metrics,
+            re.M,
+        )
+        assert match, f"no adaptive batch-size {kind} in /metrics"
+        found[kind] = float(match.group(1))
+    return found["sum"], found["count"]
+
+
+@pytest.mark.slow
+def test_real_server_answers_clients_and_batches_concurrent_requests(
+    live_server: str, tmp_path: Path
+) -> None:
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(
+        encode(photo(32, 32))
+    )  # one crop per request, so a batch > 1 means requests were merged
+    with bentoml.SyncHTTPClient(live_server) as client:
+        verdict = client.predict(image=image)
+    assert verdict["label"] in {"ai", "human"} and verdict["model_version"] == "7"
+
+    before_sum, before_count = batch_sizes(httpx.get(f"{live_server}/metrics").text)
+
+    def post(_: int) -> int:
+        return httpx.post(
+            f"{live_server}/predict", files={"image": ("a.jpg", image.read_bytes())}, timeout=60
+        ).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(post, range(96)))
+    assert statuses == [200] * 96
+    after_sum, after_count = batch_sizes(httpx.get(f"{live_server}/metrics").text)
+    crops, batches = after_sum - before_sum, after_count - before_count
+    assert crops == 96
+    assert batches < crops, f"96 concurrent requests ran in {batches:.0f} model calls: no batching happened"
+
+    bad = httpx.post(f"{live_server}/predict", files={"image": ("a.jpg", b"not an image")})
+    assert bad.status_code == 415 and bad.json()["error"]["code"] == "not_an_image"
+    assert httpx.get(f"{live_server}/readyz").status_code == 200
+
+
+@pytest.mark.slow
+def test_bento_builds_offline_with_the_model_page_openapi_and_dockerfile(
+    served_model: str, tmp_path: Path
+) -> None:
+    context = tmp_path / "src"
+    shutil.copytree(
+        PROJECT_ROOT / "src" / "ai_image_detection",
+        context / "ai_image_detection",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    environment = {**os.environ, **SERVICE_ENV, "BENTOML_DO_NOT_TRACK": "True"}
+    subprocess.run(
+        [
+            BIN / "uv",
+            "export",
+            "--frozen",
+            "--only-group",
+            "serving",
+            "--no-emit-project",
+            "--no-hashes",
+            "-q",
+        ]
+        + ["-o", context / "requirements-serving.txt"],
+        cwd=PROJECT_ROOT,
+        check=True,
+    )
+    subprocess.run(
+        [BIN / "bentoml", "build", "-f", PROJECT_ROOT / "bentofile.yaml", context, "--output", "tag"],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+    bento = bentoml.bentos.get("ai-image-detector:latest")
+    exported = tmp_path / "detector.bento"
+    bentoml.bentos.export_bento(str(bento.tag), str(exported))
+    with tarfile.open(exported) as archive:
+        names = {name.removeprefix("./") for name in archive.getnames()}
+        dockerfile = archive.extractfile("./env/docker/Dockerfile").read().decode()  # type: ignore[union-attr]
+        requirements = archive.extractfile("./env/python/requirements.txt").read().decode()  # type: ignore[union-attr]
+    model_version = served_model.split(":")[1]
+    assert f"models/test-detector/{model_version}/model.onnx" in names
+    assert "src/ai_image_detection/serving/static/index.html" in names
+    assert "src/ai_image_detection/serving/service.py" in names
+    assert "apis/openapi.yaml" in names
+    assert "USER" in dockerfile or "BENTO_USER" in dockerfile
+    assert "onnxruntime==" in requirements and "tensorflow" not in requirements, "serving pins only"
