@@ -1,0 +1,33 @@
+# The training image: `kedro run` in a container (the serving image is the Bento's, `make bento`).
+#   docker build -t ai-image-detection-train .
+#   docker run --rm -v "$PWD/data:/app/data" -v "$PWD/mlflow.db:/app/mlflow.db" ai-image-detection-train
+# Data, the MLflow store and credentials come in at run time (volumes, environment); none is baked in.
+
+# ---- build: the locked environment, without the dev tools ----
+FROM python:3.11.13-slim-bookworm AS build
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never PIP_NO_CACHE_DIR=1
+WORKDIR /app
+RUN pip install --no-cache-dir "uv==0.13.9"
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-dev --no-install-project --no-group serving
+COPY src ./src
+RUN uv sync --locked --no-dev --no-group serving --no-editable
+
+# ---- run: the environment and the project's configuration, as an unprivileged user ----
+FROM python:3.11.13-slim-bookworm
+ENV PATH="/app/.venv/bin:$PATH" \
+    KEDRO_DISABLE_TELEMETRY=1 \
+    KEDRO_LOGGING_CONFIG=conf/base/logging.yml \
+    DVC_NO_ANALYTICS=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 trainer \
+    && useradd --system --uid 10001 --gid trainer --home-dir /app --shell /usr/sbin/nologin trainer
+WORKDIR /app
+COPY --from=build --chown=trainer:trainer /app/.venv ./.venv
+COPY --chown=trainer:trainer pyproject.toml ./
+COPY --chown=trainer:trainer conf/base ./conf/base
+# The package itself is installed in the venv; Kedro only needs the source folder to exist.
+RUN mkdir -p conf/local data src && chown trainer:trainer conf/local data
+USER 10001:10001
+ENTRYPOINT ["kedro", "run"]
