@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.9
+# checkov runs isolated (uv tool run): its pins would downgrade boto3 and packaging in the project env
+CHECKOV_VERSION := 3.3.30
 VENV := .venv
 BIN := $(VENV)/bin
 RAW_DIR := data/01_raw
@@ -60,10 +62,15 @@ $(CHROMIUM):  # Debian's Chromium drives the web-page test (Playwright never dow
 test: setup $(CHROMIUM)  ## install and run the whole test suite
 	$(BIN)/python -m pytest
 
-lint: setup  ## ruff (lint + format check) and mypy
+lint: setup  ## ruff, mypy, and the shipping files: hadolint, actionlint, zizmor, cfn-lint, checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/actionlint
+	$(BIN)/zizmor --offline --quiet .github/workflows
+	$(BIN)/cfn-lint deploy/cloudformation.yaml
+	$(BIN)/uv tool run --from "checkov==$(CHECKOV_VERSION)" checkov --quiet --compact --framework cloudformation -f deploy/cloudformation.yaml
 
 format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -86,6 +93,7 @@ ui: setup  ## the MLflow UI on 127.0.0.1:5000
 
 bench: sample-data  ## benchmarks (not tests): figures to data/08_reporting/benchmarks.json
 	@[ -f data/06_models/detector.int8.onnx ] || $(BIN)/kedro run
+	$(MAKE) package
 	$(BIN)/python -m benchmarks
 
 data/08_reporting/package_report.json: $(VENV)/.synced mlflow.db
