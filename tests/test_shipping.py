@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / command[0]), *command[1:]], cwd=PROJECT_ROOT, capture_output=True, text=True
+        [str(BIN / command[0]), *command[1:]], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
     )
 
 
