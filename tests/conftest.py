@@ -11,7 +11,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ai_image_detection import local_s3
 from ai_image_detection.local_s3 import S3ServerSettings, running_server
@@ -27,6 +29,20 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the tests' BentoML home."""
     shutil.rmtree(_BENTOML_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
+    """A private MLflow tracking and registry store (sqlite in ``tmp_path``), global state restored after."""
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    monkeypatch.chdir(tmp_path)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 _PORT_RANGE = (20000, 30000)  # + GRPC_PORT_OFFSET stays below the usual ephemeral range

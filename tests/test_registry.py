@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import mlflow
 import numpy as np
-import pytest
 from mlflow.tracking import MlflowClient
 from onnx import TensorProto, helper
 
@@ -40,19 +36,6 @@ def brightness_detector(sign: float, threshold: float = 0.5) -> bytes:
     model.ir_version = 8
     helper.set_model_props(model, {"threshold": str(threshold)})
     return bytes(model.SerializeToString())
-
-
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(variable, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    monkeypatch.chdir(tmp_path)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
 
 
 def validation_set() -> tuple[np.ndarray, np.ndarray]:

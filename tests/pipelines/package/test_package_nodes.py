@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import bentoml
 import mlflow
 import mlflow.onnx
@@ -40,19 +37,6 @@ def constant_detector(probability: float) -> onnx.ModelProto:
     return model
 
 
-@pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(variable, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    monkeypatch.chdir(tmp_path)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-
-
 def register(client: MlflowClient, probability: float) -> str:
     with mlflow.start_run():
         info = mlflow.onnx.log_model(
@@ -63,11 +47,11 @@ def register(client: MlflowClient, probability: float) -> str:
     return version
 
 
-def test_the_champion_is_imported_once_and_a_new_champion_again(registry: MlflowClient) -> None:
+def test_the_champion_is_imported_once_and_a_new_champion_again(tracking: MlflowClient) -> None:
     params = PackageParams(
         registered_model_name="det", champion_alias="champion", bentoml_model_name="pkg-test"
     )
-    register(registry, 0.25)
+    register(tracking, 0.25)
     first = import_champion(params)
     assert first["imported"] and first["registered_version"] == "1"
     stored = bentoml.models.get("pkg-test:latest")
@@ -79,13 +63,13 @@ def test_the_champion_is_imported_once_and_a_new_champion_again(registry: Mlflow
     again = import_champion(params)
     assert not again["imported"] and again["bentoml_tag"] == first["bentoml_tag"]
 
-    register(registry, 0.75)
+    register(tracking, 0.75)
     second = import_champion(params)
     assert second["imported"] and second["registered_version"] == "2"
     assert str(bentoml.models.get("pkg-test:latest").tag) == second["bentoml_tag"] != first["bentoml_tag"]
 
 
-def test_no_champion_is_a_clear_error(registry: MlflowClient) -> None:
+def test_no_champion_is_a_clear_error(tracking: MlflowClient) -> None:
     params = PackageParams(registered_model_name="absent", champion_alias="champion", bentoml_model_name="x")
     with pytest.raises(ValueError, match="no 'champion' in the MLflow registry for 'absent'"):
         import_champion(params)
