@@ -118,7 +118,9 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
 @pytest.mark.slow
 def test_a_tiny_candidate_learns_and_is_tracked(manifest: pd.DataFrame, tracking: MlflowClient) -> None:
     with mlflow.start_run(run_name="kedro run") as parent:
-        model, history = train_candidate(manifest, tiny_candidate(), project_params(), 42, "abc123", "tiny")
+        model, history = train_candidate(
+            manifest, tiny_candidate(), project_params(), 42, "mirrored", "abc123", "tiny"
+        )
 
     epochs_run = len(history["val_loss"])
     assert 2 <= epochs_run <= EPOCHS
@@ -132,6 +134,7 @@ def test_a_tiny_candidate_learns_and_is_tracked(manifest: pd.DataFrame, tracking
     assert child.data.params["augmentation.jpeg.probability"] == "0.1"
     assert child.data.tags["manifest_md5"] == "abc123"
     assert child.data.tags["git_commit"]
+    assert child.data.tags["distribution"] == "mirrored (1 replica(s))", "MirroredStrategy on the CPU"
     for metric in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"):
         assert len(tracking.get_metric_history(child.info.run_id, metric)) == epochs_run
     assert [a.path for a in tracking.list_artifacts(child.info.run_id)] == ["model_summary.txt"]

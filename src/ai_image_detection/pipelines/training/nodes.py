@@ -13,11 +13,12 @@ import logging
 import math
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import mlflow
 import pandas as pd
+import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_image_detection.input_pipeline import AugmentationParams, build_augmenter, make_dataset
@@ -63,11 +64,27 @@ def manifest_version(image_manifest_file: bytes) -> str:
     return hashlib.md5(image_manifest_file, usedforsecurity=False).hexdigest()
 
 
+Distribution = Literal["default", "mirrored"]
+
+
+def distribution_strategy(name: Distribution) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy named in ``training.distribution``.
+
+    ``default`` is the single-device strategy; ``mirrored`` replicates the model on every local
+    GPU (on a machine without one it runs on the CPU as a single replica), with
+    ``batch_size`` the global batch split across replicas.
+    """
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def train_candidate(
     image_manifest: pd.DataFrame,
     candidate: CandidateParams,
     augmentation: AugmentationParams,
     seed: int,
+    distribution: Distribution,
     data_version: str,
     candidate_name: str,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
@@ -78,6 +95,7 @@ def train_candidate(
         candidate: Architecture and hyper-parameters.
         augmentation: Input-pipeline and augmentation settings.
         seed: Seed of weights, shuffling and augmentation (same seed, same first batch).
+        distribution: ``tf.distribute`` strategy (:func:`distribution_strategy`).
         data_version: DVC hash of the manifest, recorded as a tag.
         candidate_name: The candidate's name (its namespace), used for the nested run.
 
@@ -90,12 +108,19 @@ def train_candidate(
         image_manifest, "train", size, batch, augmentation, seed, build_augmenter(augmentation, seed)
     )
     validation = make_dataset(image_manifest, "validation", size, batch, augmentation, seed)
-    model = build_detector(candidate.detector)
+    strategy = distribution_strategy(distribution)
+    with strategy.scope():
+        model = build_detector(candidate.detector)
     steps_per_epoch = math.ceil(int((image_manifest["split"] == "train").sum()) / batch)
     history: dict[str, list[float]] = {}
     with mlflow.start_run(run_name=candidate_name, nested=True):
         mlflow.set_tags(
-            {"candidate": candidate_name, "git_commit": _git_commit(), "manifest_md5": data_version}
+            {
+                "candidate": candidate_name,
+                "git_commit": _git_commit(),
+                "manifest_md5": data_version,
+                "distribution": f"{distribution} ({strategy.num_replicas_in_sync} replica(s))",
+            }
         )
         mlflow.log_params(
             _flatten({"candidate": candidate.model_dump(), "augmentation": augmentation.model_dump()})
@@ -107,7 +132,8 @@ def train_candidate(
             if end <= start:
                 continue
             model.get_layer("backbone").trainable = backbone_trainable
-            _compile(model, candidate, steps_per_epoch)
+            with strategy.scope():
+                _compile(model, candidate, steps_per_epoch)
             fitted = model.fit(
                 train,
                 validation_data=validation,

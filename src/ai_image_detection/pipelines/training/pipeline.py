@@ -44,6 +44,7 @@ def _candidate_pipeline(name: str) -> Pipeline:
                     "params:candidate",
                     "params:augmentation",
                     "params:training.seed",
+                    "params:training.distribution",
                     "manifest_md5",
                 ],
                 ["trained_model", "training_history"],
