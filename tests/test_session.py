@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
 import pytest
+from kedro.config import OmegaConfigLoader
 from kedro.framework.project import configure_project
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DataCatalog
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
@@ -64,6 +67,33 @@ def test_pipelines_are_registered() -> None:
     assert "generate_pairs_node" not in default_nodes, "kedro run must never regenerate raw data"
     assert {node.name for node in pipelines["ingestion"].nodes} <= default_nodes
     assert "small_cnn.train_candidate_node" in default_nodes, "one namespace per candidate"
+
+
+def test_every_pipeline_input_is_a_parameter_or_a_catalog_entry() -> None:
+    configure_project("ai_image_detection")
+    config = OmegaConfigLoader(
+        conf_source=str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local"
+    )
+    catalog = DataCatalog.from_config(config["catalog"])
+    missing = {}
+    for name, pipeline in register_pipelines().items():
+        for dataset in sorted(pipeline.inputs()):
+            if dataset.startswith("params:"):
+                found = _has_parameter(config["parameters"], dataset.removeprefix("params:"))
+            else:
+                found = dataset in catalog
+            if not found:
+                missing.setdefault(name, []).append(dataset)
+    assert not missing, f"pipeline inputs nobody provides: {missing}"
+
+
+def _has_parameter(parameters: Mapping[str, Any], dotted_key: str) -> bool:
+    value: Any = parameters
+    for key in dotted_key.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return False
+        value = value[key]
+    return True
 
 
 @pytest.mark.slow

@@ -60,5 +60,6 @@ def _candidate_pipeline(name: str) -> Pipeline:
             "params:candidate": f"params:training.candidates.{name}",
             "params:augmentation": "params:augmentation",
             "params:training.seed": "params:training.seed",
+            "params:training.distribution": "params:training.distribution",
         },
     )
