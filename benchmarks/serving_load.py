@@ -1,7 +1,8 @@
 """Load on the real service: requests/s and p50/p99 latency at 1, 8 and 32 concurrent clients.
 
-Two ``bentoml serve`` processes of the same packaged model, one after the other in the same run:
-adaptive batching on, then off (``AIID_BATCHING=0``, each request calls ONNX Runtime itself).
+``bentoml serve`` of the same packaged model twice, one after the other in the same run: the
+scorer's ``score`` API batchable (adaptive batching), then not (``AIID_BATCHING=0``: each request's
+crops are one model call of their own); everything else is identical.
 Clients post a real validation image to ``/predict`` on 127.0.0.1 for a bounded number of
 requests per level. Clients and server share this machine's cores, as they would on one box.
 Target (issue "Serving"): batching at least 2x the unbatched throughput at 32 clients, p99 < 1 s.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+from types import ModuleType
 
+import aiohttp
 import numpy as np
 import onnxruntime as ort
 import pytest
+from bentoml.exceptions import ServiceUnavailable
 from conftest import INPUT_SIZE, THRESHOLD, encode, photo
 from PIL import Image
 from starlette.testclient import TestClient
@@ -188,3 +192,56 @@ def test_info_and_health(client: TestClient) -> None:
     assert "JPEG" in info["formats"]
     assert client.get("/readyz").status_code == 200
     assert client.get("/livez").status_code == 200
+
+
+class FlakyScorer:
+    """Stands in for the scorer's client: its calls fail with ``failures`` in turn, then answer."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.to_async = self
+
+    async def score(self, crops: np.ndarray) -> np.ndarray:
+        """Fail with the next failure, if any; else a score of 0.25 per crop."""
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return np.full(len(crops), 0.25, dtype=np.float32)
+
+
+def detector_with(service_module: ModuleType, scorer: FlakyScorer) -> object:
+    detector = service_module.Detector.inner()
+    detector.scorer = scorer  # the instance attribute shadows the dependency
+    return detector
+
+
+def test_a_dropped_scorer_connection_is_sent_again(service_module: ModuleType) -> None:
+    scorer = FlakyScorer([aiohttp.ServerDisconnectedError()])
+    crops = np.zeros((3, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    scores = asyncio.run(detector_with(service_module, scorer)._scores(crops))
+    assert scores.tolist() == [0.25, 0.25, 0.25] and scorer.calls == 2
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        [ServiceUnavailable("process is overloaded")],
+        [aiohttp.ServerDisconnectedError(), aiohttp.ServerDisconnectedError()],
+    ],
+)
+def test_an_overloaded_or_unreachable_scorer_is_a_503(
+    service_module: ModuleType, failures: list[Exception]
+) -> None:
+    detector = detector_with(service_module, FlakyScorer(failures))
+    crops = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    with pytest.raises(service_module.ClientError) as refused:
+        asyncio.run(detector._scores(crops))
+    assert (refused.value.code, refused.value.status) == ("overloaded", 503)
+
+
+def test_the_scorer_refuses_crops_of_another_size(service_module: ModuleType) -> None:
+    scorer = service_module.Scorer.inner()
+    assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (2,)
+    with pytest.raises(ValueError, match=rf"\[N, {INPUT_SIZE}, {INPUT_SIZE}, 3\]"):
+        scorer.score(np.zeros((2, INPUT_SIZE + 1, INPUT_SIZE, 3), dtype=np.uint8))

@@ -1,9 +1,11 @@
 """The BentoML service: ``bentoml serve ai_image_detection.serving.service:Detector``.
 
-Every endpoint decodes and checks the upload in a worker thread, cuts crops exactly as training
-and evaluation do (:mod:`ai_image_detection.serving.imaging`), and scores them through one
-batchable API, ``score``, so that concurrent requests share ONNX Runtime calls (adaptive
-batching). The model is the registry's champion, imported into the BentoML store by
+Two services, each its own process under ``bentoml serve``: :class:`Detector` (the HTTP API and
+the web page) decodes and checks every upload in a worker thread and cuts crops exactly as
+training and evaluation do (:mod:`ai_image_detection.serving.imaging`); :class:`Scorer`, its
+dependency, runs the model behind one batchable API, ``score``, so that crops of concurrent
+requests share ONNX Runtime calls (adaptive batching; the arrays travel pickled, not as JSON).
+The model is the registry's champion, imported into the BentoML store by
 ``kedro run --pipelines package``; its input size and threshold come from its ONNX metadata.
 
 Client mistakes never give a 500: each is a JSON ``{"error": {"code", "message"}}`` with a 4xx
@@ -27,6 +29,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 from bentoml.validators import ContentType
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +63,16 @@ STATUS_BY_REASON = {
     "too_many_pixels": 413,
 }
 """HTTP status for each :class:`ImageRejectedError` reason."""
+
+
+class ModelDescription(BaseModel):
+    """What the scorer serves: registry name and version, input size (px), decision threshold."""
+
+    model_name: str
+    model_version: str
+    input_size: int
+    threshold: float
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -205,9 +218,14 @@ class RequestGuard:
 _FIELD_NAME = re.compile(r'content-disposition:\s*form-data;[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)
 
 
-@bentoml.service(name="ai_image_detector", traffic={"timeout": 60}, workers=1)
-class Detector:
-    """The detector behind the HTTP API and the web page (mounted at ``/ui``)."""
+@bentoml.service(name="ai_image_scorer", traffic={"timeout": 60}, workers=1)
+class Scorer:
+    """The champion ONNX model behind one batchable API: the only place the model runs.
+
+    Served as its own process (a dependency of :class:`Detector`), so ONNX Runtime's threads
+    never compete with the decoding of uploads, and crops from concurrent requests are merged into
+    one ``session.run`` by BentoML's adaptive batching.
+    """
 
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
@@ -219,22 +237,23 @@ class Detector:
             self.bento_model.path_of("model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         contract = self.session.get_modelmeta().custom_metadata_map
-        self.input_size = int(contract["input_height"])
-        self.threshold = float(contract["threshold"])
         metadata = self.bento_model.info.metadata
-        self.model_name = str(metadata.get("registered_model", self.bento_model.tag.name))
-        self.model_version = str(metadata.get("registered_version", self.bento_model.tag.version))
-        self.limits = ImageLimits(min_side=SETTINGS.min_side, max_pixels=SETTINGS.max_pixels)
+        self.model = ModelDescription(
+            model_name=str(metadata.get("registered_model", self.bento_model.tag.name)),
+            model_version=str(metadata.get("registered_version", self.bento_model.tag.version)),
+            input_size=int(contract["input_height"]),
+            threshold=float(contract["threshold"]),
+        )
         self.ready = False
-        self._infer(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))
+        self._infer(np.zeros((1, self.model.input_size, self.model.input_size, 3), dtype=np.uint8))
         self.ready = True
         logger.info(
-            "serving %s v%s (%d px, threshold %.4f), batching %s",
-            self.model_name,
-            self.model_version,
-            self.input_size,
-            self.threshold,
-            "on" if SETTINGS.batching else "off",
+            "scoring with %s v%s (%d px, threshold %.4f), batching %s",
+            self.model.model_name,
+            self.model.model_version,
+            self.model.input_size,
+            self.model.threshold,
+            f"up to {SETTINGS.max_batch_size} crops" if SETTINGS.batching else "off",
         )
 
     def __is_ready__(self) -> bool:
@@ -247,43 +266,68 @@ class Detector:
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     @bentoml.api(
-        batchable=True,
+        batchable=SETTINGS.batching,
         batch_dim=0,
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    def score(self, crops: list[str]) -> list[float]:
-        """Batchable inner API: P(AI) for each crop, sent as base64 of its raw ``S x S x 3`` uint8 pixels.
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        """P(AI) for each crop of a uint8 ``[N, S, S, 3]`` array: the API every endpoint scores through."""
+        size = self.model.input_size
+        if crops.shape[1:] != (size, size, 3):
+            raise ValueError(f"crops must be [N, {size}, {size}, 3], got {list(crops.shape)}")
+        return self._infer(crops)
 
-        Raw bytes in a JSON string keep the internal hop cheap (a list of numbers would be
-        parsed one by one); every endpoint reaches the model through here.
-        """
-        size = self.input_size
-        pixels = np.stack(
-            [np.frombuffer(base64.b64decode(crop), dtype=np.uint8).reshape(size, size, 3) for crop in crops]
-        )
-        return self._infer(pixels).tolist()
+    @bentoml.api
+    def describe(self) -> ModelDescription:
+        """The served model: registry name and version, input size, decision threshold."""
+        return self.model
+
+
+@bentoml.service(name="ai_image_detector", traffic={"timeout": 60}, workers=1)
+class Detector:
+    """The HTTP API and the web page (mounted at ``/ui``); the model runs in :class:`Scorer`."""
+
+    scorer = bentoml.depends(Scorer)
+
+    def __init__(self) -> None:
+        """Image limits from the settings; the model is described by the scorer on first use."""
+        self.limits = ImageLimits(min_side=SETTINGS.min_side, max_pixels=SETTINGS.max_pixels)
+        self._model: ModelDescription | None = None
+
+    async def _described_model(self) -> ModelDescription:
+        """The scorer's model description, asked once."""
+        if self._model is None:
+            described = await self.scorer.to_async.describe()
+            self._model = ModelDescription.model_validate(described)
+        return self._model
 
     async def _scores(self, crops: np.ndarray) -> np.ndarray:
-        """Score crops through adaptive batching (or directly when batching is off).
+        """P(AI) of each crop, from the scorer (through adaptive batching when it is on).
 
         Raises:
-            ClientError: 503 when the batch dispatcher sheds load (the client should retry).
+            ClientError: 503 when the scorer sheds load or cannot be reached (the client should retry).
         """
-        if not SETTINGS.batching:
-            return await asyncio.to_thread(self._infer, crops)
-        encoded = [
-            base64.b64encode(np.ascontiguousarray(crop, dtype=np.uint8).tobytes()).decode() for crop in crops
-        ]
         try:
-            scores = await self.to_async.score(encoded)  # type: ignore[attr-defined]
+            scores = await self._call_scorer(np.ascontiguousarray(crops, dtype=np.uint8))
         except (ServiceUnavailable, aiohttp.ClientError) as busy:
-            message = (
-                "the service is at capacity (the batch could not meet its latency target); retry shortly"
-            )
+            message = "the service is at capacity (the model missed its latency target); retry shortly"
             logger.warning("shedding load: %s", busy)
             raise ClientError("overloaded", message, 503) from None
-        return np.asarray(scores, dtype=np.float32)
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    async def _call_scorer(self, crops: np.ndarray) -> Any:
+        """``Scorer.score``, sent once more if the connection drops.
+
+        BentoML 1.4's client replaces its pooled session every 100 calls and closes the old one with
+        the calls still in flight on it, which fail with "Server disconnected" (bentoml/BentoML
+        issues 5544 and 4971). Scoring is idempotent, so a dropped call is simply repeated.
+        """
+        try:
+            return await self.scorer.to_async.score(crops)
+        except aiohttp.ClientConnectionError as dropped:
+            logger.warning("scorer connection dropped (%s): sending the crops again", dropped)
+            return await self.scorer.to_async.score(crops)
 
     def _decode(self, upload: Path, name: str = "image") -> DecodedImage:
         try:
@@ -295,18 +339,19 @@ class Detector:
 
     async def _verdict(self, upload: Path, name: str = "image") -> tuple[DecodedImage, dict[str, Any]]:
         """Decode, tile and score one upload; the verdict as the API returns it."""
+        model = await self._described_model()
         decoded = await asyncio.to_thread(self._decode, upload, name)
         pixels = np.asarray(decoded.pixels)
-        crops = await asyncio.to_thread(tile_crops, pixels, self.input_size, SETTINGS.max_tiles)
+        crops = await asyncio.to_thread(tile_crops, pixels, model.input_size, SETTINGS.max_tiles)
         probability = float(np.mean(await self._scores(crops)))
-        label = "ai" if probability >= self.threshold else "human"
+        label = "ai" if probability >= model.threshold else "human"
         height, width = pixels.shape[:2]
         notes = []
         if decoded.frames > 1:
             notes.append(f"animated image with {decoded.frames} frames: the first frame was scored")
-        if min(height, width) < self.input_size:
+        if min(height, width) < model.input_size:
             notes.append(
-                f"smaller than the model input ({self.input_size} px): zero-padded, not up-scaled, "
+                f"smaller than the model input ({model.input_size} px): zero-padded, not up-scaled, "
                 "so there is less evidence"
             )
         if decoded.exif_rotated:
@@ -314,11 +359,11 @@ class Detector:
         return decoded, {
             "label": label,
             "probability_ai": probability,
-            "threshold": self.threshold,
+            "threshold": model.threshold,
             "confidence": probability if label == "ai" else 1 - probability,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "input_size": self.input_size,
+            "model_name": model.model_name,
+            "model_version": model.model_version,
+            "input_size": model.input_size,
             "tiles": len(crops),
             "width": width,
             "height": height,
@@ -365,7 +410,7 @@ class Detector:
         """The image (EXIF-upright, RGB) as JPEG with the verdict and confidence drawn on it."""
         decoded, verdict = await self._verdict(image)
         jpeg = await asyncio.to_thread(
-            annotate, decoded.pixels, verdict["label"], verdict["probability_ai"], self.threshold
+            annotate, decoded.pixels, verdict["label"], verdict["probability_ai"], verdict["threshold"]
         )
         with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as file:
             file.write(jpeg)
@@ -386,7 +431,7 @@ class Detector:
         decoded, verdict = await self._verdict(image)
         pixels = np.asarray(decoded.pixels)
         crops, rows, cols = await asyncio.to_thread(
-            explanation_crops, pixels, self.input_size, SETTINGS.explain_grid
+            explanation_crops, pixels, verdict["input_size"], SETTINGS.explain_grid
         )
         grid = (await self._scores(crops)).reshape(rows, cols)
         png = await asyncio.to_thread(heatmap_png, grid, pixels.shape[1], pixels.shape[0])
@@ -402,10 +447,7 @@ class Detector:
     async def info(self) -> dict[str, Any]:
         """The model and the limits, for the web page and for clients."""
         return {
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "threshold": self.threshold,
-            "input_size": self.input_size,
+            **(await self._described_model()).model_dump(),
             "max_bytes": SETTINGS.max_bytes,
             "max_files": SETTINGS.max_files,
             "max_pixels": SETTINGS.max_pixels,

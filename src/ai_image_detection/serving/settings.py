@@ -16,8 +16,8 @@ class ServingSettings(BaseModel):
     Attributes:
         model_tag: BentoML model the service carries (``kedro run --pipelines package`` imports
             the registry's champion under this name).
-        batching: Route every endpoint through the adaptive-batching API (off only to measure
-            what batching buys).
+        batching: Make the scorer's ``score`` API batchable, so that crops of concurrent
+            requests share one model call (off only to measure what batching buys).
         max_batch_size: Largest batch the dispatcher forms, in crops.
         max_latency_ms: Latency target of the batch dispatcher; it answers 503 to requests it
             expects to miss it (load shedding), so it bounds the p99 under overload.
