@@ -6,6 +6,8 @@ crops are one model call of their own); everything else is identical.
 Clients post a real validation image to ``/predict`` on 127.0.0.1 for a bounded number of
 requests per level. Clients and server share this machine's cores, as they would on one box.
 Target (issue "Serving"): batching at least 2x the unbatched throughput at 32 clients, p99 < 1 s.
+The model's GFLOP/s at 32 clients, next to the machine's matrix-product peak measured in the same
+run, shows how much headroom batching had.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import bentoml
 import httpx
 import numpy as np
 import pandas as pd
 
+from ai_image_detection.inference_cost import gflops_per_image, machine_peak_gflops
+from ai_image_detection.serving.settings import ServingSettings
 from benchmarks.report import record
 
 logger = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 MANIFEST = Path("data/03_primary/image_manifest.parquet")
 CLIENTS = (1, 8, 32)
 SERVICE = "ai_image_detection.serving.service:Detector"
+MODEL_TAG = ServingSettings.from_env().model_tag
 
 
 def _free_port() -> int:
@@ -115,15 +121,17 @@ def load(url: str, image: bytes, clients: int, requests_per_client: int) -> dict
     }
 
 
-def run(requests_per_level: int = 192) -> dict[str, object]:
-    """Both modes at every client count; returns the figures."""
+def run(requests_per_level: int = 384) -> dict[str, object]:
+    """Both modes at every client count, and the model's compute at 32 clients; returns the figures."""
     if not MANIFEST.exists():
         raise FileNotFoundError(f"{MANIFEST} is missing: run `make run` first")
     manifest = pd.read_parquet(MANIFEST)
     image = Path(manifest.loc[manifest["split"] == "validation", "path"].iloc[0]).read_bytes()
+    peak = machine_peak_gflops()  # before any server runs, on an idle machine
     figures: dict[str, object] = {}
     for mode, batching in (("batched", True), ("unbatched", False)):
         with served(batching) as url:
+            tiles = int(httpx.post(f"{url}/predict", files={"image": ("image.jpg", image)}).json()["tiles"])
             figures[mode] = {
                 str(clients): load(url, image, clients, max(1, requests_per_level // clients))
                 for clients in CLIENTS
@@ -131,7 +139,24 @@ def run(requests_per_level: int = 192) -> dict[str, object]:
             logger.info("%s: %s", mode, figures[mode])
     rps = {mode: float(figures[mode]["32"]["rps"]) for mode in ("batched", "unbatched")}  # type: ignore[index]
     figures["batched_over_unbatched_rps_at_32"] = round(rps["batched"] / max(rps["unbatched"], 1e-9), 2)
+    figures["model_compute"] = model_compute(rps, tiles, peak)
     return figures
+
+
+def model_compute(rps_at_32: dict[str, float], tiles: int, peak_gflops: float) -> dict[str, object]:
+    """The model's GFLOP/s at 32 clients in each mode next to this machine's matrix-product peak.
+
+    Each request is ``tiles`` crops; their model FLOPs against the peak tell how much of the
+    machine the model already uses, hence what batching could still buy.
+    """
+    onnx_model = Path(bentoml.models.get(MODEL_TAG).path_of("model.onnx")).read_bytes()
+    per_image = gflops_per_image(onnx_model)
+    return {
+        "tiles_per_request": tiles,
+        "gflops_per_image": round(per_image, 4),
+        "model_gflops_at_32": {mode: round(rps * tiles * per_image, 1) for mode, rps in rps_at_32.items()},
+        "machine_peak_gflops": round(peak_gflops, 1),
+    }
 
 
 def main() -> None:

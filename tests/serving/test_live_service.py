@@ -58,8 +58,8 @@ def test_real_server_answers_clients_and_batches_concurrent_requests(
     assert statuses == [200] * 96
     after_sum, after_count = batch_sizes(httpx.get(f"{live_server}/metrics").text)
     crops, batches = after_sum - before_sum, after_count - before_count
-    assert crops == 96
-    assert batches < crops, f"96 concurrent requests ran in {batches:.0f} model calls: no batching happened"
+    assert crops >= 96, "one crop per request (more when a dropped internal call was sent again)"
+    assert batches < 96, f"96 concurrent requests ran in {batches:.0f} model calls: no batching happened"
 
     bad = httpx.post(f"{live_server}/predict", files={"image": ("a.jpg", b"not an image")})
     assert bad.status_code == 415 and bad.json()["error"]["code"] == "not_an_image"

@@ -209,6 +209,10 @@ class FlakyScorer:
             raise self.failures.pop(0)
         return np.full(len(crops), 0.25, dtype=np.float32)
 
+    async def describe(self) -> dict[str, object]:
+        """The test model's description, as the scorer gives it."""
+        return {"model_name": "m", "model_version": "7", "input_size": INPUT_SIZE, "threshold": THRESHOLD}
+
 
 def detector_with(service_module: ModuleType, scorer: FlakyScorer) -> object:
     detector = service_module.Detector.inner()
@@ -245,3 +249,15 @@ def test_the_scorer_refuses_crops_of_another_size(service_module: ModuleType) ->
     assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (2,)
     with pytest.raises(ValueError, match=rf"\[N, {INPUT_SIZE}, {INPUT_SIZE}, 3\]"):
         scorer.score(np.zeros((2, INPUT_SIZE + 1, INPUT_SIZE, 3), dtype=np.uint8))
+
+
+def test_ready_only_once_the_scorer_answered_the_warm_up(service_module: ModuleType) -> None:
+    scorer = FlakyScorer([ServiceUnavailable("the scorer is still loading")])
+    detector = detector_with(service_module, scorer)
+    assert asyncio.run(detector.__is_ready__()) is False
+    assert asyncio.run(detector.__is_ready__()) is True
+    failed_round = service_module.WARM_UP_CONCURRENCY
+    warm_up_calls = service_module.WARM_UP_ROUNDS * service_module.WARM_UP_CONCURRENCY
+    assert scorer.calls == failed_round + warm_up_calls
+    assert asyncio.run(detector.__is_ready__()) is True
+    assert scorer.calls == failed_round + warm_up_calls, "warmed up once"
