@@ -374,3 +374,15 @@ def test_lossless_webp_is_accepted_and_marked_for_normalisation() -> None:
     assert decoded.format == "WEBP"
     assert decoded.needs_normalisation is True
     np.testing.assert_array_equal(np.asarray(decoded.pixels), pixels)
+
+
+def test_unreadable_exif_is_corrupt_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def hostile_exif(image: Image.Image) -> Image.Image:
+        raise struct.error("unpack requires a buffer of 12 bytes")
+
+    monkeypatch.setattr("ai_image_detection.image_io.ImageOps.exif_transpose", hostile_exif)
+    buffer = io.BytesIO()
+    Image.fromarray(_noise(64, 48, seed=5)).save(buffer, format="JPEG")
+    with pytest.raises(ImageRejectedError) as rejected:
+        decode_image(buffer.getvalue(), LIMITS)
+    assert rejected.value.reason == "corrupt" and "EXIF" in str(rejected.value)

@@ -120,19 +120,33 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
             "too_small",
             f"{width}x{height} is smaller than the minimum side of {limits.min_side} pixels",
         )
+    # Pillow raises many exception types on hostile files (struct.error, KeyError, TypeError...):
+    # whatever a decoder or the EXIF reader throws is the file's fault, never the service's.
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        frames = getattr(image, "n_frames", 1)
+    except Exception as error:
         raise ImageRejectedError("corrupt", f"the {fmt} data cannot be decoded fully: {error}") from error
-    orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        oriented = ImageOps.exif_transpose(image)
+    except Exception as error:
+        raise ImageRejectedError("corrupt", f"the {fmt} EXIF metadata cannot be read: {error}") from error
     original_mode = image.mode
-    oriented = ImageOps.exif_transpose(image)
+    try:
+        pixels = to_rgb(oriented)
+    except ImageRejectedError:
+        raise
+    except Exception as error:
+        raise ImageRejectedError(
+            "unsupported_mode", f"{fmt} images in mode {original_mode} cannot be converted to RGB: {error}"
+        ) from error
     return DecodedImage(
-        pixels=to_rgb(oriented),
+        pixels=pixels,
         format=fmt,
         original_mode=original_mode,
         exif_rotated=orientation not in (1, None),
-        frames=getattr(image, "n_frames", 1),
+        frames=frames,
     )
 
 

@@ -1,13 +1,15 @@
 """The MLflow registry: register the ONNX detector, move ``champion`` only on no regression.
 
 The challenger and the current champion are scored on the *same* validation images, each at
-its own threshold (from its ONNX metadata), so the comparison holds even when the champion was
-trained on another data version. The alias moves only when the challenger is at least as good.
+its own input size and threshold (from its ONNX metadata), so the comparison holds even when the
+champion was trained on another data version or at another resolution. The alias moves only
+when the challenger is at least as good.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlflow
@@ -37,20 +39,35 @@ class RegistryDecision:
     reason: str
 
 
-def onnx_f1(detector_onnx: bytes, images: np.ndarray, labels: np.ndarray) -> float:
-    """F1 of an ONNX detector on labelled images, at the threshold stored in its metadata."""
-    threshold = float(onnx_metadata(detector_onnx).get("threshold", "0.5"))
-    return binary_metrics(labels, onnx_predict(detector_onnx, images)[:, 0], threshold)["f1"]
+ValidationImages = Callable[[int], np.ndarray]
+"""The validation images ``[N, S, S, 3]`` raw RGB, centre-cropped to a model's input size ``S``."""
+
+
+def onnx_f1(detector_onnx: bytes, validation_images: ValidationImages, labels: np.ndarray) -> float:
+    """F1 of an ONNX detector on the validation images at its own input size and threshold (metadata)."""
+    metadata = onnx_metadata(detector_onnx)
+    images = validation_images(int(metadata["input_height"]))
+    return binary_metrics(labels, onnx_predict(detector_onnx, images)[:, 0], float(metadata["threshold"]))[
+        "f1"
+    ]
 
 
 def register_and_promote(
-    detector_onnx: bytes, images: np.ndarray, labels: np.ndarray, model_name: str, alias: str
+    detector_onnx: bytes,
+    validation_images: ValidationImages,
+    labels: np.ndarray,
+    model_name: str,
+    alias: str,
 ) -> RegistryDecision:
-    """Log the detector in the active run, register it, and move ``alias`` unless it regresses.
+    """Score the detector and the current champion, register the detector, move ``alias`` unless it regresses.
+
+    Both are scored before anything is registered, each on the same validation images cropped to
+    its own input size, so a champion of another architecture or resolution compares fairly and
+    a failure leaves the registry untouched.
 
     Args:
-        detector_onnx: The exported detector.
-        images: Validation images ``[N, H, W, 3]`` raw RGB, the same for both models.
+        detector_onnx: The exported detector (its metadata holds ``input_height`` and ``threshold``).
+        validation_images: The validation images at a given input size, the same images for both models.
         labels: Their labels.
         model_name: Registered model name (e.g. ``ai-image-detector``).
         alias: The alias serving follows (``champion``).
@@ -58,7 +75,16 @@ def register_and_promote(
     Returns:
         The decision, with both F1 scores and the reason.
     """
-    challenger_f1 = onnx_f1(detector_onnx, images, labels)
+    client = MlflowClient()
+    challenger_f1 = onnx_f1(detector_onnx, validation_images, labels)
+    try:
+        current = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        current = None
+    champion_f1 = None
+    if current is not None:
+        champion_onnx = mlflow.onnx.load_model(f"models:/{model_name}/{current.version}")
+        champion_f1 = onnx_f1(champion_onnx.SerializeToString(), validation_images, labels)
     info = mlflow.onnx.log_model(
         onnx.load_from_string(detector_onnx),
         name="detector",
@@ -66,20 +92,13 @@ def register_and_promote(
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
     )
     version = str(info.registered_model_version)
-    client = MlflowClient()
     client.set_model_version_tag(model_name, version, "validation_f1", f"{challenger_f1:.6f}")
     for key, value in onnx_metadata(detector_onnx).items():
         client.set_model_version_tag(model_name, version, key, value)
-    try:
-        current = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        current = None
-    if current is None:
+    if current is None or champion_f1 is None:
         client.set_registered_model_alias(model_name, alias, version)
         reason = f"no {alias} yet: version {version} becomes {alias}"
         return RegistryDecision(model_name, version, challenger_f1, None, None, True, reason)
-    champion_onnx = mlflow.onnx.load_model(f"models:/{model_name}@{alias}")
-    champion_f1 = onnx_f1(champion_onnx.SerializeToString(), images, labels)
     moved = challenger_f1 >= champion_f1
     if moved:
         client.set_registered_model_alias(model_name, alias, version)

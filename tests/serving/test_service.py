@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from pathlib import Path
 from types import ModuleType
 
 import aiohttp
@@ -261,3 +262,59 @@ def test_ready_only_once_the_scorer_answered_the_warm_up(service_module: ModuleT
     assert scorer.calls == failed_round + warm_up_calls
     assert asyncio.run(detector.__is_ready__()) is True
     assert scorer.calls == failed_round + warm_up_calls, "warmed up once"
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]], content_type: str) -> tuple[bytes, dict[str, str]]:
+    """A multipart body of ``(field, file name or None for a text field, content)`` parts, by hand."""
+    lines = []
+    for field, file_name, content in parts:
+        disposition = f'form-data; name="{field}"' + (f'; filename="{file_name}"' if file_name else "")
+        lines.append(
+            b"--XyZ\r\nContent-Disposition: " + disposition.encode() + b"\r\n\r\n" + content + b"\r\n"
+        )
+    return b"".join(lines) + b"--XyZ--\r\n", {"content-type": content_type}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=XyZ",
+        "multipart/form-data; charset=UTF-8; boundary=XyZ",
+        "multipart/form-data; boundary=XyZ; charset=UTF-8",
+        'Multipart/Form-Data; BOUNDARY="XyZ"',
+    ],
+)
+def test_any_valid_multipart_header_is_accepted(client: TestClient, content_type: str) -> None:
+    body, headers = multipart([("image", "a.jpg", encode(photo(64, 64)))], content_type)
+    response = client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def test_a_form_without_the_file_or_with_text_in_its_place_is_a_400(client: TestClient) -> None:
+    content_type = "multipart/form-data; boundary=XyZ"
+    body, headers = multipart([], content_type)
+    assert_error(client.post("/predict", content=body, headers=headers), 400, "missing_field")
+    body, headers = multipart([("image", None, b"not a file")], content_type)
+    assert_error(client.post("/predict", content=body, headers=headers), 400, "not_a_file")
+    jpeg = encode(photo(64, 64))
+    assert_error(client.post("/explain", files=upload(jpeg[: len(jpeg) // 2])), 422, "corrupt")
+    assert_error(client.post("/annotate", files=upload(b"plain text")), 415, "not_an_image")
+
+
+def test_a_scorer_that_cannot_describe_its_model_yet_is_a_503(service_module: ModuleType) -> None:
+    class StartingScorer(FlakyScorer):
+        async def describe(self) -> dict[str, object]:
+            """Not loaded yet."""
+            raise ServiceUnavailable("the scorer is still loading")
+
+    detector = detector_with(service_module, StartingScorer([]))
+    with pytest.raises(service_module.ClientError) as refused:
+        asyncio.run(detector._verdict(Path("unused.jpg")))
+    assert (refused.value.code, refused.value.status) == ("starting", 503)
+    assert asyncio.run(detector.__is_ready__()) is False
+
+
+def test_a_model_with_a_non_square_input_is_refused_at_load(service_module: ModuleType) -> None:
+    assert service_module._square_input_size({"input_height": "96", "input_width": "96"}) == 96
+    with pytest.raises(ValueError, match="96x128"):
+        service_module._square_input_size({"input_height": "96", "input_width": "128"})

@@ -21,6 +21,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -166,10 +167,19 @@ class RequestGuard:
                 await self._refuse(scope, receive, send, "payload_too_large", self._too_large(size), 413)
                 return
         body = b"".join(chunks)
-        problem = self._form_problem(scope["path"], headers.get(b"content-type", b"").decode("latin-1"), body)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        problem = self._form_problem(scope["path"], content_type, body)
         if problem is not None:
             await self._refuse(scope, receive, send, *problem)
             return
+        boundary = _multipart_boundary(content_type)
+        if boundary is not None:  # the framework reads only the lower-case, boundary-first spelling
+            canonical = f'multipart/form-data; boundary="{boundary}"'.encode("latin-1")
+            scope = {
+                **scope,
+                "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+                + [(b"content-type", canonical)],
+            }
         replayed = False
 
         async def replay() -> Message:
@@ -190,17 +200,21 @@ class RequestGuard:
         if expected is None:
             return None
         wanted = " and ".join(f"'{field}'" for field in sorted(expected))
-        media_type, _, options = content_type.partition(";")
-        boundary = options.strip().removeprefix("boundary=").strip('"')
-        if media_type.strip().lower() != "multipart/form-data" or not options.strip().startswith("boundary="):
+        boundary = _multipart_boundary(content_type)
+        if boundary is None:
             message = (
                 f"send multipart/form-data with the image file in the field {wanted}; got {content_type!r}"
             )
             return "not_multipart", message, 415
-        names = set()
+        names, files = set(), set()
         for part in body.split(b"--" + boundary.encode("latin-1"))[1:]:
             head = part.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-            names.update(_FIELD_NAME.findall(head))
+            for disposition in _DISPOSITION.findall(head):
+                name = _FIELD_NAME.search(disposition)
+                if name:
+                    names.add(name.group(1))
+                    if _FILE_NAME.search(disposition):
+                        files.add(name.group(1))
         if unexpected := names - expected:
             message = (
                 f"unexpected form field(s) {sorted(unexpected)}; send the image file in the field {wanted}"
@@ -208,6 +222,9 @@ class RequestGuard:
             return "unexpected_field", message, 400
         if missing := expected - names:
             return "missing_field", f"the form has no field {sorted(missing)}; send the image file in it", 400
+        if not_files := names - files:
+            message = f"form field(s) {sorted(not_files)} hold text, not a file; send the image file in them"
+            return "not_a_file", message, 400
         return None
 
     @staticmethod
@@ -218,7 +235,43 @@ class RequestGuard:
         await error_response(code, message, status)(scope, receive, send)
 
 
-_FIELD_NAME = re.compile(r'content-disposition:\s*form-data;[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)
+def _multipart_boundary(content_type: str) -> str | None:
+    """The boundary of a ``multipart/form-data`` content type (any case, any parameter order), or None."""
+    header = EmailMessage()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
+        return None
+    return boundary
+
+
+_DISPOSITION = re.compile(r"^content-disposition:\s*form-data\s*;([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_FIELD_NAME = re.compile(r'(?:^|;)\s*name="([^"]*)"', re.IGNORECASE)
+_FILE_NAME = re.compile(r"(?:^|;)\s*filename\*?=", re.IGNORECASE)
+
+
+def _square_input_size(contract: dict[str, str]) -> int:
+    """The model's input side from its ONNX metadata; crops are square, so height and width must agree.
+
+    Raises:
+        ValueError: If the metadata declares a non-square input (the service would mis-crop it).
+    """
+    height, width = int(contract["input_height"]), int(contract.get("input_width", contract["input_height"]))
+    if height != width:
+        raise ValueError(f"the model's input is {height}x{width}; the service crops square tiles only")
+    return height
+
+
+def _image_facts(decoded: DecodedImage) -> dict[str, Any]:
+    """What a verdict reports about the image itself."""
+    width, height = decoded.pixels.size
+    return {
+        "width": width,
+        "height": height,
+        "format": decoded.format,
+        "frames": decoded.frames,
+        "exif_rotated": decoded.exif_rotated,
+    }
 
 
 @bentoml.service(name="ai_image_scorer", traffic={"timeout": 60}, workers=1)
@@ -247,7 +300,7 @@ class Scorer:
         self.model = ModelDescription(
             model_name=str(metadata.get("registered_model", self.bento_model.tag.name)),
             model_version=str(metadata.get("registered_version", self.bento_model.tag.version)),
-            input_size=int(contract["input_height"]),
+            input_size=_square_input_size(contract),
             threshold=float(contract["threshold"]),
         )
         self.ready = False
@@ -302,6 +355,7 @@ class Detector:
         self._model: ModelDescription | None = None
         self._warm = False
         self._warming = asyncio.Lock()
+        self._decoding = asyncio.Semaphore(SETTINGS.max_decoding)
 
     async def __is_ready__(self) -> bool:
         """``/readyz``: ready once the scorer has answered warm-up calls through its batch dispatcher.
@@ -314,7 +368,7 @@ class Detector:
             if not self._warm:
                 try:
                     await self._warm_up()
-                except (BentoMLException, aiohttp.ClientError) as not_yet:
+                except (ClientError, BentoMLException, aiohttp.ClientError) as not_yet:
                     logger.info("scorer not ready yet: %s", not_yet)
                     return False
                 self._warm = True
@@ -329,9 +383,18 @@ class Detector:
         logger.info("warmed up: %d calls to the scorer", WARM_UP_ROUNDS * WARM_UP_CONCURRENCY)
 
     async def _described_model(self) -> ModelDescription:
-        """The scorer's model description, asked once."""
+        """The scorer's model description, asked once.
+
+        Raises:
+            ClientError: 503 while the scorer cannot answer yet (starting, or restarting).
+        """
         if self._model is None:
-            described = await self.scorer.to_async.describe()
+            try:
+                described = await self.scorer.to_async.describe()
+            except (BentoMLException, aiohttp.ClientError) as unavailable:
+                logger.warning("the scorer cannot describe its model yet: %s", unavailable)
+                message = "the model is not loaded yet; retry shortly"
+                raise ClientError("starting", message, 503) from None
             self._model = ModelDescription.model_validate(described)
         return self._model
 
@@ -370,26 +433,48 @@ class Detector:
                 rejected.reason, f"{name}: {rejected}", STATUS_BY_REASON[rejected.reason]
             ) from None
 
-    async def _verdict(self, upload: Path, name: str = "image") -> tuple[DecodedImage, dict[str, Any]]:
-        """Decode, tile and score one upload; the verdict as the API returns it."""
+    async def _examine(
+        self, upload: Path, name: str, model: ModelDescription
+    ) -> tuple[DecodedImage, np.ndarray]:
+        """Decode and tile one upload; at most ``AIID_MAX_DECODING`` are decoded at once (memory)."""
+        async with self._decoding:
+            decoded = await asyncio.to_thread(self._decode, upload, name)
+            crops = await asyncio.to_thread(
+                tile_crops, np.asarray(decoded.pixels), model.input_size, SETTINGS.max_tiles
+            )
+        return decoded, crops
+
+    async def _verdict(self, upload: Path, name: str = "image") -> dict[str, Any]:
+        """The verdict on one upload; its pixels are released before its crops are scored."""
         model = await self._described_model()
-        decoded = await asyncio.to_thread(self._decode, upload, name)
-        pixels = np.asarray(decoded.pixels)
-        crops = await asyncio.to_thread(tile_crops, pixels, model.input_size, SETTINGS.max_tiles)
+        decoded, crops = await self._examine(upload, name, model)
+        facts = _image_facts(decoded)
+        del decoded
+        return await self._judge(crops, facts, model)
+
+    async def _image_and_verdict(self, upload: Path) -> tuple[DecodedImage, dict[str, Any]]:
+        """The decoded upload (for endpoints that draw on it) and its verdict."""
+        model = await self._described_model()
+        decoded, crops = await self._examine(upload, "image", model)
+        return decoded, await self._judge(crops, _image_facts(decoded), model)
+
+    async def _judge(
+        self, crops: np.ndarray, facts: dict[str, Any], model: ModelDescription
+    ) -> dict[str, Any]:
+        """Score the crops of one image; the verdict as the API returns it."""
         probability = float(np.mean(await self._scores(crops)))
         label = "ai" if probability >= model.threshold else "human"
-        height, width = pixels.shape[:2]
         notes = []
-        if decoded.frames > 1:
-            notes.append(f"animated image with {decoded.frames} frames: the first frame was scored")
-        if min(height, width) < model.input_size:
+        if facts["frames"] > 1:
+            notes.append(f"animated image with {facts['frames']} frames: the first frame was scored")
+        if min(facts["width"], facts["height"]) < model.input_size:
             notes.append(
                 f"smaller than the model input ({model.input_size} px): zero-padded, not up-scaled, "
                 "so there is less evidence"
             )
-        if decoded.exif_rotated:
+        if facts["exif_rotated"]:
             notes.append("rotated upright from its EXIF orientation")
-        return decoded, {
+        return {
             "label": label,
             "probability_ai": probability,
             "threshold": model.threshold,
@@ -398,10 +483,10 @@ class Detector:
             "model_version": model.model_version,
             "input_size": model.input_size,
             "tiles": len(crops),
-            "width": width,
-            "height": height,
-            "format": decoded.format,
-            "frames": decoded.frames,
+            "width": facts["width"],
+            "height": facts["height"],
+            "format": facts["format"],
+            "frames": facts["frames"],
             "notes": notes,
         }
 
@@ -413,8 +498,7 @@ class Detector:
         Images larger than the model input are scored as the mean of an even grid of native-
         resolution crops (``AIID_MAX_TILES``); smaller ones are zero-padded, never up-scaled.
         """
-        _, verdict = await self._verdict(image)
-        return verdict
+        return await self._verdict(image)
 
     @bentoml.api
     @answers_client_errors
@@ -430,10 +514,11 @@ class Detector:
             raise ClientError(
                 "too_many_files", f"{len(images)} files; at most {SETTINGS.max_files} per request", 400
             )
-        verdicts = await asyncio.gather(
-            *(self._verdict(upload, f"file #{index}") for index, upload in enumerate(images))
+        return list(
+            await asyncio.gather(
+                *(self._verdict(upload, f"file #{index}") for index, upload in enumerate(images))
+            )
         )
-        return [verdict for _, verdict in verdicts]
 
     @bentoml.api
     @answers_client_errors
@@ -441,7 +526,7 @@ class Detector:
         self, image: Path, context: bentoml.Context
     ) -> Annotated[Path, ContentType("image/jpeg")]:
         """The image (EXIF-upright, RGB) as JPEG with the verdict and confidence drawn on it."""
-        decoded, verdict = await self._verdict(image)
+        decoded, verdict = await self._image_and_verdict(image)
         jpeg = await asyncio.to_thread(
             annotate, decoded.pixels, verdict["label"], verdict["probability_ai"], verdict["threshold"]
         )
@@ -461,7 +546,7 @@ class Detector:
         Returns the verdict, ``rows``/``cols``, ``grid`` (P(AI) per cell, row-major) and
         ``heatmap_png`` (a data URL: red towards AI, blue towards human, the image's aspect ratio).
         """
-        decoded, verdict = await self._verdict(image)
+        decoded, verdict = await self._image_and_verdict(image)
         pixels = np.asarray(decoded.pixels)
         crops, rows, cols = await asyncio.to_thread(
             explanation_crops, pixels, verdict["input_size"], SETTINGS.explain_grid

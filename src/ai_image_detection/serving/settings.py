@@ -25,6 +25,8 @@ class ServingSettings(BaseModel):
         max_pixels: Largest accepted width x height, checked from the header before decoding.
         min_side: Smallest accepted width or height.
         max_files: Most images in one ``/predict_batch`` request.
+        max_decoding: Most uploads decoded at the same time, whatever the number of requests or
+            files: with ``max_pixels`` it bounds the memory that decoding can take.
         max_tiles: Most crops averaged for an image larger than the model input.
         explain_grid: Most cells per side of the ``/explain`` heatmap.
     """
@@ -39,6 +41,7 @@ class ServingSettings(BaseModel):
     max_pixels: int = Field(default=40_000_000, ge=1)
     min_side: int = Field(default=32, ge=1)
     max_files: int = Field(default=16, ge=1)
+    max_decoding: int = Field(default=2, ge=1)
     max_tiles: int = Field(default=9, ge=1)
     explain_grid: int = Field(default=8, ge=2)
 

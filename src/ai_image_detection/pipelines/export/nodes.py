@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -280,10 +281,9 @@ def register_detector(
         )
     shipped = detector_int8_onnx if ship_int8 else detector_onnx
     validation = image_manifest[image_manifest["split"] == "validation"]
-    images = _split_images(image_manifest, "validation", int(onnx_metadata(shipped)["input_height"]))
     decision = register_and_promote(
         shipped,
-        images,
+        functools.partial(_split_images, image_manifest, "validation"),
         validation["label"].astype(int).to_numpy(),
         params.registered_model_name,
         params.champion_alias,
