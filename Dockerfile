@@ -1,7 +1,10 @@
 # The training image: `kedro run` in a container (the serving image is the Bento's, `make bento`).
 #   docker build -t ai-image-detection-train .
-#   docker run --rm -v "$PWD/data:/app/data" -v "$PWD/mlflow.db:/app/mlflow.db" ai-image-detection-train
+# Run it on a checkout, as yourself, so that data/, mlflow.db and mlruns/ land there, owned by you:
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/project" -w /project ai-image-detection-train
+# or against the shared MLflow server: add -e KEDRO_ENV=production -e MLFLOW_TRACKING_URI=https://...
 # Data, the MLflow store and credentials come in at run time (volumes, environment); none is baked in.
+# Without a mount it runs in /app (its own conf/, data/), as the unprivileged user below.
 
 # ---- build: the locked environment, without the dev tools ----
 FROM python:3.11.13-slim-bookworm AS build
@@ -20,14 +23,17 @@ ENV PATH="/app/.venv/bin:$PATH" \
     KEDRO_LOGGING_CONFIG=conf/base/logging.yml \
     DVC_NO_ANALYTICS=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
 RUN groupadd --system --gid 10001 trainer \
     && useradd --system --uid 10001 --gid trainer --home-dir /app --shell /usr/sbin/nologin trainer
 WORKDIR /app
 COPY --from=build --chown=trainer:trainer /app/.venv ./.venv
 COPY --chown=trainer:trainer pyproject.toml ./
 COPY --chown=trainer:trainer conf/base ./conf/base
-# The package itself is installed in the venv; Kedro only needs the source folder to exist.
-RUN mkdir -p conf/local data src && chown trainer:trainer conf/local data
+COPY --chown=trainer:trainer conf/production ./conf/production
+# The package itself is installed in the venv; Kedro only needs the source folder to exist. /app is
+# the user's: SQLite writes its journal next to mlflow.db, MLflow its artifacts to mlruns/.
+RUN mkdir -p conf/local data src && chown trainer:trainer /app conf/local data
 USER 10001:10001
 ENTRYPOINT ["kedro", "run"]

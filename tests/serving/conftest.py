@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -60,9 +61,11 @@ def served_model(detector_onnx: bytes) -> str:
 
 @pytest.fixture(scope="session")
 def service_module(served_model: str) -> ModuleType:
-    """The service module, imported once with the test settings."""
-    os.environ.update(SERVICE_ENV)
-    from ai_image_detection.serving import service  # noqa: PLC0415  reads its settings at import
+    """The service module, imported once with the test settings (set only while it imports)."""
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in SERVICE_ENV.items():
+            environment.setenv(name, value)
+        from ai_image_detection.serving import service  # noqa: PLC0415  reads its settings at import
 
     return service
 
@@ -93,16 +96,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``bentoml serve`` of the test model on a free loopback port; its URL."""
+@contextmanager
+def serving(target: str, log: Path) -> Iterator[str]:
+    """``bentoml serve TARGET`` (a service import path or a Bento tag) on a free loopback port.
+
+    Yields the URL once ``/readyz`` answers 200; stops the server afterwards.
+    """
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "bentoml.log"
     environment = {**os.environ, **SERVICE_ENV, "BENTOML_DO_NOT_TRACK": "True"}
     command = [
         str(Path(sys.executable).with_name("bentoml")),
         "serve",
-        "ai_image_detection.serving.service:Detector",
+        target,
         "--host",
         "127.0.0.1",
         "--port",
@@ -129,3 +134,12 @@ def live_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> 
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``bentoml serve`` of the service with the test model; its URL."""
+    with serving(
+        "ai_image_detection.serving.service:Detector", tmp_path_factory.mktemp("serve") / "log"
+    ) as url:
+        yield url

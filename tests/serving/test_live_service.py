@@ -14,7 +14,7 @@ from pathlib import Path
 import bentoml
 import httpx
 import pytest
-from conftest import SERVICE_ENV, encode, photo
+from conftest import SERVICE_ENV, encode, photo, serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -76,6 +76,7 @@ def test_bento_builds_offline_with_the_model_page_openapi_and_dockerfile(
         context / "ai_image_detection",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    shutil.copy(PROJECT_ROOT / "src" / ".bentoignore", context / ".bentoignore")
     environment = {**os.environ, **SERVICE_ENV, "BENTOML_DO_NOT_TRACK": "True"}
     subprocess.run(
         [
@@ -112,3 +113,10 @@ def test_bento_builds_offline_with_the_model_page_openapi_and_dockerfile(
     assert "apis/openapi.yaml" in names
     assert "USER" in dockerfile or "BENTO_USER" in dockerfile
     assert "onnxruntime==" in requirements and "tensorflow" not in requirements, "serving pins only"
+    assert not [name for name in names if "__pycache__" in name], ".bentoignore applies"
+
+    with serving(str(bento.tag), tmp_path / "bento.log") as url:  # the Bento alone carries the service
+        verdict = httpx.post(f"{url}/predict", files={"image": ("a.jpg", encode(photo(48, 48)))}, timeout=60)
+        assert verdict.status_code == 200, verdict.text
+        assert verdict.json()["model_version"] == "7"
+        assert httpx.get(f"{url}/ui/").status_code == 200

@@ -63,7 +63,8 @@ def import_champion(params: PackageParams) -> dict[str, Any]:
             f"no '{params.champion_alias}' in the MLflow registry for {params.registered_model_name!r} "
             f"(tracking URI {mlflow.get_tracking_uri()}): run `kedro run` (the export pipeline) first"
         ) from error
-    proto = mlflow.onnx.load_model(f"models:/{params.registered_model_name}@{params.champion_alias}")
+    # by version, not alias: the alias may move while this runs, and the metadata must match the bytes
+    proto = mlflow.onnx.load_model(f"models:/{params.registered_model_name}/{version.version}")
     data = proto.SerializeToString()
     digest = hashlib.sha256(data).hexdigest()
     contract = {prop.key: prop.value for prop in proto.metadata_props}
