@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pandas as pd
@@ -17,7 +15,6 @@ from ai_image_detection.pipelines.evaluation.nodes import (
     EvaluationParams,
     compare_candidates,
     evaluate_candidate,
-    make_submission,
     plot_candidate,
     predict,
 )
@@ -75,21 +72,10 @@ def test_report_has_thresholds_splits_robustness_and_cost(model: keras.Model, ma
     assert isinstance(plot_candidate(predictions, report, params()), Figure)
 
 
-def test_comparison_and_submission(model: keras.Model, manifest: pd.DataFrame) -> None:
+def test_comparison(model: keras.Model, manifest: pd.DataFrame) -> None:
     predictions = predict(model, manifest)
     report = evaluate_candidate(model, predictions, manifest, params())
     worse = {**report, "validation": {"at_threshold": {**report["validation"]["at_threshold"], "f1": -1.0}}}
     bars, scatter, table = compare_candidates(report, worse, names=["a", "b"])
     assert isinstance(bars, Figure) and isinstance(scatter, Figure)
     assert list(table["candidate"]) == ["a", "b"]
-
-    raw_dir = str(Path(manifest.loc[0, "path"]).parents[1])
-    ranking = table.iloc[::-1].reset_index(drop=True)  # the worse candidate first: the best is not row 0
-    submission = make_submission(raw_dir, ranking, predictions, predictions)
-    assert list(submission.columns) == ["id", "label"]
-    assert len(submission) == 8
-    assert submission["id"].str.startswith("test_data_v2/").all()
-    expected = (
-        predictions.loc[predictions["split"] == "test", "probability_ai"] >= report["threshold"]
-    ).astype(int)
-    assert list(submission["label"]) == list(expected)

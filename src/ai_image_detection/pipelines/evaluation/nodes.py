@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -218,24 +217,3 @@ def compare_candidates(*reports: dict[str, Any], names: list[str]) -> tuple[Figu
     scatter.suptitle("F1 against inference time and model size")
     scatter.tight_layout()
     return bars, scatter, table
-
-
-def make_submission(
-    raw_dir: str, candidate_comparison: pd.DataFrame, *predictions: pd.DataFrame
-) -> pd.DataFrame:
-    """Kaggle-style ``submission.csv`` (``id,label``) from the candidate with the best validation F1.
-
-    Args:
-        raw_dir: The raw data folder, to turn paths into the competition's ids.
-        candidate_comparison: Output of :func:`compare_candidates` (F1 and threshold per candidate).
-        predictions: One :func:`predict` output per candidate, in the table's order.
-
-    Returns:
-        One row per test image: ``id`` (its path inside the raw folder) and ``label`` (1 = AI).
-    """
-    best = int(candidate_comparison["f1"].to_numpy().argmax())
-    logger.info("submission from %s (best validation F1)", candidate_comparison["candidate"].iloc[best])
-    test = predictions[best][predictions[best]["split"] == "test"]
-    ids = [Path(path).relative_to(raw_dir).as_posix() for path in test["source_path"]]
-    labels = (test["probability_ai"] >= candidate_comparison["threshold"].iloc[best]).astype(int)
-    return pd.DataFrame({"id": ids, "label": labels.to_numpy()})

@@ -1,4 +1,4 @@
-"""The ``evaluation`` pipeline: a namespace per candidate, then the comparison and submission."""
+"""The ``evaluation`` pipeline: a namespace per candidate, then their comparison."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.evaluation.nodes import (
     compare_candidates,
     evaluate_candidate,
-    make_submission,
     plot_candidate,
     predict,
 )
@@ -16,7 +15,7 @@ from ai_image_detection.pipelines.training.pipeline import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Evaluate each trained candidate, compare them, and write the submission."""
+    """Evaluate each trained candidate and compare them."""
     names = candidate_names()
     per_candidate = sum((_candidate_pipeline(name) for name in names), start=Pipeline([]))
     return per_candidate + Pipeline(
@@ -26,13 +25,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 [f"{name}.evaluation_report" for name in names],
                 ["candidate_comparison_chart", "candidate_speed_size_chart", "candidate_comparison"],
                 name="compare_candidates_node",
-            ),
-            Node(
-                make_submission,
-                ["params:ingestion.raw_dir", "candidate_comparison"]
-                + [f"{name}.predictions" for name in names],
-                "submission",
-                name="make_submission_node",
             ),
         ]
     )

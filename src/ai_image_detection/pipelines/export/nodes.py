@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -160,6 +161,29 @@ def select_candidate(
         "onnx_ms_per_image": latency,
         "reason": reason,
     }
+
+
+def make_submission(
+    raw_dir: str, model_selection: dict[str, Any], *predictions: pd.DataFrame, names: list[str]
+) -> pd.DataFrame:
+    """Kaggle-style ``submission.csv`` (``id,label``) from the selected candidate, the one that ships.
+
+    Args:
+        raw_dir: The raw data folder, to turn paths into the competition's ids.
+        model_selection: Output of :func:`select_candidate` (the candidate and its threshold).
+        predictions: One evaluation ``predictions`` table per candidate, in the order of ``names``.
+        names: The candidates' names.
+
+    Returns:
+        One row per test image: ``id`` (its path inside the raw folder) and ``label`` (1 = AI).
+    """
+    chosen = model_selection["candidate"]
+    chosen_predictions = predictions[names.index(chosen)]
+    test = chosen_predictions[chosen_predictions["split"] == "test"]
+    logger.info("submission: %d test images scored by %s (the selected model)", len(test), chosen)
+    ids = [Path(path).relative_to(raw_dir).as_posix() for path in test["source_path"]]
+    labels = (test["probability_ai"] >= model_selection["threshold"]).astype(int)
+    return pd.DataFrame({"id": ids, "label": labels.to_numpy()})
 
 
 def pick_detector(selection: dict[str, Any], candidate_onnx: dict[str, bytes]) -> bytes:

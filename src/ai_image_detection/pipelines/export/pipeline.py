@@ -7,6 +7,7 @@ from kedro.pipeline import Node, Pipeline
 from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.export.nodes import (
     export_candidates,
+    make_submission,
     measure_onnx_latency,
     pick_detector,
     quantize_detector,
@@ -19,7 +20,7 @@ from ai_image_detection.pipelines.training.pipeline import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Export every candidate, select by ONNX latency and F1, check parity, quantise, register, describe."""
+    """Export every candidate, select one (ONNX latency, F1), submit with it, check, quantise, register it."""
     names = candidate_names()
     models = [f"{name}.trained_model" for name in names]
 
@@ -42,6 +43,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 ["params:export", "candidate_comparison", "onnx_latency"],
                 "model_selection",
                 name="select_candidate_node",
+            ),
+            Node(
+                bind(make_submission, names=names),
+                ["params:ingestion.raw_dir", "model_selection", *[f"{name}.predictions" for name in names]],
+                "submission",
+                name="make_submission_node",
             ),
             Node(
                 pick_detector,
