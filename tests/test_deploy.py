@@ -29,7 +29,8 @@ What moto 5.2's CloudFormation does not do, and how these tests get around it:
   reuse (``UsePreviousValue``) only parameters given at creation, so the tests give ``LatestAmiId``.
 * ``ssm.send_command`` without ``Targets`` adds every instance of the account to the command, and
   every invocation succeeds at once; the tests record the request that ``deploy.py`` sends, and the
-  failure path runs against botocore's ``Stubber``.
+  failure paths (a command that SSM ends part way, the rollback of the fleet) run against botocore's
+  ``Stubber``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ ECR_PUSH_ACTIONS = {
     "ecr:CompleteLayerUpload",
     "ecr:PutImage",
 }
+# What the SSM agent needs for Run Command and Session Manager, from AWS's AmazonSSMManagedInstanceCore
+# (v2): registration and heartbeat, the ec2messages and the ssmmessages channels.
+SSM_AGENT_ACTIONS = {
+    "ssm:UpdateInstanceInformation",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+}
+TAG_PARAMETER_ARN = (
+    "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/${ProjectName}/image-tag"
+)
 
 
 # ================================================================ the template as CloudFormation reads it
@@ -209,17 +228,40 @@ def test_release_role_sends_commands_only_with_the_shell_document_to_project_ins
         "ecr:GetAuthorizationToken",
         "ssm:GetCommandInvocation",
         "ssm:ListCommandInvocations",
+        "ssm:ListCommands",  # wait_for_command reads whether SSM has ended the command
         "ec2:DescribeInstances",
     }
+    (tag,) = [s for s in _statements(policy) if "ssm:PutParameter" in _as_list(s["Action"])]
+    assert set(tag["Action"]) == {"ssm:GetParameter", "ssm:PutParameter"}  # read before, write after
+    assert tag["Resource"] == {"Fn::Sub": TAG_PARAMETER_ARN}
 
 
 def test_instance_role_is_least_privilege(template: dict[str, Any]) -> None:
     properties = template["Resources"]["InstanceRole"]["Properties"]
-    assert properties["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
-    ]
+    assert "ManagedPolicyArns" not in properties  # AmazonSSMManagedInstanceCore reads every parameter
     (policy,) = properties["Policies"]
-    by_sid = {s["Sid"]: s for s in _statements(policy)}
+    statements = _statements(policy)
+    assert all(s["Effect"] == "Allow" for s in statements)
+    actions = {a for s in statements for a in _as_list(s["Action"])}
+    ssm_actions = {a for a in actions if a.split(":")[0] in {"ssm", "ec2messages", "ssmmessages"}}
+    assert ssm_actions == SSM_AGENT_ACTIONS | {"ssm:GetParameter"}
+    assert not any("*" in action for action in actions)
+
+    # parameters: only the released tag, which the user data reads at boot
+    (read_tag,) = [s for s in statements if "ssm:GetParameter" in _as_list(s["Action"])]
+    assert read_tag["Action"] == "ssm:GetParameter"
+    assert read_tag["Resource"] == {"Fn::Sub": TAG_PARAMETER_ARN}
+    assert "TAG_PARAMETER=${ReleasedImageTag}" in _user_data(template)
+
+    # "*" only where the actions have no resource-level permissions
+    wildcard = {a for s in statements if s["Resource"] == "*" for a in _as_list(s["Action"])}
+    assert wildcard == (SSM_AGENT_ACTIONS - {"ssm:UpdateInstanceInformation"}) | {"ecr:GetAuthorizationToken"}
+    (heartbeat,) = [s for s in statements if "ssm:UpdateInstanceInformation" in _as_list(s["Action"])]
+    assert heartbeat["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"
+    }
+
+    by_sid = {s["Sid"]: s for s in statements}
     assert by_sid["EcrPullThisRepository"]["Resource"] == {"Fn::GetAtt": ["Repository", "Arn"]}
     assert not {"ecr:PutImage", "ecr:InitiateLayerUpload"} & set(by_sid["EcrPullThisRepository"]["Action"])
     assert by_sid["ReadModels"]["Action"] == "s3:GetObject"
@@ -227,6 +269,13 @@ def test_instance_role_is_least_privilege(template: dict[str, Any]) -> None:
     assert by_sid["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["models/", "models/*"]}}
     s3_actions = {a for s in _statements(policy) for a in _as_list(s["Action"]) if a.startswith("s3:")}
     assert s3_actions == {"s3:GetObject", "s3:ListBucket"}
+
+
+def test_every_wildcard_resource_says_why() -> None:
+    lines = [line for line in TEMPLATE.read_text().splitlines() if re.match(r'\s*Resource: "\*"', line)]
+    assert lines
+    for line in lines:
+        assert re.fullmatch(r'\s*Resource: "\*"  # .*resource-level permissions.*', line), line
 
 
 def test_launch_template_requires_imdsv2_and_encrypts_gp3_root(template: dict[str, Any]) -> None:
@@ -543,47 +592,251 @@ def test_stack_after_failed_creation_is_a_clear_error() -> None:
             deploy.deploy_stack(cfn, STACK, TEMPLATE.read_text(), {})
 
 
+def _describe_instances(*instance_ids: str) -> dict[str, Any]:
+    return {"Reservations": [{"Instances": [{"InstanceId": i} for i in instance_ids]}]}
+
+
+def _released_tag(value: str) -> dict[str, Any]:
+    return {"Parameter": {"Name": f"/{PROJECT}/image-tag", "Type": "String", "Value": value}}
+
+
+def _send_command_params(
+    instance_ids: list[str], tag: str, instance_timeout_s: int, comment: str | None = None
+) -> dict[str, Any]:
+    """The send_command request ``deploy.py`` must make (checked by the Stubber)."""
+    return {
+        "InstanceIds": instance_ids,
+        "DocumentName": "AWS-RunShellScript",
+        "Comment": comment or f"roll out image tag {tag}",
+        "Parameters": {
+            "commands": [f"/usr/local/bin/ai-image-detection-rollout {tag}"],
+            "executionTimeout": [str(instance_timeout_s)],  # per instance
+        },
+        # instances run one after another: each may wait for all before it
+        "TimeoutSeconds": len(instance_ids) * instance_timeout_s + deploy.DEADLINE_MARGIN_S,
+        "MaxConcurrency": "1",
+        "MaxErrors": "0",
+    }
+
+
+def _invocation_response(
+    command_id: str, instance_id: str, status: str, stdout: str = "", stderr: str = ""
+) -> dict[str, Any]:
+    return {
+        "CommandId": command_id,
+        "InstanceId": instance_id,
+        "Status": status,
+        "StandardOutputContent": stdout,
+        "StandardErrorContent": stderr,
+    }
+
+
+def _command_response(command_id: str, status: str) -> dict[str, Any]:
+    return {"Commands": [{"CommandId": command_id, "Status": status}]}
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"no poll should wait here (asked to sleep {seconds} s)")
+
+
+def test_rollout_deadline_grows_with_the_instances() -> None:
+    assert deploy.rollout_deadline_s(1, 600) == 600 + deploy.DEADLINE_MARGIN_S
+    assert deploy.rollout_deadline_s(3, 600) == 1800 + deploy.DEADLINE_MARGIN_S
+    assert deploy.DEFAULT_INSTANCE_TIMEOUT_S == 600
+
+
+@pytest.mark.parametrize("instance_timeout_s", [0, 29, 172_801])
+def test_rollout_rejects_an_instance_timeout_before_touching_aws(instance_timeout_s: int) -> None:
+    ec2, ssm = _offline_client("ec2"), _offline_client("ssm")
+    with Stubber(ec2), Stubber(ssm):  # no responses: any call would raise
+        with pytest.raises(deploy.DeployError, match=rf"invalid instance timeout {instance_timeout_s} s"):
+            deploy.rollout(ec2, ssm, PROJECT, "v2", instance_timeout_s=instance_timeout_s)
+
+
+def test_released_tag_is_read_as_a_tag_or_none() -> None:
+    ssm = _offline_client("ssm")
+    name = {"Name": f"/{PROJECT}/image-tag"}
+    with Stubber(ssm) as stub:
+        stub.add_response("get_parameter", _released_tag("v1"), name)
+        stub.add_response("get_parameter", _released_tag("none"), name)
+        stub.add_client_error("get_parameter", service_error_code="ParameterNotFound", expected_params=name)
+        stub.add_response("get_parameter", _released_tag("v1; rm -rf /"), name)
+        assert deploy.read_released_tag(ssm, PROJECT) == "v1"
+        assert deploy.read_released_tag(ssm, PROJECT) is None
+        assert deploy.read_released_tag(ssm, PROJECT) is None
+        with pytest.raises(deploy.DeployError, match="holds 'v1; rm -rf /', which is neither an image tag"):
+            deploy.read_released_tag(ssm, PROJECT)
+        stub.assert_no_pending_responses()
+
+
 def test_failed_rollout_reports_the_instance_output_and_keeps_the_released_tag() -> None:
     ec2, ssm = _offline_client("ec2"), _offline_client("ssm")
-    instance = {"Reservations": [{"Instances": [{"InstanceId": "i-0123456789abcdef0"}]}]}
-    invocation = {"CommandId": COMMAND_ID, "InstanceId": "i-0123456789abcdef0"}
     with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
-        ec2_stub.add_response("describe_instances", instance)
+        ec2_stub.add_response("describe_instances", _describe_instances("i-0123456789abcdef0"))
+        ssm_stub.add_response("get_parameter", _released_tag("v1"), {"Name": f"/{PROJECT}/image-tag"})
         ssm_stub.add_response(
             "send_command",
             {"Command": {"CommandId": COMMAND_ID}},
-            {
-                "InstanceIds": ["i-0123456789abcdef0"],
-                "DocumentName": "AWS-RunShellScript",
-                "Comment": "roll out image tag v2",
-                "Parameters": {
-                    "commands": ["/usr/local/bin/ai-image-detection-rollout v2"],
-                    "executionTimeout": ["600"],
-                },
-                "TimeoutSeconds": 600,
-                "MaxConcurrency": "1",
-                "MaxErrors": "0",
-            },
+            _send_command_params(["i-0123456789abcdef0"], "v2", 600),
         )
         ssm_stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
-        ssm_stub.add_response("get_command_invocation", {**invocation, "Status": "InProgress"})
+        ssm_stub.add_response("list_commands", _command_response(COMMAND_ID, "Pending"))
+        ssm_stub.add_response(
+            "get_command_invocation", _invocation_response(COMMAND_ID, "i-0123456789abcdef0", "InProgress")
+        )
+        ssm_stub.add_response("list_commands", _command_response(COMMAND_ID, "InProgress"))
         ssm_stub.add_response(
             "get_command_invocation",
-            {
-                **invocation,
-                "Status": "Failed",
-                "StandardOutputContent": "",
-                "StandardErrorContent": "v2 was not ready within 180 s\nrolling back to v1\n",
-            },
+            _invocation_response(
+                COMMAND_ID,
+                "i-0123456789abcdef0",
+                "Failed",
+                stderr="v2 was not ready within 180 s\nrolling back to v1\n",
+            ),
         )
         # no put_parameter response is stubbed: recording the tag after a failure would raise here
         with pytest.raises(deploy.DeployError) as raised:
-            deploy.rollout(ec2, ssm, PROJECT, "v2", timeout_s=600, poll_interval_s=0)
+            deploy.rollout(ec2, ssm, PROJECT, "v2", instance_timeout_s=600, poll_interval_s=0)
         ssm_stub.assert_no_pending_responses()
     message = str(raised.value)
     assert "rollout of v2 failed on 1 of 1 instance(s)" in message
     assert "i-0123456789abcdef0: Failed" in message
     assert "rolling back to v1" in message
+    assert "rollback: no instance had switched to v2: nothing to roll back" in message
+    assert f"the released tag in /{PROJECT}/image-tag stays v1" in message
+
+
+ROLLBACK_ID = "0b7e6a52-3c1d-4f7e-8d6a-51c0f2a4b9d3"
+
+
+def _stub_partial_rollout(ssm_stub: Stubber, released: str) -> None:
+    """i-1 takes v2, i-2 fails, SSM ends the command (MaxErrors=0): i-3 never gets an invocation."""
+    ssm_stub.add_response("get_parameter", _released_tag(released), {"Name": f"/{PROJECT}/image-tag"})
+    ssm_stub.add_response(
+        "send_command",
+        {"Command": {"CommandId": COMMAND_ID}},
+        _send_command_params(["i-1", "i-2", "i-3"], "v2", 600),
+    )
+    ssm_stub.add_response(
+        "get_command_invocation", _invocation_response(COMMAND_ID, "i-1", "Success", "ready on v2\n")
+    )
+    ssm_stub.add_response(
+        "get_command_invocation",
+        _invocation_response(COMMAND_ID, "i-2", "Failed", stderr="v2 was not ready within 180 s\n"),
+    )
+    ssm_stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
+    ssm_stub.add_response("list_commands", _command_response(COMMAND_ID, "Failed"), {"CommandId": COMMAND_ID})
+    ssm_stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
+
+
+def test_partly_failed_rollout_rolls_the_switched_instances_back(caplog: pytest.LogCaptureFixture) -> None:
+    ec2, ssm = _offline_client("ec2"), _offline_client("ssm")
+    with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
+        ec2_stub.add_response("describe_instances", _describe_instances("i-2", "i-1", "i-3"))
+        _stub_partial_rollout(ssm_stub, released="v1")
+        # only i-1 had switched to v2: it alone gets the released tag again
+        ssm_stub.add_response(
+            "send_command",
+            {"Command": {"CommandId": ROLLBACK_ID}},
+            _send_command_params(["i-1"], "v1", 600, comment="roll back to image tag v1 after v2 failed"),
+        )
+        ssm_stub.add_response(
+            "get_command_invocation", _invocation_response(ROLLBACK_ID, "i-1", "Success", "ready on v1\n")
+        )
+        # no put_parameter response is stubbed: the released tag must stay v1
+        with (
+            caplog.at_level(logging.INFO, logger="ai_image_detection.deploy"),
+            pytest.raises(deploy.DeployError) as raised,
+        ):
+            deploy.rollout(ec2, ssm, PROJECT, "v2", instance_timeout_s=600, poll_interval_s=0)
+        ssm_stub.assert_no_pending_responses()
+    message = str(raised.value)
+    assert "rollout of v2 failed on 2 of 3 instance(s)" in message
+    assert "--- i-2: Failed\nv2 was not ready within 180 s" in message
+    assert "--- i-3: NotRun\nSSM ended command" in message
+    assert "(Failed) before it ran here (invocation: never created)" in message
+    assert "--- i-1" not in message
+    assert "rollback: rolled back ['i-1'] to v1" in message
+    assert f"the released tag in /{PROJECT}/image-tag stays v1" in message
+    assert "Rolling i-1 back to v1" in caplog.text
+    assert "rolled back ['i-1'] to v1" in caplog.text
+
+
+def test_failed_rollback_is_reported_with_the_failure() -> None:
+    ec2, ssm = _offline_client("ec2"), _offline_client("ssm")
+    with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
+        ec2_stub.add_response("describe_instances", _describe_instances("i-1", "i-2", "i-3"))
+        _stub_partial_rollout(ssm_stub, released="v1")
+        ssm_stub.add_response(
+            "send_command",
+            {"Command": {"CommandId": ROLLBACK_ID}},
+            _send_command_params(["i-1"], "v1", 600, comment="roll back to image tag v1 after v2 failed"),
+        )
+        ssm_stub.add_response(
+            "get_command_invocation",
+            _invocation_response(ROLLBACK_ID, "i-1", "Failed", stderr="cannot pull v1; unchanged\n"),
+        )
+        with pytest.raises(deploy.DeployError) as raised:
+            deploy.rollout(ec2, ssm, PROJECT, "v2", instance_timeout_s=600, poll_interval_s=0)
+        ssm_stub.assert_no_pending_responses()
+    message = str(raised.value)
+    assert "rollout of v2 failed on 2 of 3 instance(s)" in message
+    assert (
+        "rollback: rollback to v1 failed on 1 of 1 instance(s):\n--- i-1: Failed\ncannot pull v1" in message
+    )
+    assert "stays v1" in message
+
+
+def test_failed_first_release_has_nothing_to_roll_back_to() -> None:
+    ec2, ssm = _offline_client("ec2"), _offline_client("ssm")
+    with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
+        ec2_stub.add_response("describe_instances", _describe_instances("i-1", "i-2", "i-3"))
+        _stub_partial_rollout(ssm_stub, released="none")  # then no send_command: nothing to roll back to
+        with pytest.raises(deploy.DeployError) as raised:
+            deploy.rollout(ec2, ssm, PROJECT, "v2", instance_timeout_s=600, poll_interval_s=0)
+        ssm_stub.assert_no_pending_responses()
+    message = str(raised.value)
+    assert "rollback: no previous release to roll back to: ['i-1'] stay on v2" in message
+    assert "stays none" in message
+
+
+def test_wait_for_command_stops_when_ssm_has_ended_the_command() -> None:
+    ssm = _offline_client("ssm")
+    with Stubber(ssm) as stub:
+        stub.add_response("get_command_invocation", _invocation_response(COMMAND_ID, "i-1", "Success"))
+        stub.add_response("get_command_invocation", _invocation_response(COMMAND_ID, "i-2", "Failed"))
+        stub.add_response("get_command_invocation", _invocation_response(COMMAND_ID, "i-3", "Pending"))
+        stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
+        stub.add_response("list_commands", _command_response(COMMAND_ID, "Failed"), {"CommandId": COMMAND_ID})
+        # the second read finds i-3 cancelled (a final status) and i-4 still without an invocation
+        stub.add_response("get_command_invocation", _invocation_response(COMMAND_ID, "i-3", "Cancelled"))
+        stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
+        invocations = deploy.wait_for_command(
+            ssm, COMMAND_ID, ["i-1", "i-2", "i-3", "i-4"], timeout_s=60, sleep=_no_sleep
+        )
+        stub.assert_no_pending_responses()
+    assert [(i.instance_id, i.status) for i in invocations] == [
+        ("i-1", "Success"),
+        ("i-2", "Failed"),
+        ("i-3", "Cancelled"),
+        ("i-4", deploy.NOT_RUN_STATUS),
+    ]
+    assert [i.succeeded for i in invocations] == [True, False, False, False]
+    assert "invocation: never created" in invocations[3].stderr
+
+
+def test_wait_for_command_reports_a_pending_invocation_of_an_ended_command_as_not_run() -> None:
+    ssm = _offline_client("ssm")
+    with Stubber(ssm) as stub:
+        pending = _invocation_response(COMMAND_ID, "i-1", "Pending")
+        stub.add_response("get_command_invocation", pending)
+        stub.add_response("list_commands", _command_response(COMMAND_ID, "TimedOut"))
+        stub.add_response("get_command_invocation", pending)  # read again after the command's status
+        (invocation,) = deploy.wait_for_command(ssm, COMMAND_ID, ["i-1"], timeout_s=60, sleep=_no_sleep)
+        stub.assert_no_pending_responses()
+    assert invocation.status == deploy.NOT_RUN_STATUS
+    assert not invocation.succeeded
+    assert "(TimedOut) before it ran here (invocation: Pending)" in invocation.stderr
 
 
 def test_wait_for_command_times_out() -> None:
@@ -591,10 +844,8 @@ def test_wait_for_command_times_out() -> None:
     now = [0.0]
     with Stubber(ssm) as stub:
         for _ in range(3):
-            stub.add_response(
-                "get_command_invocation",
-                {"CommandId": COMMAND_ID, "InstanceId": "i-1", "Status": "InProgress"},
-            )
+            stub.add_response("get_command_invocation", _invocation_response(COMMAND_ID, "i-1", "InProgress"))
+            stub.add_response("list_commands", _command_response(COMMAND_ID, "InProgress"))
 
         def sleep(seconds: float) -> None:
             now[0] += seconds
@@ -603,6 +854,26 @@ def test_wait_for_command_times_out() -> None:
             deploy.wait_for_command(
                 ssm, COMMAND_ID, ["i-1"], timeout_s=10, poll_interval_s=5, sleep=sleep, clock=lambda: now[0]
             )
+        stub.assert_no_pending_responses()
+
+
+def test_rollout_command_line_passes_the_instance_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def fake_rollout(ec2: Any, ssm: Any, project: str, tag: str, **kwargs: Any) -> list[Any]:
+        calls.append((project, tag, kwargs))
+        return []
+
+    monkeypatch.setattr(deploy, "make_client", lambda service, region, endpoint_url=None: service)
+    monkeypatch.setattr(deploy, "rollout", fake_rollout)
+    assert deploy.main(["--region", REGION, "rollout", "--tag", "v3", "--instance-timeout", "900"]) == 0
+    assert deploy.main(["--region", REGION, "rollout", "--tag", "v3", "--project", "p"]) == 0
+    assert calls == [
+        (PROJECT, "v3", {"instance_timeout_s": 900}),
+        ("p", "v3", {"instance_timeout_s": deploy.DEFAULT_INSTANCE_TIMEOUT_S}),
+    ]
+    with pytest.raises(SystemExit):
+        deploy.main(["rollout", "--tag", "v3", "--timeout", "900"])  # renamed: a clear usage error
 
 
 # ================================================================ deploy.py against a real moto server
@@ -811,7 +1082,11 @@ def test_stack_creates_the_resources_of_the_template(
     )
     ecr_pull = [s for s in instance_policy["Statement"] if s["Sid"] == "EcrPullThisRepository"]
     assert [s["Resource"] for s in ecr_pull] == [REPOSITORY_ARN]
-    # (moto ignores ManagedPolicyArns; AmazonSSMManagedInstanceCore is checked in the template)
+    read_tag = [s for s in instance_policy["Statement"] if "ssm:GetParameter" in _as_list(s["Action"])]
+    assert [s["Resource"] for s in read_tag] == [
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{PROJECT}/image-tag"
+    ]
+    assert iam.list_attached_role_policies(RoleName=profile_role["RoleName"])["AttachedPolicies"] == []
 
     # security group: HTTP and HTTPS from AllowedCidr, nothing else (no SSH)
     (group_id,) = [group["GroupId"] for group in instance["SecurityGroups"]]
@@ -875,13 +1150,15 @@ def test_rollout_sends_the_rollout_command_to_the_tagged_instance(
 
     monkeypatch.setattr(deploy, "make_client", recording_client)
 
-    assert deploy.main(["rollout", "--tag", "v1.2.0", "--project", PROJECT]) == 0
+    assert deploy.main(["rollout", "--tag", "v1.2.0", "--project", PROJECT, "--instance-timeout", "300"]) == 0
 
     (request,) = sent
     assert request["InstanceIds"] == [outputs["InstanceId"]]
     assert other not in request["InstanceIds"]
     assert request["DocumentName"] == "AWS-RunShellScript"
     assert request["Parameters"]["commands"] == ["/usr/local/bin/ai-image-detection-rollout v1.2.0"]
+    assert request["Parameters"]["executionTimeout"] == ["300"]
+    assert request["TimeoutSeconds"] == 300 + deploy.DEADLINE_MARGIN_S
     assert (request["MaxConcurrency"], request["MaxErrors"]) == ("1", "0")
     ssm = aws("ssm")
     (command,) = ssm.list_commands()["Commands"]

@@ -6,14 +6,16 @@ instance tagged ``Project=<project>``, one at a time through SSM Run Command, to
 ``/usr/local/bin/ai-image-detection-rollout TAG`` (installed by the instances' user data), which
 pulls the image, swaps the container, waits for ``/readyz`` and rolls back on failure. When every
 instance is ready on the new tag, the tag is stored in the SSM parameter ``/<project>/image-tag``
-so that instances launched later start it too.
+so that instances launched later start it too. When the rollout fails on one instance, SSM stops
+there, and the instances that had already switched are rolled back to the released tag read from
+that parameter, so that the fleet runs one release.
 
 Command line::
 
     python -m ai_image_detection.deploy stack --stack-name ai-image-detection \
         --param GitHubOrg=acme --param GitHubRepo=detector \
         --param VpcId=vpc-0123 --param SubnetIds=subnet-0aaa,subnet-0bbb
-    python -m ai_image_detection.deploy rollout --tag 1.4.0
+    python -m ai_image_detection.deploy rollout --tag 1.4.0 --instance-timeout 600
 
 Both use boto3's usual credential chain. ``--endpoint-url`` (default: the ``AWS_ENDPOINT_URL``
 environment variable) points them at an emulator such as a local moto server; ``--region``
@@ -61,10 +63,22 @@ TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 NO_RELEASE_TAG = "none"
 """Value of the released-tag parameter before the first release (see the template)."""
 TERMINAL_COMMAND_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut"})
+"""Final statuses of an SSM command and of its invocations."""
+NOT_RUN_STATUS = "NotRun"
+"""Status given to an instance that has no finished invocation when SSM has ended the command
+(with ``MaxErrors=0`` SSM stops at the first failure, before the remaining instances)."""
+
+DEFAULT_INSTANCE_TIMEOUT_S = 600
+"""Time the rollout script may run on one instance: pull, start, ``/readyz``, and perhaps its own
+rollback (twice ``ReadyTimeoutSeconds``, 180 s by default)."""
+MIN_INSTANCE_TIMEOUT_S = 30
+MAX_INSTANCE_TIMEOUT_S = 172_800
+"""The largest ``executionTimeout`` that ``AWS-RunShellScript`` accepts (48 hours)."""
+DEADLINE_MARGIN_S = 300
+"""Added to the instances' total time for SSM's delivery to each instance and for the polling."""
 
 _WAITER_DELAY_S = 15
 _WAITER_MAX_ATTEMPTS = 240  # one hour
-_ROLLOUT_TIMEOUT_S = 1200
 _POLL_INTERVAL_S = 5.0
 _OUTPUT_TAIL_CHARS = 4000
 _FAILED_EVENTS_SHOWN = 10
@@ -469,17 +483,93 @@ def find_instances(ec2: BaseClient, project: str) -> list[str]:
     return sorted(instance_ids)
 
 
-def send_rollout(ssm: BaseClient, instance_ids: Sequence[str], tag: str, *, timeout_s: int) -> str:
+def validate_instance_timeout(instance_timeout_s: int) -> int:
+    """Check the time allowed to the rollout script on one instance.
+
+    Args:
+        instance_timeout_s: Seconds, used as the script's ``executionTimeout``.
+
+    Returns:
+        The value, unchanged.
+
+    Raises:
+        DeployError: If it is outside what ``AWS-RunShellScript`` accepts or too short for a rollout.
+    """
+    if not MIN_INSTANCE_TIMEOUT_S <= instance_timeout_s <= MAX_INSTANCE_TIMEOUT_S:
+        raise DeployError(
+            f"invalid instance timeout {instance_timeout_s} s: expected {MIN_INSTANCE_TIMEOUT_S} to "
+            f"{MAX_INSTANCE_TIMEOUT_S} s, enough for the image pull plus twice ReadyTimeoutSeconds"
+        )
+    return instance_timeout_s
+
+
+def rollout_deadline_s(instance_count: int, instance_timeout_s: int) -> int:
+    """Time allowed to a rollout on all instances, which run one after another.
+
+    Args:
+        instance_count: Number of instances the command is sent to.
+        instance_timeout_s: Time allowed on one instance.
+
+    Returns:
+        ``instance_count * instance_timeout_s + DEADLINE_MARGIN_S``.
+    """
+    return instance_count * instance_timeout_s + DEADLINE_MARGIN_S
+
+
+def read_released_tag(ssm: BaseClient, project: str) -> str | None:
+    """The released tag, to roll back to when a rollout fails part way.
+
+    Args:
+        ssm: An SSM client.
+        project: The project name.
+
+    Returns:
+        The tag in ``/<project>/image-tag``, or ``None`` before the first release (value ``none``) or
+        when the parameter does not exist.
+
+    Raises:
+        DeployError: If the parameter holds something that is not an image tag.
+    """
+    name = released_tag_parameter(project)
+    try:
+        value: str = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ParameterNotFound":
+            raise
+        logger.warning("Parameter %s does not exist: no released tag to roll back to", name)
+        return None
+    if value == NO_RELEASE_TAG:
+        logger.info("No release yet (%s is %r)", name, NO_RELEASE_TAG)
+        return None
+    if not TAG_PATTERN.fullmatch(value):
+        raise DeployError(
+            f"parameter {name} holds {value!r}, which is neither an image tag nor {NO_RELEASE_TAG!r}"
+        )
+    logger.info("Released tag: %s (%s)", value, name)
+    return value
+
+
+def send_rollout(
+    ssm: BaseClient,
+    instance_ids: Sequence[str],
+    tag: str,
+    *,
+    instance_timeout_s: int,
+    comment: str | None = None,
+) -> str:
     """Ask the instances, one at a time, to run the rollout script for a tag.
 
-    ``MaxConcurrency=1`` makes it a rolling update; ``MaxErrors=0`` stops at the first failure
-    (that instance has rolled back by itself), so the others keep the previous release.
+    ``MaxConcurrency=1`` makes it a rolling update; ``MaxErrors=0`` stops at the first failure (that
+    instance has rolled back by itself, the ones after it are not started). ``executionTimeout``
+    bounds the script on each instance; SSM's ``TimeoutSeconds`` (how long an instance may wait
+    for its turn) covers all of them, see `rollout_deadline_s`.
 
     Args:
         ssm: An SSM client.
         instance_ids: The instances.
         tag: The image tag to roll out.
-        timeout_s: Execution timeout of the script on one instance.
+        instance_timeout_s: Execution timeout of the script on one instance.
+        comment: The command's comment in SSM; ``roll out image tag TAG`` by default.
 
     Returns:
         The SSM command id.
@@ -492,9 +582,9 @@ def send_rollout(ssm: BaseClient, instance_ids: Sequence[str], tag: str, *, time
         response = ssm.send_command(
             InstanceIds=list(instance_ids),
             DocumentName=RUN_SHELL_SCRIPT,
-            Comment=f"roll out image tag {tag}"[:100],
-            Parameters={"commands": [command], "executionTimeout": [str(timeout_s)]},
-            TimeoutSeconds=max(30, timeout_s),
+            Comment=(comment or f"roll out image tag {tag}")[:100],
+            Parameters={"commands": [command], "executionTimeout": [str(instance_timeout_s)]},
+            TimeoutSeconds=rollout_deadline_s(len(instance_ids), instance_timeout_s),
             MaxConcurrency="1",
             MaxErrors="0",
         )
@@ -513,7 +603,7 @@ def _invocation(ssm: BaseClient, command_id: str, instance_id: str) -> Invocatio
         response = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "InvocationDoesNotExist":
-            return None  # SSM has not created the invocation yet
+            return None  # SSM has not created the invocation (yet, or ever: see wait_for_command)
         raise
     return Invocation(
         instance_id=instance_id,
@@ -521,6 +611,38 @@ def _invocation(ssm: BaseClient, command_id: str, instance_id: str) -> Invocatio
         stdout=response.get("StandardOutputContent", "")[-_OUTPUT_TAIL_CHARS:],
         stderr=response.get("StandardErrorContent", "")[-_OUTPUT_TAIL_CHARS:],
     )
+
+
+def _poll_invocations(
+    ssm: BaseClient, command_id: str, instance_ids: Sequence[str], finished: dict[str, Invocation]
+) -> dict[str, str | None]:
+    """Add the newly finished invocations to ``finished``; return the others' statuses (None: none yet)."""
+    pending: dict[str, str | None] = {}
+    for instance_id in instance_ids:
+        if instance_id in finished:
+            continue
+        invocation = _invocation(ssm, command_id, instance_id)
+        if invocation is not None and invocation.status in TERMINAL_COMMAND_STATUSES:
+            finished[instance_id] = invocation
+            logger.info("Command %s on %s: %s", command_id, instance_id, invocation.status)
+        else:
+            pending[instance_id] = None if invocation is None else invocation.status
+    return pending
+
+
+def command_status(ssm: BaseClient, command_id: str) -> str | None:
+    """The status of the command as a whole.
+
+    Args:
+        ssm: An SSM client.
+        command_id: The command.
+
+    Returns:
+        ``Pending``, ``InProgress``, ``Success``, ``Failed``, ``Cancelled``, ``TimedOut``, ... or
+        ``None`` while SSM does not list the command yet.
+    """
+    commands = ssm.list_commands(CommandId=command_id)["Commands"]
+    return str(commands[0]["Status"]) if commands else None
 
 
 def wait_for_command(
@@ -533,39 +655,159 @@ def wait_for_command(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Invocation]:
-    """Poll ``get_command_invocation`` until the command has finished on every instance.
+    """Poll the command's invocations until each has finished or SSM has ended the command.
+
+    With ``MaxErrors=0`` SSM ends the command after the first failed instance: the instances after
+    it get a ``Cancelled`` invocation or none at all. So while some invocation is unfinished, the
+    command's own status is read too; once it is final, an instance without a finished invocation
+    is reported with status `NOT_RUN_STATUS` (never as a success).
 
     Args:
         ssm: An SSM client.
         command_id: The command.
         instance_ids: The instances it was sent to.
-        timeout_s: Give up after this many seconds.
+        timeout_s: Give up after this many seconds (all instances together).
         poll_interval_s: Seconds between polls.
         sleep: Sleeps between polls (replaceable in tests).
         clock: Monotonic clock (replaceable in tests).
 
     Returns:
-        The finished invocations, in the order of ``instance_ids``.
+        One invocation per instance, in the order of ``instance_ids``.
 
     Raises:
-        DeployError: If some invocation has not finished within ``timeout_s``.
+        DeployError: If the command is still running on some instance after ``timeout_s``.
     """
     deadline = clock() + timeout_s
     finished: dict[str, Invocation] = {}
     while True:
-        for instance_id in instance_ids:
-            if instance_id in finished:
-                continue
-            invocation = _invocation(ssm, command_id, instance_id)
-            if invocation is not None and invocation.status in TERMINAL_COMMAND_STATUSES:
-                finished[instance_id] = invocation
-                logger.info("Rollout on %s: %s", instance_id, invocation.status)
-        if len(finished) == len(instance_ids):
+        pending = _poll_invocations(ssm, command_id, instance_ids, finished)
+        if pending:
+            status = command_status(ssm, command_id)
+            if status in TERMINAL_COMMAND_STATUSES:
+                # read once more: an invocation may have finished between the two reads above
+                pending = _poll_invocations(ssm, command_id, list(pending), finished)
+                for instance_id, invocation_status in pending.items():
+                    reason = (
+                        f"SSM ended command {command_id} ({status}) before it ran here "
+                        f"(invocation: {invocation_status or 'never created'})"
+                    )
+                    finished[instance_id] = Invocation(instance_id, NOT_RUN_STATUS, stderr=reason)
+                    logger.warning("Command %s on %s: not run, %s", command_id, instance_id, reason)
+                pending = {}
+        if not pending:
             return [finished[instance_id] for instance_id in instance_ids]
         if clock() >= deadline:
-            pending = [instance_id for instance_id in instance_ids if instance_id not in finished]
-            raise DeployError(f"command {command_id} still running on {pending} after {timeout_s:.0f} s")
+            raise DeployError(
+                f"command {command_id} still running on {list(pending)} after {timeout_s:.0f} s"
+            )
         sleep(poll_interval_s)
+
+
+def run_rollout(
+    ssm: BaseClient,
+    instance_ids: Sequence[str],
+    tag: str,
+    *,
+    instance_timeout_s: int,
+    poll_interval_s: float = _POLL_INTERVAL_S,
+    comment: str | None = None,
+) -> list[Invocation]:
+    """Send the rollout of a tag to the instances and wait until it is done.
+
+    Args:
+        ssm: An SSM client.
+        instance_ids: The instances, served one after another.
+        tag: The image tag.
+        instance_timeout_s: Time allowed on one instance; all together get `rollout_deadline_s`.
+        poll_interval_s: Seconds between status polls.
+        comment: The command's comment in SSM.
+
+    Returns:
+        One invocation per instance, in the order of ``instance_ids``.
+
+    Raises:
+        DeployError: If SSM refuses the command or it does not finish in time.
+    """
+    command_id = send_rollout(ssm, instance_ids, tag, instance_timeout_s=instance_timeout_s, comment=comment)
+    return wait_for_command(
+        ssm,
+        command_id,
+        instance_ids,
+        timeout_s=rollout_deadline_s(len(instance_ids), instance_timeout_s),
+        poll_interval_s=poll_interval_s,
+    )
+
+
+def _describe_failures(invocations: Sequence[Invocation]) -> str:
+    return "\n".join(
+        f"--- {invocation.instance_id}: {invocation.status}\n{invocation.stdout}{invocation.stderr}".rstrip()
+        for invocation in invocations
+        if not invocation.succeeded
+    )
+
+
+def roll_back(
+    ssm: BaseClient,
+    instance_ids: Sequence[str],
+    failed_tag: str,
+    previous_tag: str | None,
+    *,
+    instance_timeout_s: int,
+    poll_interval_s: float = _POLL_INTERVAL_S,
+) -> str:
+    """Put the instances that took a failed release back on the previous one.
+
+    Args:
+        ssm: An SSM client.
+        instance_ids: The instances on which the rollout of ``failed_tag`` succeeded.
+        failed_tag: The tag whose rollout failed elsewhere.
+        previous_tag: The released tag (`read_released_tag`), ``None`` if there is none.
+        instance_timeout_s: Time allowed on one instance.
+        poll_interval_s: Seconds between status polls.
+
+    Returns:
+        The outcome, one line, or more with the output of instances whose rollback failed. It is
+        logged too; errors of the rollback are part of it rather than raised, so that the caller
+        can report the original failure together with it.
+    """
+    ids = list(instance_ids)
+    if not ids:
+        outcome = f"no instance had switched to {failed_tag}: nothing to roll back"
+        logger.info("%s", outcome)
+        return outcome
+    if previous_tag is None:
+        outcome = f"no previous release to roll back to: {ids} stay on {failed_tag}"
+        logger.error("%s", outcome)
+        return outcome
+    if previous_tag == failed_tag:
+        outcome = f"{ids} run {failed_tag}, which is the released tag already: nothing to roll back"
+        logger.info("%s", outcome)
+        return outcome
+    logger.warning("Rolling %s back to %s", ", ".join(ids), previous_tag)
+    try:
+        invocations = run_rollout(
+            ssm,
+            ids,
+            previous_tag,
+            instance_timeout_s=instance_timeout_s,
+            poll_interval_s=poll_interval_s,
+            comment=f"roll back to image tag {previous_tag} after {failed_tag} failed",
+        )
+    except (DeployError, ClientError, BotoCoreError) as error:
+        outcome = f"rollback of {ids} to {previous_tag} failed: {error}"
+        logger.error("%s", outcome)
+        return outcome
+    failed = [invocation for invocation in invocations if not invocation.succeeded]
+    if failed:
+        outcome = (
+            f"rollback to {previous_tag} failed on {len(failed)} of {len(invocations)} instance(s):\n"
+            f"{_describe_failures(invocations)}"
+        )
+        logger.error("%s", outcome)
+        return outcome
+    outcome = f"rolled back {ids} to {previous_tag}"
+    logger.info("%s", outcome)
+    return outcome
 
 
 def record_released_tag(ssm: BaseClient, project: str, tag: str) -> None:
@@ -587,42 +829,57 @@ def rollout(
     project: str,
     tag: str,
     *,
-    timeout_s: int = _ROLLOUT_TIMEOUT_S,
+    instance_timeout_s: int = DEFAULT_INSTANCE_TIMEOUT_S,
     poll_interval_s: float = _POLL_INTERVAL_S,
 ) -> list[Invocation]:
-    """Roll an image tag out to every running instance of the project.
+    """Roll an image tag out to every running instance of the project, one after another.
+
+    On success the tag becomes the released tag. When it fails on some instance, SSM stops there;
+    the instances before it, already on the new tag, are rolled back to the released tag, which
+    stays unchanged, and the error reports both the failure and the rollback.
 
     Args:
         ec2: An EC2 client.
         ssm: An SSM client.
         project: The value of the instances' ``Project`` tag.
         tag: The image tag to roll out.
-        timeout_s: Overall time allowed for all instances.
+        instance_timeout_s: Time allowed on one instance; the whole rollout may take the number of
+            instances times this, plus `DEADLINE_MARGIN_S`.
         poll_interval_s: Seconds between status polls.
 
     Returns:
         The successful invocations.
 
     Raises:
-        DeployError: If no instance runs, or the rollout fails or times out on some instance (the
-            message holds that instance's output).
+        DeployError: If the arguments are invalid, no instance runs, or the rollout fails or times out
+            on some instance (the message holds that instance's output and the rollback's outcome).
     """
     validate_tag(tag)
+    validate_instance_timeout(instance_timeout_s)
     instance_ids = find_instances(ec2, project)
     if not instance_ids:
         raise DeployError(f"no running instance tagged {PROJECT_TAG}={project}")
-    command_id = send_rollout(ssm, instance_ids, tag, timeout_s=timeout_s)
-    invocations = wait_for_command(
-        ssm, command_id, instance_ids, timeout_s=timeout_s, poll_interval_s=poll_interval_s
+    previous_tag = read_released_tag(ssm, project)
+    invocations = run_rollout(
+        ssm, instance_ids, tag, instance_timeout_s=instance_timeout_s, poll_interval_s=poll_interval_s
     )
     failed = [invocation for invocation in invocations if not invocation.succeeded]
     if failed:
-        details = "\n".join(
-            f"--- {invocation.instance_id}: {invocation.status}\n{invocation.stdout}{invocation.stderr}"
-            for invocation in failed
+        logger.error("Rollout of %s failed on %s", tag, ", ".join(i.instance_id for i in failed))
+        switched = [invocation.instance_id for invocation in invocations if invocation.succeeded]
+        outcome = roll_back(
+            ssm,
+            switched,
+            tag,
+            previous_tag,
+            instance_timeout_s=instance_timeout_s,
+            poll_interval_s=poll_interval_s,
         )
         raise DeployError(
-            f"rollout of {tag} failed on {len(failed)} of {len(invocations)} instance(s):\n{details}"
+            f"rollout of {tag} failed on {len(failed)} of {len(invocations)} instance(s):\n"
+            f"{_describe_failures(invocations)}\n"
+            f"rollback: {outcome}\n"
+            f"the released tag in {released_tag_parameter(project)} stays {previous_tag or NO_RELEASE_TAG}"
         )
     for invocation in invocations:
         logger.info("%s: %s", invocation.instance_id, invocation.stdout.strip() or "done")
@@ -660,10 +917,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--project", default=DEFAULT_PROJECT, help="Project tag of the instances (default: %(default)s)"
     )
     release.add_argument(
-        "--timeout",
+        "--instance-timeout",
         type=int,
-        default=_ROLLOUT_TIMEOUT_S,
-        help="seconds for all instances (default: %(default)s)",
+        default=DEFAULT_INSTANCE_TIMEOUT_S,
+        metavar="SECONDS",
+        help=(
+            "seconds the rollout script may take on one instance (default: %(default)s); instances run "
+            "one after another, so the whole rollout may take their number times this plus "
+            f"{DEADLINE_MARGIN_S} s"
+        ),
     )
     return parser.parse_args(argv)
 
@@ -697,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 make_client("ssm", region, endpoint_url),
                 args.project,
                 args.tag,
-                timeout_s=args.timeout,
+                instance_timeout_s=args.instance_timeout,
             )
     except (DeployError, ClientError, BotoCoreError) as error:
         logger.error("%s", error)
