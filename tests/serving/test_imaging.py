@@ -10,7 +10,14 @@ import tensorflow as tf
 from PIL import Image
 
 from ai_image_detection.input_pipeline import fit_to_size
-from ai_image_detection.serving.imaging import annotate, explanation_crops, heatmap_png, tile_crops
+from ai_image_detection.serving.imaging import (
+    annotate,
+    explanation_crops,
+    heatmap_png,
+    occlusion_crops,
+    occlusion_shading,
+    tile_crops,
+)
 
 
 def pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -39,6 +46,28 @@ def test_explanation_crops_cover_a_grid_of_cells() -> None:
     crops, rows, cols = explanation_crops(pixels(64, 256), 32, max_cells=6)
     assert (rows, cols) == (4, 6)
     assert crops.shape == (24, 32, 32, 3)
+    _, rows, cols = explanation_crops(pixels(32, 256), 32, max_cells=6)
+    assert (rows, cols) == (1, 6), "a side no longer than the input has one cell, not copies of it"
+
+
+def test_occlusion_hides_one_cell_per_copy_of_the_scored_crop() -> None:
+    image = pixels(24, 32, seed=3)
+    crops, rows, cols = occlusion_crops(image, 32, max_cells=4)
+    assert (rows, cols) == (4, 4)
+    assert crops.shape == (1 + 16, 32, 32, 3)
+    np.testing.assert_array_equal(crops[0], tile_crops(image, 32, max_tiles=1)[0])
+    mean = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+    top = (32 - 24) // 2  # the 24-px side is zero-padded, centred
+    first_cell = crops[1][top : top + 6, 0:8]
+    assert (first_cell == mean).all(), "the first copy hides the top-left cell with the mean colour"
+    np.testing.assert_array_equal(crops[1][top + 6 :], crops[0][top + 6 :])
+    assert [int((crop != crops[0]).any(axis=-1).sum() > 0) for crop in crops[1:]] == [1] * 16
+
+
+def test_occlusion_shading_saturates_the_strongest_cell_and_keeps_noise_faint() -> None:
+    shading = occlusion_shading(np.array([[0.2, -0.1, 0.0]]))
+    np.testing.assert_allclose(shading, [[1.0, 0.25, 0.5]])
+    np.testing.assert_allclose(occlusion_shading(np.array([[0.001, -0.001]])), [[0.525, 0.475]])
 
 
 def test_heatmap_is_red_for_ai_blue_for_human_and_clear_at_the_middle() -> None:

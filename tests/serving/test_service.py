@@ -177,6 +177,7 @@ def test_explain_returns_a_grid_and_a_heatmap_of_the_image_shape(client: TestCli
     assert response.status_code == 200
     explanation = response.json()
     grid = np.asarray(explanation["grid"])
+    assert explanation["method"] == "patches"
     assert grid.shape == (explanation["rows"], explanation["cols"]) == (4, 8)
     assert np.all((grid >= 0) & (grid <= 1))
     prefix = "data:image/png;base64,"
@@ -184,6 +185,24 @@ def test_explain_returns_a_grid_and_a_heatmap_of_the_image_shape(client: TestCli
     heatmap = Image.open(io.BytesIO(base64.b64decode(explanation["heatmap_png"][len(prefix) :])))
     assert heatmap.mode == "RGBA"
     assert heatmap.size[0] == 2 * heatmap.size[1]
+
+
+def test_explain_probes_an_image_no_larger_than_the_input_by_occlusion(
+    client: TestClient, detector_onnx: bytes
+) -> None:
+    pixels = photo(INPUT_SIZE, INPUT_SIZE - 8, seed=4)  # 32 wide, 24 high
+    explanation = client.post("/explain", files=upload(encode(pixels, "PNG"), "x.png", "image/png")).json()
+    assert explanation["method"] == "occlusion"
+    assert (explanation["rows"], explanation["cols"]) == (6, 8)
+    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    mean = pixels.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+    hidden = pixels.copy()
+    hidden[:4, :4] = mean  # the top-left cell (24 rows / 6, 32 columns / 8)
+    padded = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    padded[4:-4] = hidden  # the short side zero-padded, centred
+    (p_hidden,) = session.run([OUTPUT_NAME], {INPUT_NAME: padded[None].astype(np.float32)})
+    expected = explanation["probability_ai"] - float(p_hidden[0, 0])
+    assert explanation["grid"][0][0] == pytest.approx(expected, abs=1e-4)
 
 
 def test_info_and_health(client: TestClient) -> None:

@@ -74,6 +74,9 @@ def tile_crops(pixels: np.ndarray, size: int, max_tiles: int) -> np.ndarray:
 def explanation_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np.ndarray, int, int]:
     """One model-size crop centred on each cell of a grid over the image (patch-wise scoring).
 
+    Along a side no longer than ``size`` every crop would be the same, so that side has one cell;
+    an image no larger than ``size`` on both sides is explained by :func:`occlusion_crops` instead.
+
     Args:
         pixels: RGB ``[H, W, 3]`` uint8.
         size: The model's input side.
@@ -83,8 +86,8 @@ def explanation_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np
         ``[rows * cols, size, size, 3]`` crops in row-major order, and ``rows``, ``cols``.
     """
     height, width = pixels.shape[:2]
-    rows = int(np.clip(math.ceil(2 * height / size), 2, max_cells))
-    cols = int(np.clip(math.ceil(2 * width / size), 2, max_cells))
+    rows = 1 if height <= size else int(np.clip(math.ceil(2 * height / size), 2, max_cells))
+    cols = 1 if width <= size else int(np.clip(math.ceil(2 * width / size), 2, max_cells))
     crops = []
     for row in range(rows):
         for col in range(cols):
@@ -93,6 +96,51 @@ def explanation_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np
             left = int(np.clip(round(centre_x - size / 2), 0, max(width - size, 0)))
             crops.append(fit_crop(pixels, size, top, left))
     return np.stack(crops), rows, cols
+
+
+def occlusion_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np.ndarray, int, int]:
+    """The image as scored, then one copy per grid cell with that cell hidden (occlusion).
+
+    For an image no larger than the model input (one crop, nothing to scan): the score's drop
+    when a cell is filled with the image's mean colour is how much that cell pushed towards AI.
+
+    Args:
+        pixels: RGB ``[H, W, 3]`` uint8, ``H`` and ``W`` at most ``size``.
+        size: The model's input side.
+        max_cells: Most cells per side (cells are at least 4 pixels).
+
+    Returns:
+        ``[1 + rows * cols, size, size, 3]``: the unoccluded crop, then the occluded ones in
+        row-major order; and ``rows``, ``cols``.
+    """
+    height, width = pixels.shape[:2]
+    rows = int(np.clip(height // 4, 1, max_cells))
+    cols = int(np.clip(width // 4, 1, max_cells))
+    mean = pixels.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+    crops = [tile_crops(pixels, size, 1)[0]]
+    for row in range(rows):
+        for col in range(cols):
+            hidden = pixels.copy()
+            hidden[
+                row * height // rows : (row + 1) * height // rows,
+                col * width // cols : (col + 1) * width // cols,
+            ] = mean
+            crops.append(tile_crops(hidden, size, 1)[0])
+    return np.stack(crops), rows, cols
+
+
+def occlusion_shading(change: np.ndarray, floor: float = 0.02) -> np.ndarray:
+    """Map occlusion's changes in P(AI) to :func:`heatmap_png`'s scale, the strongest cell saturated.
+
+    Args:
+        change: ``P(AI) of the image - P(AI) with the cell hidden`` per cell (positive: towards AI).
+        floor: Changes are scaled by at least this, so that noise on a flat map stays faint.
+
+    Returns:
+        Values in [0, 1], 0.5 where hiding the cell changes nothing.
+    """
+    scale = max(float(np.abs(change).max(initial=0.0)), floor)
+    return np.clip(NEUTRAL + NEUTRAL * change / scale, 0.0, 1.0)
 
 
 def heatmap_png(grid: np.ndarray, width: int, height: int, max_side: int = 512) -> bytes:

@@ -48,7 +48,14 @@ with bentoml.importing():
         ImageRejectedError,
         decode_image,
     )
-    from ai_image_detection.serving.imaging import annotate, explanation_crops, heatmap_png, tile_crops
+    from ai_image_detection.serving.imaging import (
+        annotate,
+        explanation_crops,
+        heatmap_png,
+        occlusion_crops,
+        occlusion_shading,
+        tile_crops,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -541,20 +548,35 @@ class Detector:
     @bentoml.api
     @answers_client_errors
     async def explain(self, image: Path) -> dict[str, Any]:
-        """Which regions drive the verdict: each grid cell scored on its own crop, by the served model.
+        """Which regions drive the verdict, computed with the served model itself.
 
-        Returns the verdict, ``rows``/``cols``, ``grid`` (P(AI) per cell, row-major) and
-        ``heatmap_png`` (a data URL: red towards AI, blue towards human, the image's aspect ratio).
+        An image larger than the model input is scanned (``method: "patches"``): each grid cell is
+        scored on its own model-size crop, and ``grid`` holds those P(AI). An image no larger than
+        the input is one crop, so it is probed instead (``method: "occlusion"``): ``grid`` holds how
+        much P(AI) drops when the cell is hidden (positive: the cell pushes towards AI).
+
+        Returns the verdict, ``method``, ``rows``/``cols``, ``grid`` (row-major) and ``heatmap_png``
+        (a data URL: red towards AI, blue towards human, the image's aspect ratio).
         """
         decoded, verdict = await self._image_and_verdict(image)
         pixels = np.asarray(decoded.pixels)
-        crops, rows, cols = await asyncio.to_thread(
-            explanation_crops, pixels, verdict["input_size"], SETTINGS.explain_grid
-        )
-        grid = (await self._scores(crops)).reshape(rows, cols)
-        png = await asyncio.to_thread(heatmap_png, grid, pixels.shape[1], pixels.shape[0])
+        size, height, width = verdict["input_size"], pixels.shape[0], pixels.shape[1]
+        if max(height, width) <= size:
+            method = "occlusion"
+            crops, rows, cols = await asyncio.to_thread(occlusion_crops, pixels, size, SETTINGS.explain_grid)
+            scores = await self._scores(crops)
+            grid = (scores[0] - scores[1:]).reshape(rows, cols)
+            shading = occlusion_shading(grid)
+        else:
+            method = "patches"
+            crops, rows, cols = await asyncio.to_thread(
+                explanation_crops, pixels, size, SETTINGS.explain_grid
+            )
+            grid = shading = (await self._scores(crops)).reshape(rows, cols)
+        png = await asyncio.to_thread(heatmap_png, shading, width, height)
         return {
             **verdict,
+            "method": method,
             "rows": rows,
             "cols": cols,
             "grid": grid.round(4).tolist(),
