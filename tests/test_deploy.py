@@ -729,20 +729,23 @@ def _stub_partial_rollout(ssm_stub: Stubber, released: str) -> None:
     ssm_stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
 
 
+def _stub_rollback_of_i1(ssm_stub: Stubber, invocation: dict[str, Any]) -> None:
+    """The rollback of i-1 to v1 after v2 failed, its invocation answered by ``invocation``."""
+    ssm_stub.add_response(
+        "send_command",
+        {"Command": {"CommandId": ROLLBACK_ID}},
+        _send_command_params(["i-1"], "v1", 600, comment="roll back to image tag v1 after v2 failed"),
+    )
+    ssm_stub.add_response("get_command_invocation", invocation)
+
+
 def test_partly_failed_rollout_rolls_the_switched_instances_back(caplog: pytest.LogCaptureFixture) -> None:
     ec2, ssm = _offline_client("ec2"), _offline_client("ssm")
     with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
         ec2_stub.add_response("describe_instances", _describe_instances("i-2", "i-1", "i-3"))
         _stub_partial_rollout(ssm_stub, released="v1")
         # only i-1 had switched to v2: it alone gets the released tag again
-        ssm_stub.add_response(
-            "send_command",
-            {"Command": {"CommandId": ROLLBACK_ID}},
-            _send_command_params(["i-1"], "v1", 600, comment="roll back to image tag v1 after v2 failed"),
-        )
-        ssm_stub.add_response(
-            "get_command_invocation", _invocation_response(ROLLBACK_ID, "i-1", "Success", "ready on v1\n")
-        )
+        _stub_rollback_of_i1(ssm_stub, _invocation_response(ROLLBACK_ID, "i-1", "Success", "ready on v1\n"))
         # no put_parameter response is stubbed: the released tag must stay v1
         with (
             caplog.at_level(logging.INFO, logger="ai_image_detection.deploy"),
@@ -767,14 +770,8 @@ def test_failed_rollback_is_reported_with_the_failure() -> None:
     with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
         ec2_stub.add_response("describe_instances", _describe_instances("i-1", "i-2", "i-3"))
         _stub_partial_rollout(ssm_stub, released="v1")
-        ssm_stub.add_response(
-            "send_command",
-            {"Command": {"CommandId": ROLLBACK_ID}},
-            _send_command_params(["i-1"], "v1", 600, comment="roll back to image tag v1 after v2 failed"),
-        )
-        ssm_stub.add_response(
-            "get_command_invocation",
-            _invocation_response(ROLLBACK_ID, "i-1", "Failed", stderr="cannot pull v1; unchanged\n"),
+        _stub_rollback_of_i1(
+            ssm_stub, _invocation_response(ROLLBACK_ID, "i-1", "Failed", stderr="cannot pull v1; unchanged\n")
         )
         with pytest.raises(deploy.DeployError) as raised:
             deploy.rollout(ec2, ssm, PROJECT, "v2", instance_timeout_s=600, poll_interval_s=0)
