@@ -780,7 +780,7 @@
       "div",
       { className: "legend", hidden: true },
       el("span", { className: "legend-swatch", "aria-hidden": "true" }),
-      el("span", { text: "Red = regions that push towards AI; blue = towards human-made. Each region was scored on its own." }),
+      el("span", { className: "legend-text", text: "Red = regions that push towards AI; blue = towards human-made." }),
     );
 
     const parts = [
@@ -854,6 +854,10 @@
         previewBox.append(overlay);
       }
       overlay.hidden = false;
+      $(".legend-text", legend).textContent = answer.method === "occlusion"
+        ? "Red = regions whose hiding lowers P(AI) (they push towards AI); blue = towards human-made. " +
+          "Each region was hidden in turn; a faint map means no region matters much."
+        : "Red = regions that push towards AI; blue = towards human-made. Each region was scored on its own.";
       legend.hidden = false;
       button.setAttribute("aria-pressed", "true");
       button.textContent = "Hide explanation";
