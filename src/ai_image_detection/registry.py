@@ -47,9 +47,8 @@ def onnx_f1(detector_onnx: bytes, validation_images: ValidationImages, labels: n
     """F1 of an ONNX detector on the validation images at its own input size and threshold (metadata)."""
     metadata = onnx_metadata(detector_onnx)
     images = validation_images(int(metadata["input_height"]))
-    return binary_metrics(labels, onnx_predict(detector_onnx, images)[:, 0], float(metadata["threshold"]))[
-        "f1"
-    ]
+    probabilities = onnx_predict(detector_onnx, images)[:, 0]
+    return binary_metrics(labels, probabilities, float(metadata["threshold"]))["f1"]
 
 
 def register_and_promote(
@@ -77,14 +76,7 @@ def register_and_promote(
     """
     client = MlflowClient()
     challenger_f1 = onnx_f1(detector_onnx, validation_images, labels)
-    try:
-        current = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        current = None
-    champion_f1 = None
-    if current is not None:
-        champion_onnx = mlflow.onnx.load_model(f"models:/{model_name}/{current.version}")
-        champion_f1 = onnx_f1(champion_onnx.SerializeToString(), validation_images, labels)
+    champion = _scored_champion(client, model_name, alias, validation_images, labels)
     info = mlflow.onnx.log_model(
         onnx.load_from_string(detector_onnx),
         name="detector",
@@ -95,23 +87,38 @@ def register_and_promote(
     client.set_model_version_tag(model_name, version, "validation_f1", f"{challenger_f1:.6f}")
     for key, value in onnx_metadata(detector_onnx).items():
         client.set_model_version_tag(model_name, version, key, value)
-    if current is None or champion_f1 is None:
+    if champion is None:
         client.set_registered_model_alias(model_name, alias, version)
         reason = f"no {alias} yet: version {version} becomes {alias}"
         return RegistryDecision(model_name, version, challenger_f1, None, None, True, reason)
+    champion_version, champion_f1 = champion
     moved = challenger_f1 >= champion_f1
     if moved:
         client.set_registered_model_alias(model_name, alias, version)
     verdict = "moves to" if moved else "stays on"
     reason = (
-        f"{alias} {verdict} version {version if moved else current.version}: challenger v{version} F1 "
-        f"{challenger_f1:.4f} vs {alias} v{current.version} F1 {champion_f1:.4f} on the same "
+        f"{alias} {verdict} version {version if moved else champion_version}: challenger v{version} F1 "
+        f"{challenger_f1:.4f} vs {alias} v{champion_version} F1 {champion_f1:.4f} on the same "
         f"{len(labels)} validation images" + ("" if moved else " (no silent regression)")
     )
     logger.info(reason)
-    return RegistryDecision(
-        model_name, version, challenger_f1, str(current.version), champion_f1, moved, reason
-    )
+    return RegistryDecision(model_name, version, challenger_f1, champion_version, champion_f1, moved, reason)
+
+
+def _scored_champion(
+    client: MlflowClient,
+    model_name: str,
+    alias: str,
+    validation_images: ValidationImages,
+    labels: np.ndarray,
+) -> tuple[str, float] | None:
+    """The current ``alias`` version and its F1 on the validation images, or None when there is none."""
+    try:
+        current = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    champion_onnx = mlflow.onnx.load_model(f"models:/{model_name}/{current.version}")
+    return str(current.version), onnx_f1(champion_onnx.SerializeToString(), validation_images, labels)
 
 
 def describe_version(model_name: str, version: str, description: str) -> None:

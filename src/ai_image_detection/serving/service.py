@@ -175,11 +175,11 @@ class RequestGuard:
                 return
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").decode("latin-1")
-        problem = self._form_problem(scope["path"], content_type, body)
+        boundary = _multipart_boundary(content_type)
+        problem = self._form_problem(scope["path"], content_type, boundary, body)
         if problem is not None:
             await self._refuse(scope, receive, send, *problem)
             return
-        boundary = _multipart_boundary(content_type)
         if boundary is not None:  # the framework reads only the lower-case, boundary-first spelling
             canonical = f'multipart/form-data; boundary="{boundary}"'.encode("latin-1")
             scope = {
@@ -201,13 +201,14 @@ class RequestGuard:
     def _too_large(self, size: int) -> str:
         return f"the request body has {size:,} bytes or more; the limit is {self.max_bytes:,} bytes"
 
-    def _form_problem(self, path: str, content_type: str, body: bytes) -> tuple[str, str, int] | None:
+    def _form_problem(
+        self, path: str, content_type: str, boundary: str | None, body: bytes
+    ) -> tuple[str, str, int] | None:
         """What is wrong with an upload's form, or None (also for routes that take no upload)."""
         expected = self.form_fields.get(path.rstrip("/"))
         if expected is None:
             return None
         wanted = " and ".join(f"'{field}'" for field in sorted(expected))
-        boundary = _multipart_boundary(content_type)
         if boundary is None:
             message = (
                 f"send multipart/form-data with the image file in the field {wanted}; got {content_type!r}"
