@@ -1,12 +1,52 @@
 """The model contract shared by export and serving (``DESIGN.md``), free of heavy imports.
 
 Input ``image`` float32 NHWC ``[N, H, W, 3]`` with raw 0–255 RGB (normalisation inside the
-graph); output ``probability_ai`` ``[N, 1]``. H, W, the threshold and the class names travel in
-the ONNX metadata (``input_height``, ``input_width``, ``threshold``, ``class_names``).
+graph); output ``probability_ai`` ``[N, 1]``, calibrated on held-out data. H, W, the thresholds,
+the tiling and the class names travel in the ONNX metadata (``input_height``, ``input_width``,
+``threshold``, ``threshold_human``, ``threshold_ai``, ``max_tiles``, ``class_names``).
+
+An image's score is the mean P(AI) of its tiles (:mod:`ai_image_detection.tiling`); below
+``threshold_human`` the answer is ``human``, at or above ``threshold_ai`` it is ``ai``, and in
+between it is ``inconclusive``. ``threshold`` is the single best cut, for a forced choice
+(``submission.csv``, F1).
 """
 
-from typing import Final
+from typing import Final, Literal
 
 INPUT_NAME: Final = "image"
 OUTPUT_NAME: Final = "probability_ai"
 CLASS_NAMES: Final = ("human", "ai")
+
+THRESHOLD_KEY: Final = "threshold"
+THRESHOLD_HUMAN_KEY: Final = "threshold_human"
+THRESHOLD_AI_KEY: Final = "threshold_ai"
+MAX_TILES_KEY: Final = "max_tiles"
+CALIBRATION_KEY: Final = "calibration"
+
+Verdict = Literal["human", "inconclusive", "ai"]
+
+UNKNOWN_GENERATOR: Final = "unknown"
+"""The ``generator`` of an image whose origin the data does not say."""
+
+
+def verdict(probability_ai: float, threshold_human: float, threshold_ai: float) -> Verdict:
+    """The answer for a calibrated score: ``human`` below the band, ``ai`` at or above it.
+
+    Args:
+        probability_ai: The image's calibrated P(AI).
+        threshold_human: Lower edge of the inconclusive band.
+        threshold_ai: Upper edge (equal to the lower one when there is no band).
+
+    Returns:
+        ``"human"``, ``"inconclusive"`` or ``"ai"``.
+    """
+    if probability_ai >= threshold_ai:
+        return "ai"
+    if probability_ai < threshold_human:
+        return "human"
+    return "inconclusive"
+
+
+def generator_family(generator: str) -> str:
+    """The family of a ``generator`` value (``family/model``, e.g. ``realcugan/up2x-conservative``)."""
+    return generator.split("/", 1)[0] if generator else UNKNOWN_GENERATOR

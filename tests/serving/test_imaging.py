@@ -16,8 +16,8 @@ from ai_image_detection.serving.imaging import (
     heatmap_png,
     occlusion_crops,
     occlusion_shading,
-    tile_crops,
 )
+from ai_image_detection.tiling import tile_crops
 
 
 def pixels(height: int, width: int, seed: int = 0) -> np.ndarray:

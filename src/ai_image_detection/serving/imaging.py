@@ -1,8 +1,7 @@
-"""Pixels in, crops out, pictures back: tiling for scoring, the explanation heatmap, the annotation.
+"""Pictures back: the explanation crops and heatmap, and the annotated image.
 
-Preprocessing matches training and evaluation (``input_pipeline.fit_to_size``): no resampling,
-crops at native resolution, centre placement as ``tf.image.resize_with_crop_or_pad`` does, and
-zero padding for a side shorter than the model input.
+Crops are cut as for scoring (:mod:`ai_image_detection.tiling`, shared with evaluation): no
+resampling, native resolution, zero padding for a side shorter than the model input.
 """
 
 from __future__ import annotations
@@ -13,62 +12,10 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ai_image_detection.tiling import fit_crop, tile_crops
+
 NEUTRAL = 0.5
 """The heatmap's clear point: a cell scored 0.5 leans neither way."""
-
-
-def _offsets(length: int, size: int, count: int) -> list[int]:
-    """``count`` crop starts spread evenly over ``length``; for an odd count the middle is the centre."""
-    if count == 1 or length <= size:
-        return [(length - size) // 2]
-    return [i * (length - size) // (count - 1) for i in range(count)]
-
-
-def _odd_count(length: int, size: int, most: int) -> int:
-    """Crops along one side: enough to cover it, odd (so the centre crop is one of them), at most ``most``."""
-    count = max(1, min(math.ceil(length / size), most))
-    return count if count % 2 else count - 1
-
-
-def fit_crop(pixels: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
-    """The ``size`` x ``size`` window at (top, left); sides shorter than ``size`` are zero-padded, centred."""
-    height, width = pixels.shape[:2]
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
-    rows, cols = min(size, height), min(size, width)
-    source_top, source_left = max(top, 0), max(left, 0)
-    target_top, target_left = max((size - height) // 2, 0), max((size - width) // 2, 0)
-    canvas[target_top : target_top + rows, target_left : target_left + cols] = pixels[
-        source_top : source_top + rows, source_left : source_left + cols
-    ]
-    return canvas
-
-
-def tile_crops(pixels: np.ndarray, size: int, max_tiles: int) -> np.ndarray:
-    """Crops whose mean score is the image's score.
-
-    An image no larger than the model input gives one crop (the centre crop, zero-padded where
-    a side is short: never up-scaled, which would add an up-sampling trace). A larger image
-    gives an odd grid of native-resolution crops spread evenly over it (at most ``max_tiles``),
-    whose middle crop is the centre crop that evaluation uses.
-
-    Args:
-        pixels: RGB ``[H, W, 3]`` uint8.
-        size: The model's input side.
-        max_tiles: Most crops.
-
-    Returns:
-        ``[N, size, size, 3]`` uint8, N odd.
-    """
-    height, width = pixels.shape[:2]
-    rows = _odd_count(height, size, math.isqrt(max_tiles))
-    cols = _odd_count(width, size, max_tiles // rows)
-    return np.stack(
-        [
-            fit_crop(pixels, size, top, left)
-            for top in _offsets(height, size, rows)
-            for left in _offsets(width, size, cols)
-        ]
-    )
 
 
 def explanation_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np.ndarray, int, int]:

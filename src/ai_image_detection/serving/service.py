@@ -54,8 +54,8 @@ with bentoml.importing():
         heatmap_png,
         occlusion_crops,
         occlusion_shading,
-        tile_crops,
     )
+    from ai_image_detection.tiling import tile_crops
 
 logger = logging.getLogger(__name__)
 

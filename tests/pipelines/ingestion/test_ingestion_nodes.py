@@ -330,6 +330,8 @@ def validated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             "path": [str(raw / n) for n in names],
             "label": pd.array([i % 2 for i in range(len(names))], dtype="Int64"),
             "group": [f"g{i}" for i in range(len(names))],
+            "pair": [f"g{i}" for i in range(len(names))],
+            "generator": "unknown",
             "part": "train",
         }
     )
@@ -529,6 +531,8 @@ def _imbalanced_unique(n_groups: int, seed: int) -> pd.DataFrame:
             "path": frame["path"],
             "label": pd.array(frame["label"], dtype="Int64"),
             "group": frame["group"],
+            "pair": frame["group"],
+            "generator": ["sim/x2" if label else "camera/original" for label in frame["label"]],
             "part": "train",
             "sha256": [f"sha-{i}" for i in range(len(frame))],
             "stored_path": frame["path"].str.replace("raw/", "normalised/"),
@@ -547,6 +551,7 @@ def _with_test_rows(unique: pd.DataFrame, count: int) -> pd.DataFrame:
         stored_path=[f"test/{i}.jpg" for i in range(count)],
         label=pd.array([pd.NA] * count, dtype="Int64"),
         group=[f"test/{i}.jpg" for i in range(count)],
+        pair=[f"test/{i}.jpg" for i in range(count)],
         part="test",
         sha256=[f"test-sha-{i}" for i in range(count)],
     )
@@ -670,3 +675,76 @@ def test_sidecar_labels_other_than_0_or_1_are_ignored(tmp_path: Path) -> None:
     test_row = candidates[candidates["part"] == "test"].iloc[0]
     assert pd.isna(test_row["label"])
     assert test_row["group"] == "g2"
+
+
+def _family_pairs(n_pairs: int) -> pd.DataFrame:
+    """De-duplicated human/AI pairs of three generator families, two pairs per source photograph."""
+    families = ["alpha/a1", "beta/b1", "gamma/g1"]
+    rows = []
+    for pair in range(n_pairs):
+        for label, generator in ((0, "camera/original"), (1, families[pair % 3])):
+            rows.append(
+                {
+                    "path": f"raw/{pair}-{label}.jpg",
+                    "label": label,
+                    "group": f"photo-{pair // 2}",
+                    "pair": f"pair-{pair}",
+                    "generator": generator,
+                    "part": "test" if pair >= n_pairs - 6 else "train",
+                }
+            )
+    frame = pd.DataFrame(rows)
+    return frame.assign(
+        label=pd.array(frame["label"], dtype="Int64"),
+        sha256=[f"sha-{i}" for i in range(len(frame))],
+        stored_path=frame["path"],
+        width=64,
+        height=64,
+        format="JPEG",
+        mode="RGB",
+    )
+
+
+def test_unseen_families_leave_training_and_validation_with_their_twins(tmp_path: Path) -> None:
+    unique = _family_pairs(120)
+
+    manifest = split_train_validation(unique, _params(tmp_path, unseen_families=["beta"]))
+
+    unseen = manifest[manifest["split"] == "unseen"]
+    beta_pairs = set(unique.loc[unique["generator"] == "beta/b1", "pair"])
+    assert set(unseen["pair"]) == beta_pairs, "every beta pair, from the train and the test part"
+    assert sorted(unseen["label"].value_counts().tolist()) == [40, 40], "each AI image with its twin"
+    seen = manifest[manifest["split"].isin(["train", "validation"])]
+    assert not seen["generator"].str.startswith("beta/").any()
+    assert not set(seen["pair"]) & beta_pairs
+    assert set(seen["generator"]) == {"camera/original", "alpha/a1", "gamma/g1"}
+
+
+def test_an_unseen_family_missing_from_the_data_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\['delta'\] are not in the data; families present: \['alpha'"):
+        split_train_validation(_family_pairs(60), _params(tmp_path, unseen_families=["delta"]))
+
+
+def test_the_sidecar_gives_pairs_and_generators(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for name in ("train_data/0.jpg", "train_data/1.jpg", "train_data/2.jpg", "train_data/3.jpg"):
+        _write(raw / name, _jpeg(seed=len(name)))
+    pd.DataFrame({"file_name": [f"train_data/{i}.jpg" for i in range(4)], "label": [0, 1, 1, 0]}).to_csv(
+        raw / "train.csv", index=False
+    )
+    pd.DataFrame(
+        {
+            "file_name": ["train_data/0.jpg", "train_data/1.jpg", "train_data/2.jpg"],
+            "group": ["photo-1", "photo-1", "photo-2"],
+            "pair": ["p0", "p0", "p1"],
+            "generator": ["camera/original", "realcugan/up2x", ""],
+        }
+    ).to_csv(raw / "sources.csv", index=False)
+
+    candidates, _ = list_raw_files(_params(tmp_path))
+
+    by_name = candidates.set_index("path")
+    assert by_name.loc[str(raw / "train_data/1.jpg"), "pair"] == "p0"
+    assert by_name.loc[str(raw / "train_data/1.jpg"), "generator"] == "realcugan/up2x"
+    assert by_name.loc[str(raw / "train_data/2.jpg"), "generator"] == "unknown", "empty cell: not known"
+    assert by_name.loc[str(raw / "train_data/3.jpg"), "pair"] == "pair-1", "not in the sidecar: row pairing"

@@ -28,6 +28,8 @@ MANIFEST_DTYPES = {
     "label": "Int8",
     "split": "object",
     "group": "object",
+    "pair": "object",
+    "generator": "object",
     "width": "int32",
     "height": "int32",
     "format": "object",

@@ -18,26 +18,35 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
+from ai_image_detection.contract import UNKNOWN_GENERATOR, generator_family
 from ai_image_detection.image_files import INSPECTION_COLUMNS, inspect_file
 from ai_image_detection.image_io import ImageLimits
 
 logger = logging.getLogger(__name__)
 
 Issue = dict[str, Any]
-CANDIDATE_COLUMNS = ["path", "label", "group", "part"]
+CANDIDATE_COLUMNS = ["path", "label", "group", "pair", "generator", "part"]
 MANIFEST_COLUMNS = [
     "path",
     "source_path",
     "label",
     "split",
     "group",
+    "pair",
+    "generator",
     "width",
     "height",
     "format",
     "mode",
     "sha256",
 ]
-"""The manifest's columns: the contract every later pipeline reads."""
+"""The manifest's columns: the contract every later pipeline reads.
+
+``group`` keeps related files on one side of the train/validation split (a pair, or all crops of
+one photograph); ``pair`` ties an AI image to its content twin; ``generator`` is ``family/model``
+(``unknown`` when the data does not say). Splits: ``train``, ``validation``, ``test`` and
+``unseen`` (pairs of the families held out by ``ingestion.unseen_families``).
+"""
 
 
 class KaggleLayoutParams(BaseModel):
@@ -49,6 +58,7 @@ class KaggleLayoutParams(BaseModel):
     test_csv: str | None = "test.csv"
     pairing: Literal["consecutive_rows", "none"] = "consecutive_rows"
     sidecar_csv: str | None = None
+    """Optional ``file_name,group[,label][,pair][,generator]`` table."""
 
 
 class IngestionParams(BaseModel):
@@ -65,6 +75,10 @@ class IngestionParams(BaseModel):
     seed: int
     normalised_dir: str
     workers: int = Field(ge=0, description="0 = one per CPU core")
+    unseen_families: list[str] = Field(
+        default_factory=list,
+        description="generator families held out of training and validation (their pairs: split unseen)",
+    )
 
 
 def list_raw_files(params: IngestionParams) -> tuple[pd.DataFrame, list[Issue]]:
@@ -115,6 +129,8 @@ def _list_kaggle(raw_dir: Path, layout: KaggleLayoutParams) -> tuple[pd.DataFram
             "file_name": train_table["file_name"],
             "label": labels.where(~bad).astype("Int64"),  # bad ones (e.g. 0.5) cannot be Int64
             "group": pair_groups,
+            "pair": pair_groups,
+            "generator": UNKNOWN_GENERATOR,
             "part": "train",
         }
     )[~bad]
@@ -127,6 +143,8 @@ def _list_kaggle(raw_dir: Path, layout: KaggleLayoutParams) -> tuple[pd.DataFram
                     "file_name": test_table["id"],
                     "label": pd.Series(pd.NA, index=test_table.index, dtype="Int64"),
                     "group": test_table["id"],
+                    "pair": test_table["id"],
+                    "generator": UNKNOWN_GENERATOR,
                     "part": "test",
                 }
             )
@@ -134,6 +152,9 @@ def _list_kaggle(raw_dir: Path, layout: KaggleLayoutParams) -> tuple[pd.DataFram
     listed = pd.concat(frames, ignore_index=True)
     if sidecar is not None:
         listed["group"] = listed["file_name"].map(sidecar["group"]).fillna(listed["group"])
+        for column in ("pair", "generator"):
+            if column in sidecar:
+                listed[column] = listed["file_name"].map(sidecar[column]).fillna(listed[column])
         if "label" in sidecar:
             known = listed["file_name"].map(sidecar["label"])
             listed["label"] = listed["label"].fillna(known).astype("Int64")
@@ -178,7 +199,17 @@ def _list_folders(raw_dir: Path) -> tuple[pd.DataFrame, list[Issue]]:
             )
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             stem = path.relative_to(root).with_suffix("").as_posix()
-            rows.append({"path": str(path), "label": label, "group": f"stem:{stem}", "part": "train"})
+            group = f"stem:{stem}"
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "group": group,
+                    "pair": group,
+                    "generator": UNKNOWN_GENERATOR,
+                    "part": "train",
+                }
+            )
     candidates = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
     candidates["label"] = candidates["label"].astype("Int64")
     return candidates, []
@@ -195,10 +226,13 @@ def _read_table(path: Path, required: list[str]) -> pd.DataFrame:
 
 
 def _read_sidecar(raw_dir: Path, name: str | None) -> pd.DataFrame | None:
-    """The optional ``file_name,group[,label]`` table; its groups win over pairing."""
+    """The optional ``file_name,group[,label][,pair][,generator]`` table; its groups win over pairing."""
     if not name or not (raw_dir / name).is_file():
         return None
     sidecar = _read_table(raw_dir / name, ["file_name", "group"]).set_index("file_name")
+    for column in ("pair", "generator"):
+        if column in sidecar:
+            sidecar[column] = sidecar[column].replace("", pd.NA)
     if "label" in sidecar:
         labels = pd.to_numeric(sidecar["label"], errors="coerce")
         invalid = labels.notna() & ~labels.isin([0, 1])
@@ -288,8 +322,10 @@ def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
 def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.DataFrame:
     """Split the labelled train part into train/validation, stratified by label, grouped.
 
-    No group (a real/AI pair, or all crops of one source photograph) straddles the split;
-    the test part keeps ``split = "test"``. The split is one fold of a stratified group
+    Every pair holding an image of a family named in ``unseen_families`` (the AI image and its
+    content twin) goes to the ``unseen`` split, out of training and validation entirely. No
+    group (a real/AI pair, or all crops of one source photograph) straddles the train/validation
+    split; the test part keeps ``split = "test"``. The split is one fold of a stratified group
     k-fold with ``k = round(1 / validation_fraction)``, so the validation share is ``1/k``
     of the groups (10 % for the default 0.1).
 
@@ -299,14 +335,16 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
 
     Returns:
         The manifest: ``path`` (the file to read), ``source_path``, ``label``, ``split``,
-        ``group``, ``width``, ``height``, ``format``, ``mode``, ``sha256``.
+        ``group``, ``pair``, ``generator``, ``width``, ``height``, ``format``, ``mode``, ``sha256``.
 
     Raises:
-        ValueError: If there are fewer groups than the split needs.
+        ValueError: If there are fewer groups than the split needs, or an unseen family is not
+            in the data.
     """
     manifest = unique.rename(columns={"path": "source_path", "stored_path": "path"})
     manifest["split"] = np.where(manifest["part"] == "test", "test", "train")
-    train_index = manifest.index[manifest["part"] == "train"]
+    manifest.loc[held_out_pairs(manifest, params.unseen_families), "split"] = "unseen"
+    train_index = manifest.index[manifest["split"] == "train"]
     n_splits = round(1 / params.validation_fraction)
     groups = manifest.loc[train_index, "group"]
     if groups.nunique() < n_splits:
@@ -318,6 +356,29 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     _, validation = next(splitter.split(train_index, manifest.loc[train_index, "label"].astype(int), groups))
     manifest.loc[train_index[validation], "split"] = "validation"
     return manifest[MANIFEST_COLUMNS].astype({"label": "Int8", "width": "int32", "height": "int32"})
+
+
+def held_out_pairs(manifest: pd.DataFrame, families: list[str]) -> pd.Series:
+    """Which rows belong to a pair holding an image of one of ``families`` (the AI image and its twin).
+
+    Args:
+        manifest: Rows with ``pair`` and ``generator``.
+        families: Generator families to hold out.
+
+    Returns:
+        A boolean mask aligned with ``manifest``.
+
+    Raises:
+        ValueError: If a family is not in the data (a typo would otherwise hold out nothing).
+    """
+    family = manifest["generator"].map(generator_family)
+    missing = sorted(set(families) - set(family))
+    if missing:
+        raise ValueError(
+            f"unseen families {missing} are not in the data; families present: {sorted(set(family))}"
+        )
+    pairs = set(manifest.loc[family.isin(families), "pair"])
+    return manifest["pair"].isin(pairs)
 
 
 def build_report(
@@ -332,14 +393,16 @@ def build_report(
         manifest: The ingested files.
 
     Returns:
-        A JSON-ready report: ``summary``, ``splits`` (label counts), ``problems`` (path,
-        reason, message) and ``reasons`` (counts per reason).
+        A JSON-ready report: ``summary``, ``splits`` (label counts), ``families`` (images per
+        generator family and split), ``problems`` (path, reason, message) and ``reasons``
+        (counts per reason).
     """
     problems = [*listing_issues, *rejected, *duplicates]
     splits = {
         split: {str(label): int(count) for label, count in part["label"].value_counts(dropna=False).items()}
         for split, part in manifest.groupby("split")
     }
+    families = manifest.assign(family=manifest["generator"].map(generator_family))
     return {
         "summary": {
             "ingested": len(manifest),
@@ -348,6 +411,13 @@ def build_report(
             "groups": int(manifest["group"].nunique()),
         },
         "splits": splits,
+        "families": {
+            split: {
+                str(family): int(count)
+                for family, count in part["family"].value_counts().sort_index().items()
+            }
+            for split, part in families.groupby("split")
+        },
         "reasons": pd.Series([p["reason"] for p in problems], dtype=str).value_counts().to_dict(),
         "problems": problems,
     }
