@@ -11,7 +11,14 @@ import tensorflow as tf
 import yaml
 from PIL import Image
 
-from ai_image_detection.input_pipeline import AugmentationParams, JpegOp, build_augmenter, make_dataset
+from ai_image_detection.image_io import ImageLimits, decode_image
+from ai_image_detection.input_pipeline import (
+    AugmentationParams,
+    JpegOp,
+    build_augmenter,
+    decode,
+    make_dataset,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +120,25 @@ def test_jpeg_reencoding_changes_pixels_and_keeps_the_range() -> None:
 def test_a_split_without_labels_is_a_clear_error(manifest: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="no labelled 'test' rows"):
         make_dataset(manifest, "test", 64, 2, project_params(), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "options"),
+    [
+        ("JPEG", {"quality": 95, "subsampling": "4:2:0"}),
+        ("JPEG", {"quality": 75, "subsampling": "4:4:4"}),
+        ("JPEG", {"quality": 90, "subsampling": "4:2:2", "progressive": True}),
+        ("PNG", {}),
+    ],
+)
+def test_training_decodes_exactly_the_pixels_the_service_decodes(
+    tmp_path: Path, image_format: str, options: dict[str, object]
+) -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (67, 93, 3), dtype=np.uint8)
+    path = tmp_path / f"image.{image_format.lower()}"
+    Image.fromarray(pixels).save(path, format=image_format, **options)
+
+    decoded = decode(tf.constant(str(path))).numpy()
+
+    served = np.asarray(decode_image(path.read_bytes(), ImageLimits(min_side=1)).pixels, dtype=np.float32)
+    np.testing.assert_array_equal(decoded, served)

@@ -25,6 +25,9 @@ from sklearn.metrics import (
 
 ThresholdObjective = Literal["f1", "balanced_accuracy"]
 
+EPSILON_CUT = 1e-9
+"""Above the highest possible score, so "never answer ai" is a cut too."""
+
 
 def _validated(y_true: ArrayLike, probabilities: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(y_true).astype(int).ravel()
@@ -142,4 +145,63 @@ def binary_metrics(y_true: ArrayLike, probabilities: ArrayLike, threshold: float
         "ece": expected_calibration_error(labels, scores),
         "tpr_at_fpr_1pct": tpr_at_fpr(labels, scores, 0.01) if both_classes else nan,
         "tpr_at_fpr_5pct": tpr_at_fpr(labels, scores, 0.05) if both_classes else nan,
+    }
+
+
+def choose_band(
+    y_true: ArrayLike, probabilities: ArrayLike, threshold: float, max_fpr: float, min_human_precision: float
+) -> tuple[float, float]:
+    """The inconclusive band ``[threshold_human, threshold_ai)`` chosen on (validation) data.
+
+    ``threshold_ai`` is the lowest cut whose false-positive rate (human images answered ``ai``)
+    is at most ``max_fpr``; ``threshold_human`` the highest cut below which at least
+    ``min_human_precision`` of the images are human. When both targets can be met by a single
+    cut there is no band: both edges are ``threshold`` moved into the range that meets both.
+
+    Args:
+        y_true: Labels (1 = AI).
+        probabilities: Calibrated image scores.
+        threshold: The single best cut (:func:`choose_threshold`).
+        max_fpr: Largest accepted share of human images answered ``ai``.
+        min_human_precision: Smallest accepted share of human images among ``human`` answers.
+
+    Returns:
+        ``(threshold_human, threshold_ai)`` with ``threshold_human <= threshold_ai``.
+    """
+    labels, scores = _validated(y_true, probabilities)
+    distinct = np.unique(scores)
+    candidates = np.unique(np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2, [1.0 + EPSILON_CUT]]))
+    humans = scores[labels == 0]
+    fpr = np.array([np.mean(humans >= t) if humans.size else 0.0 for t in candidates])
+    threshold_ai = float(candidates[np.flatnonzero(fpr <= max_fpr)[0]])
+    below = np.array([(scores < t).sum() for t in candidates])
+    human_below = np.array([((scores < t) & (labels == 0)).sum() for t in candidates])
+    precision = np.where(below > 0, human_below / np.maximum(below, 1), 1.0)
+    threshold_human = float(candidates[np.flatnonzero(precision >= min_human_precision)[-1]])
+    if threshold_human >= threshold_ai:
+        cut = float(np.clip(threshold, threshold_ai, threshold_human))
+        return cut, cut
+    return threshold_human, threshold_ai
+
+
+def answer_shares(probabilities: ArrayLike, threshold_human: float, threshold_ai: float) -> dict[str, float]:
+    """Share of ``human``, ``inconclusive`` and ``ai`` answers for these scores.
+
+    Args:
+        probabilities: Calibrated image scores.
+        threshold_human: Lower edge of the band.
+        threshold_ai: Upper edge.
+
+    Returns:
+        ``{"human": …, "inconclusive": …, "ai": …}`` (NaN each when there are no scores).
+    """
+    scores = np.asarray(probabilities, dtype=np.float64).ravel()
+    if not scores.size:
+        return dict.fromkeys(("human", "inconclusive", "ai"), float("nan"))
+    ai = scores >= threshold_ai
+    human = scores < threshold_human
+    return {
+        "human": float(human.mean()),
+        "inconclusive": float((~ai & ~human).mean()),
+        "ai": float(ai.mean()),
     }

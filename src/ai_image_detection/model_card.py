@@ -40,11 +40,50 @@ def _data_table(image_manifest: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _unseen_table(folds: pd.DataFrame) -> str:
+    lines = [
+        "| held-out family | AI images | human twins | AUROC | recall | human FPR | inconclusive |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row.family} | {row.ai_images} | {row.human_images} | {row.roc_auc:.3f} | {row.recall:.3f} "
+        f"| {row.human_fpr:.3f} | {row.inconclusive_rate:.3f} |"
+        for row in folds.itertuples()
+    ]
+    return "\n".join(lines)
+
+
+def _family_table(families: list[dict[str, Any]]) -> str:
+    lines = [
+        "| split | family | class | images | AUROC vs humans | answered ai | inconclusive |",
+        "|---" * 7 + "|",
+    ]
+    lines += [
+        f"| {row['split']} | {row['family']} | {'AI' if row['label'] else 'human'} | {row['images']} "
+        f"| {'' if pd.isna(row['roc_auc']) else format(row['roc_auc'], '.3f')} | {row['ai_rate']:.3f} "
+        f"| {row['inconclusive_rate']:.3f} |"
+        for row in families
+    ]
+    return "\n".join(lines)
+
+
+def _answers(evaluation: dict[str, Any]) -> str:
+    rows = ["| split | human | inconclusive | ai |", "|---|---|---|---|"]
+    for split in ("validation", "test", "unseen"):
+        if split in evaluation:
+            shares = evaluation[split]["answers"]
+            rows.append(
+                f"| {split} | {shares['human']:.3f} | {shares['inconclusive']:.3f} | {shares['ai']:.3f} |"
+            )
+    return "\n".join(rows)
+
+
 def render_model_card(
     export_report: dict[str, Any],
     evaluation: dict[str, Any],
     quantization: dict[str, Any],
     image_manifest: pd.DataFrame,
+    unseen_folds: pd.DataFrame,
 ) -> str:
     """Write the card: what the model is, what it was trained on, how good it is, and where it fails.
 
@@ -53,6 +92,7 @@ def render_model_card(
         evaluation: The selected candidate's evaluation report.
         quantization: The int8 report.
         image_manifest: The manifest the model was trained and evaluated on.
+        unseen_folds: The selected candidate's leave-one-family-out rows (the headline table).
 
     Returns:
         The card as Markdown.
@@ -67,14 +107,20 @@ def render_model_card(
         splits["test (unseen photos), at chosen threshold"] = evaluation["test"]["at_threshold"]
         splits["test (unseen photos), at 0.5"] = evaluation["test"]["at_0.5"]
     weakest = min(robustness.items(), key=lambda item: item[1]["f1"])
+    calibration = evaluation["calibration"]
     return f"""# Model card: {registry["registered_model"]} v{registry["version"]}
 
 ## Model
 - Architecture: `{export_report["candidate"]}`, {evaluation["parameters"]:,} parameters
   ({evaluation["size_mb"]} MB float32).
-- Output: probability that the image is AI-generated; the label is "ai" at or above the decision
-  threshold **{evaluation["threshold"]:.4f}** (chosen on validation to maximise
-  {evaluation["threshold_objective"]}), else "human".
+- Output: calibrated probability that the image is AI-generated (Platt scaling inside the graph,
+  fitted on validation: ECE {calibration["ece_before"]:.3f} before, {calibration["ece_after"]:.3f} after).
+  An image's score is the mean over up to {evaluation["max_tiles"]} native-resolution tiles. The answer
+  is "ai" at or above **{evaluation["threshold_ai"]:.4f}**, "human" below
+  **{evaluation["threshold_human"]:.4f}**, and "inconclusive" in between (chosen on validation for
+  at most the target false-positive rate and at least the target precision of "human" answers);
+  the single forced-choice threshold is {evaluation["threshold"]:.4f} (maximises
+  {evaluation["threshold_objective"]} on validation).
 - Artefact: ONNX, input `image` float32 NHWC raw 0-255 RGB, output `probability_ai` [N, 1];
   shipped precision **{export_report.get("shipped_precision", "fp32")}**.
 - Selection: {export_report["reason"]}.
@@ -89,8 +135,20 @@ def render_model_card(
 
 Splits are grouped by source photo, so a photo and its generated twin never straddle two splits.
 
+## Generator families it never saw (the headline)
+Each row: the same recipe trained without that family's pairs, scored on them (AI images against their
+content twins) at its own validation-chosen band.
+
+{_unseen_table(unseen_folds)}
+
 ## Metrics
 {_metrics_table(splits)}
+
+## Answers (shares of human / inconclusive / ai)
+{_answers(evaluation)}
+
+## Per generator family (this model)
+{_family_table(evaluation["families"])}
 
 ## Robustness (validation, at the chosen threshold)
 {_metrics_table(robustness)}
@@ -107,13 +165,14 @@ honest probability with the threshold it is compared against. It is not proof of
 be the sole basis of a decision about a person.
 
 ## Limitations
-- It learned from the images summarised under Data only. Generator families it
-  never saw (other diffusion models, GANs, editors, upscalers) can go undetected: accuracy on unseen
-  generators is typically far below the validation figures.
+- It learned from the images summarised under Data only. Generator families it never saw (other
+  diffusion models, GANs, editors, upscalers) can go undetected: the leave-one-family-out table
+  above is the honest estimate, and it is far below the validation figures.
 - Re-shared images lose the fingerprint: the weakest case above is `{weakest[0]}` (F1 {weakest[1]["f1"]:.3f}).
   Resized, blurred or heavily re-compressed images should be treated as uncertain.
 - Scores are calibrated on the validation distribution only (ECE {validation["at_threshold"]["ece"]:.3f});
-  on other sources the probability is less trustworthy than the ranking.
+  on other sources the probability is less trustworthy than the ranking, which is why the answer
+  abstains ("inconclusive") in the band where validation showed the model unreliable.
 - Images smaller than the model input are zero-padded (never up-scaled, which would add an
   up-sampling trace of its own); the model sees less evidence and is less sure of them.
 """

@@ -1,15 +1,15 @@
 """The MLflow registry: register the ONNX detector, move ``champion`` only on no regression.
 
-The challenger and the current champion are scored on the *same* validation images, each at
-its own input size and threshold (from its ONNX metadata), so the comparison holds even when the
-champion was trained on another data version or at another resolution. The alias moves only
-when the challenger is at least as good.
+The challenger and the current champion are scored on the *same* images (validation, and the
+generator families held out of training), each as the service scores it: its own input size,
+tiles and thresholds from its ONNX metadata. So the comparison holds even when the champion was
+trained on another data version or at another resolution. The alias moves only when the
+challenger is at least as good on unseen families, then on human false positives, then on F1.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlflow
@@ -18,12 +18,57 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from ai_image_detection.contract import (
+    INPUT_NAME,
+    MAX_TILES_KEY,
+    OUTPUT_NAME,
+    THRESHOLD_AI_KEY,
+    THRESHOLD_KEY,
+)
 from ai_image_detection.metrics import binary_metrics
-from ai_image_detection.onnx_export import onnx_metadata, onnx_predict
+from ai_image_detection.onnx_export import onnx_metadata
+from ai_image_detection.scoring import score_files
+
+DEFAULT_MAX_TILES = 9
+"""Tiles per image for a model exported before ``max_tiles`` was in the metadata (the service's default)."""
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JudgedImages:
+    """The image files challenger and champion are both judged on, with their labels (1 = AI)."""
+
+    validation_paths: list[str]
+    validation_labels: np.ndarray
+    unseen_paths: list[str]
+    unseen_labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """How a detector does, in the order the champion rule reads it.
+
+    Attributes:
+        unseen_roc_auc: AUROC on the unseen-family split (None when there is none).
+        human_fpr: Share of human images (validation and unseen) answered ``ai`` at its ``threshold_ai``.
+        validation_f1: F1 on validation at its ``threshold``.
+    """
+
+    unseen_roc_auc: float | None
+    human_fpr: float
+    validation_f1: float
+
+
+@dataclass(frozen=True)
+class ChampionRule:
+    """Differences within these tolerances are ties, decided by the next figure."""
+
+    roc_auc_tolerance: float = 0.01
+    fpr_tolerance: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -32,51 +77,105 @@ class RegistryDecision:
 
     registered_model: str
     version: str
-    challenger_f1: float
+    challenger: Scorecard
     champion_version: str | None
-    champion_f1: float | None
+    champion: Scorecard | None
     alias_moved: bool
     reason: str
 
 
-ValidationImages = Callable[[int], np.ndarray]
-"""The validation images ``[N, S, S, 3]`` raw RGB, centre-cropped to a model's input size ``S``."""
+def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
+    """Score an ONNX detector as the service would (its own input size, tiles and thresholds).
 
+    Args:
+        detector_onnx: The detector; its metadata gives ``input_height``, ``max_tiles``,
+            ``threshold`` and ``threshold_ai`` (older models without the last two: ``threshold``
+            and the default tiling).
+        images: The images to judge it on.
 
-def onnx_f1(detector_onnx: bytes, validation_images: ValidationImages, labels: np.ndarray) -> float:
-    """F1 of an ONNX detector on the validation images at its own input size and threshold (metadata)."""
+    Returns:
+        Its scorecard.
+    """
     metadata = onnx_metadata(detector_onnx)
-    images = validation_images(int(metadata["input_height"]))
-    probabilities = onnx_predict(detector_onnx, images)[:, 0]
-    return binary_metrics(labels, probabilities, float(metadata["threshold"]))["f1"]
+    size, max_tiles = int(metadata["input_height"]), int(metadata.get(MAX_TILES_KEY, DEFAULT_MAX_TILES))
+    threshold = float(metadata[THRESHOLD_KEY])
+    threshold_ai = float(metadata.get(THRESHOLD_AI_KEY, threshold))
+    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+
+    def scores(paths: list[str]) -> np.ndarray:
+        def run(crops: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: crops})[0])[:, 0]
+
+        return np.array([float(np.mean(t)) for t in score_files(run, paths, size, max_tiles, 64)])
+
+    validation = scores(images.validation_paths)
+    unseen = scores(images.unseen_paths)
+    unseen_auc = None
+    if len(set(images.unseen_labels.tolist())) == 2:  # noqa: PLR2004 - both classes
+        unseen_auc = binary_metrics(images.unseen_labels, unseen, threshold)["roc_auc"]
+    humans = np.concatenate([validation[images.validation_labels == 0], unseen[images.unseen_labels == 0]])
+    return Scorecard(
+        unseen_roc_auc=unseen_auc,
+        human_fpr=float(np.mean(humans >= threshold_ai)) if humans.size else 0.0,
+        validation_f1=binary_metrics(images.validation_labels, validation, threshold)["f1"],
+    )
+
+
+def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tuple[bool, str]:
+    """Whether the challenger replaces the champion: unseen families first, then false positives, then F1.
+
+    Args:
+        challenger: The new model's scorecard.
+        champion: The current champion's, on the same images.
+        rule: The tolerances within which a figure is a tie.
+
+    Returns:
+        Whether the alias moves, and which figure decided.
+    """
+    if challenger.unseen_roc_auc is not None and champion.unseen_roc_auc is not None:
+        gap = challenger.unseen_roc_auc - champion.unseen_roc_auc
+        if abs(gap) > rule.roc_auc_tolerance:
+            return (
+                gap > 0,
+                f"unseen-family AUROC {challenger.unseen_roc_auc:.4f} vs {champion.unseen_roc_auc:.4f}",
+            )
+    gap = champion.human_fpr - challenger.human_fpr
+    if abs(gap) > rule.fpr_tolerance:
+        return gap > 0, f"human false-positive rate {challenger.human_fpr:.4f} vs {champion.human_fpr:.4f}"
+    return (
+        challenger.validation_f1 >= champion.validation_f1,
+        f"ties on unseen families and false positives; validation F1 "
+        f"{challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}",
+    )
 
 
 def register_and_promote(
-    detector_onnx: bytes,
-    validation_images: ValidationImages,
-    labels: np.ndarray,
-    model_name: str,
-    alias: str,
+    detector_onnx: bytes, images: JudgedImages, model_name: str, alias: str, rule: ChampionRule
 ) -> RegistryDecision:
     """Score the detector and the current champion, register the detector, move ``alias`` unless it regresses.
 
-    Both are scored before anything is registered, each on the same validation images cropped to
-    its own input size, so a champion of another architecture or resolution compares fairly and
-    a failure leaves the registry untouched.
+    Both are scored before anything is registered, on the same images, each at its own input
+    size, tiling and thresholds, so a champion of another architecture or resolution compares
+    fairly and a failure leaves the registry untouched. The rule reads unseen-family AUROC first,
+    then the human false-positive rate, then validation F1 (:func:`judge`).
 
     Args:
-        detector_onnx: The exported detector (its metadata holds ``input_height`` and ``threshold``).
-        validation_images: The validation images at a given input size, the same images for both models.
-        labels: Their labels.
+        detector_onnx: The exported detector.
+        images: The validation and unseen-family images and labels, the same for both models.
         model_name: Registered model name (e.g. ``ai-image-detector``).
         alias: The alias serving follows (``champion``).
+        rule: The tolerances of the comparison.
 
     Returns:
-        The decision, with both F1 scores and the reason.
+        The decision, with both scorecards and the reason.
+
+    Raises:
+        MlflowException: When the champion cannot be looked up for any reason other than not
+            existing yet (an auth or server error never promotes without comparison).
     """
     client = MlflowClient()
-    challenger_f1 = onnx_f1(detector_onnx, validation_images, labels)
-    champion = _scored_champion(client, model_name, alias, validation_images, labels)
+    challenger = scorecard(detector_onnx, images)
+    champion = _scored_champion(client, model_name, alias, images)
     info = mlflow.onnx.log_model(
         onnx.load_from_string(detector_onnx),
         name="detector",
@@ -84,41 +183,45 @@ def register_and_promote(
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
     )
     version = str(info.registered_model_version)
-    client.set_model_version_tag(model_name, version, "validation_f1", f"{challenger_f1:.6f}")
-    for key, value in onnx_metadata(detector_onnx).items():
+    tags = {"validation_f1": f"{challenger.validation_f1:.6f}", "human_fpr": f"{challenger.human_fpr:.6f}"}
+    if challenger.unseen_roc_auc is not None:
+        tags["unseen_roc_auc"] = f"{challenger.unseen_roc_auc:.6f}"
+    for key, value in {**tags, **onnx_metadata(detector_onnx)}.items():
         client.set_model_version_tag(model_name, version, key, value)
     if champion is None:
         client.set_registered_model_alias(model_name, alias, version)
         reason = f"no {alias} yet: version {version} becomes {alias}"
-        return RegistryDecision(model_name, version, challenger_f1, None, None, True, reason)
-    champion_version, champion_f1 = champion
-    moved = challenger_f1 >= champion_f1
+        return RegistryDecision(model_name, version, challenger, None, None, True, reason)
+    champion_version, champion_card = champion
+    moved, decided_by = judge(challenger, champion_card, rule)
     if moved:
         client.set_registered_model_alias(model_name, alias, version)
     verdict = "moves to" if moved else "stays on"
     reason = (
-        f"{alias} {verdict} version {version if moved else champion_version}: challenger v{version} F1 "
-        f"{challenger_f1:.4f} vs {alias} v{champion_version} F1 {champion_f1:.4f} on the same "
-        f"{len(labels)} validation images" + ("" if moved else " (no silent regression)")
+        f"{alias} {verdict} version {version if moved else champion_version}: challenger v{version} vs "
+        f"{alias} v{champion_version} on the same {len(images.validation_paths)} validation and "
+        f"{len(images.unseen_paths)} unseen-family images, {decided_by}"
+        + ("" if moved else " (no silent regression)")
     )
     logger.info(reason)
-    return RegistryDecision(model_name, version, challenger_f1, champion_version, champion_f1, moved, reason)
+    return RegistryDecision(model_name, version, challenger, champion_version, champion_card, moved, reason)
 
 
 def _scored_champion(
-    client: MlflowClient,
-    model_name: str,
-    alias: str,
-    validation_images: ValidationImages,
-    labels: np.ndarray,
-) -> tuple[str, float] | None:
-    """The current ``alias`` version and its F1 on the validation images, or None when there is none."""
+    client: MlflowClient, model_name: str, alias: str, images: JudgedImages
+) -> tuple[str, Scorecard] | None:
+    """The current ``alias`` version and its scorecard, or None when there is no such alias yet."""
     try:
-        current = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    if alias not in registered.aliases:
         return None
+    current = client.get_model_version_by_alias(model_name, alias)
     champion_onnx = mlflow.onnx.load_model(f"models:/{model_name}/{current.version}")
-    return str(current.version), onnx_f1(champion_onnx.SerializeToString(), validation_images, labels)
+    return str(current.version), scorecard(champion_onnx.SerializeToString(), images)
 
 
 def describe_version(model_name: str, version: str, description: str) -> None:

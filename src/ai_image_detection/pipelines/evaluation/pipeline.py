@@ -6,10 +6,12 @@ from kedro.pipeline import Node, Pipeline
 
 from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.evaluation.nodes import (
+    calibrate,
     compare_candidates,
     evaluate_candidate,
     plot_candidate,
-    predict,
+    score_images,
+    summarise_held_out_families,
 )
 from ai_image_detection.pipelines.training.pipeline import candidate_names
 
@@ -22,8 +24,15 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             Node(
                 bind(compare_candidates, names=names),
-                [f"{name}.evaluation_report" for name in names],
-                ["candidate_comparison_chart", "candidate_speed_size_chart", "candidate_comparison"],
+                [f"{name}.evaluation_report" for name in names]
+                + [f"{name}.unseen_family_report" for name in names],
+                [
+                    "candidate_comparison_chart",
+                    "candidate_speed_size_chart",
+                    "candidate_comparison",
+                    "unseen_family_table",
+                    "unseen_family_chart",
+                ],
                 name="compare_candidates_node",
             ),
         ]
@@ -33,10 +42,21 @@ def create_pipeline(**kwargs: object) -> Pipeline:
 def _candidate_pipeline(name: str) -> Pipeline:
     base = Pipeline(
         [
-            Node(predict, ["trained_model", "image_manifest@pandas"], "predictions", name="predict_node"),
+            Node(
+                score_images,
+                ["trained_model", "image_manifest@pandas", "params:evaluation"],
+                "raw_scores",
+                name="score_images_node",
+            ),
+            Node(
+                calibrate,
+                ["raw_scores", "params:evaluation"],
+                ["predictions", "calibration"],
+                name="calibrate_node",
+            ),
             Node(
                 evaluate_candidate,
-                ["trained_model", "predictions", "image_manifest@pandas", "params:evaluation"],
+                ["trained_model", "predictions", "calibration", "image_manifest@pandas", "params:evaluation"],
                 "evaluation_report",
                 name="evaluate_candidate_node",
             ),
@@ -45,6 +65,12 @@ def _candidate_pipeline(name: str) -> Pipeline:
                 ["predictions", "evaluation_report", "params:evaluation"],
                 "evaluation_plots",
                 name="plot_candidate_node",
+            ),
+            Node(
+                summarise_held_out_families,
+                ["held_out_family_scores", "params:evaluation"],
+                "unseen_family_report",
+                name="summarise_held_out_families_node",
             ),
         ]
     )

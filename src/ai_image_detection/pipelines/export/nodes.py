@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -14,13 +14,23 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.contract import (
+    CALIBRATION_KEY,
+    MAX_TILES_KEY,
+    THRESHOLD_AI_KEY,
+    THRESHOLD_HUMAN_KEY,
+    THRESHOLD_KEY,
+)
+from ai_image_detection.families import families_of, trained_ai_families
 from ai_image_detection.inference_cost import images_per_second, onnx_runner
 from ai_image_detection.input_pipeline import make_prediction_dataset
 from ai_image_detection.metrics import binary_metrics
 from ai_image_detection.model_card import render_model_card
+from ai_image_detection.models import calibrated_detector
 from ai_image_detection.onnx_export import check_parity, export_onnx, onnx_metadata
 from ai_image_detection.quantization import quantize_int8
-from ai_image_detection.registry import describe_version, register_and_promote
+from ai_image_detection.registry import ChampionRule, JudgedImages, describe_version, register_and_promote
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +43,17 @@ class QuantizationParams(BaseModel):
     calibration_images: int = Field(ge=1)
     max_f1_drop: float = Field(ge=0)
     ship_int8: bool
+
+
+class SelectionParams(BaseModel):
+    """How close two figures must be to count as a tie (selection and the champion rule)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roc_auc_tolerance: float = Field(ge=0, description="unseen-family AUROC differences within this are ties")
+    fpr_tolerance: float = Field(
+        ge=0, description="human false-positive rate differences within this are ties"
+    )
 
 
 class ExportParams(BaseModel):
@@ -48,6 +69,7 @@ class ExportParams(BaseModel):
     parity_tolerance: float = Field(gt=0)
     parity_images: int = Field(ge=1)
     quantization: QuantizationParams
+    selection: SelectionParams
 
 
 def _split_images(
@@ -63,37 +85,58 @@ def export_candidates(
     params: ExportParams,
     candidate_comparison: pd.DataFrame,
     data_version: str,
-    *models: keras.Model,
+    image_manifest: pd.DataFrame,
+    *models_and_calibrations: Any,
     names: list[str],
 ) -> dict[str, bytes]:
-    """Export every candidate to ONNX with the contract's metadata.
+    """Export every candidate, calibrated, to ONNX with the contract's metadata.
 
     Selection needs each candidate's ONNX latency, so each is exported; the chosen one is then
-    kept as ``detector.onnx``.
+    kept as ``detector.onnx``. The calibration is part of the graph, so the ONNX output is the
+    calibrated P(AI) that the thresholds were chosen on.
 
     Args:
         params: The ONNX opset.
-        candidate_comparison: The evaluation's table (the threshold chosen per candidate).
+        candidate_comparison: The evaluation's table (thresholds and tiling per candidate).
         data_version: DVC hash of the manifest.
-        models: The trained candidates.
-        names: Their names, in the same order.
+        image_manifest: The manifest (the families trained on and held out).
+        models_and_calibrations: The trained candidates, then their calibrations, in ``names`` order.
+        names: The candidates' names.
 
     Returns:
-        Candidate name → serialised ONNX model (threshold, class names, input size, MLflow run
-        id and data version in its metadata).
+        Candidate name → serialised ONNX model (thresholds, tiling, calibration, families, class
+        names, input size, MLflow run id and data version in its metadata).
     """
+    models, calibrations = models_and_calibrations[: len(names)], models_and_calibrations[len(names) :]
     run = mlflow.active_run()
-    thresholds = candidate_comparison.set_index("candidate")["threshold"]
+    table = candidate_comparison.set_index("candidate")
+    families = {
+        "generator_families": json.dumps(trained_ai_families(image_manifest)),
+        "unseen_families": json.dumps(
+            sorted(set(families_of(image_manifest[image_manifest["split"] == "unseen"])))
+        ),
+    }
     exports = {}
-    for name, model in zip(names, models, strict=True):
+    for name, model, calibration in zip(names, models, calibrations, strict=True):
+        row = table.loc[name].to_dict()
         metadata = {
             "candidate": name,
-            "threshold": repr(float(thresholds[name])),
+            THRESHOLD_KEY: repr(float(row["threshold"])),
+            THRESHOLD_HUMAN_KEY: repr(float(row["threshold_human"])),
+            THRESHOLD_AI_KEY: repr(float(row["threshold_ai"])),
+            MAX_TILES_KEY: str(int(row["max_tiles"])),
+            CALIBRATION_KEY: json.dumps(calibration),
+            **families,
             "mlflow_run_id": run.info.run_id if run else "",
             "data_version": data_version,
         }
-        exports[name] = export_onnx(model, params.opset, metadata)
+        exports[name] = export_onnx(_calibrated(model, calibration), params.opset, metadata)
     return exports
+
+
+def _calibrated(model: keras.Model, calibration: dict[str, Any]) -> keras.Model:
+    """The detector with the evaluation's calibration as its last layer."""
+    return calibrated_detector(model, PlattScaling(calibration["slope"], calibration["intercept"]))
 
 
 def measure_onnx_latency(
@@ -121,16 +164,21 @@ def measure_onnx_latency(
 def select_candidate(
     params: ExportParams, candidate_comparison: pd.DataFrame, onnx_latency: dict[str, float]
 ) -> dict[str, Any]:
-    """Best validation F1 among the candidates whose ONNX latency per image fits the budget.
+    """The candidate that does best on generator families it never saw, within the latency budget.
+
+    Among the candidates whose ONNX latency per image fits the budget: the highest mean
+    leave-one-family-out AUROC; among those within ``selection.roc_auc_tolerance`` of it, the
+    lowest human false-positive rate on the held-out families; among those within
+    ``selection.fpr_tolerance`` of that, the best validation F1.
 
     Args:
-        params: The latency budget.
-        candidate_comparison: The evaluation's comparison table (F1 and threshold per candidate).
+        params: The latency budget and the tolerances.
+        candidate_comparison: The evaluation's comparison table.
         onnx_latency: Output of :func:`measure_onnx_latency`.
 
     Returns:
-        ``candidate``, ``threshold``, ``validation_f1``, ``onnx_ms_per_image`` and ``reason``
-        (written to the report).
+        ``candidate``, ``threshold``, ``unseen_roc_auc_mean``, ``unseen_human_fpr``,
+        ``validation_f1``, ``onnx_ms_per_image`` and ``reason`` (written to the report).
 
     Raises:
         ValueError: If no candidate fits the budget.
@@ -142,25 +190,38 @@ def select_candidate(
             f"no candidate fits the {params.latency_budget_ms:g} ms/image budget (ONNX Runtime, batch 1): "
             f"{ {name: round(ms, 2) for name, ms in onnx_latency.items()} }"
         )
-    chosen = str(eligible["f1"].idxmax())
-    f1, latency, threshold = (
-        float(v) for v in table.loc[[chosen], ["f1", "onnx_ms", "threshold"]].to_numpy()[0]
-    )
+    rule = params.selection
+    ranked = _within(eligible, -eligible["unseen_roc_auc_mean"], rule.roc_auc_tolerance)
+    ranked = _within(ranked, ranked["unseen_human_fpr"], rule.fpr_tolerance)
+    chosen = str(ranked["f1"].idxmax())
+    row = table.loc[chosen].to_dict()
     excluded = sorted(set(table.index) - set(eligible.index))
     reason = (
-        f"{chosen}: best validation F1 ({f1:.4f}) among the {len(eligible)} of {len(table)} candidates "
-        f"within {params.latency_budget_ms:g} ms per image "
-        f"({latency:.2f} ms, ONNX Runtime, batch 1, this CPU)"
+        f"{chosen}: leave-one-family-out AUROC {row['unseen_roc_auc_mean']:.4f} (worst family "
+        f"{row['unseen_worst_family']} {row['unseen_roc_auc_min']:.4f}), human false-positive rate "
+        f"{row['unseen_human_fpr']:.4f} on the held-out families, validation F1 {row['f1']:.4f}; best on "
+        f"unseen families (then false positives, then F1) among the {len(eligible)} of {len(table)} "
+        f"candidates within {params.latency_budget_ms:g} ms per image "
+        f"({row['onnx_ms']:.2f} ms, ONNX Runtime, batch 1, this CPU)"
         + (f"; over budget: {', '.join(excluded)}" if excluded else "")
     )
     logger.info("selected %s", reason)
     return {
         "candidate": chosen,
-        "threshold": threshold,
-        "validation_f1": f1,
-        "onnx_ms_per_image": latency,
+        "threshold": float(row["threshold"]),
+        "unseen_roc_auc_mean": float(row["unseen_roc_auc_mean"]),
+        "unseen_human_fpr": float(row["unseen_human_fpr"]),
+        "validation_f1": float(row["f1"]),
+        "onnx_ms_per_image": float(row["onnx_ms"]),
         "reason": reason,
     }
+
+
+def _within(table: pd.DataFrame, cost: pd.Series, tolerance: float) -> pd.DataFrame:
+    """The rows whose ``cost`` is within ``tolerance`` of the lowest; all rows when no cost is known (NaN)."""
+    if cost.isna().all():
+        return table
+    return table[cost <= cost.min() + tolerance]
 
 
 def make_submission(
@@ -186,37 +247,38 @@ def make_submission(
     return pd.DataFrame({"id": ids, "label": labels.to_numpy()})
 
 
-def pick_detector(selection: dict[str, Any], candidate_onnx: dict[str, bytes]) -> bytes:
-    """The selected candidate's export, which becomes ``data/06_models/detector.onnx``."""
-    return candidate_onnx[selection["candidate"]]
-
-
 def verify_parity(
     params: ExportParams,
-    detector_onnx: bytes,
+    candidate_onnx: dict[str, bytes],
     selection: dict[str, Any],
     image_manifest: pd.DataFrame,
-    *models: keras.Model,
+    *models_and_calibrations: Any,
     names: list[str],
-) -> dict[str, Any]:
-    """Keras and ONNX Runtime must agree on real validation images, else the run fails.
+) -> tuple[bytes, dict[str, Any]]:
+    """The gate: Keras and ONNX Runtime must agree on real validation images, else the run fails.
+
+    The selected export becomes ``detector.onnx`` only through this node, so a failed gate
+    leaves the previous file untouched.
 
     Args:
         params: Tolerance and number of images.
-        detector_onnx: The export.
-        selection: Which candidate was exported.
+        candidate_onnx: Output of :func:`export_candidates`.
+        selection: Which candidate was selected.
         image_manifest: The manifest (validation images are used).
-        models: The trained candidates.
+        models_and_calibrations: The trained candidates, then their calibrations, in ``names`` order.
         names: Their names.
 
     Returns:
-        The parity record: candidate, images compared, largest difference, tolerance.
+        The selected export and the parity record: candidate, images compared, largest
+        difference, tolerance.
     """
-    model = models[names.index(selection["candidate"])]
+    index = names.index(selection["candidate"])
+    model = _calibrated(models_and_calibrations[index], models_and_calibrations[len(names) + index])
+    detector_onnx = candidate_onnx[selection["candidate"]]
     images = _split_images(image_manifest, "validation", int(model.input_shape[1]), params.parity_images)
     difference = check_parity(model, detector_onnx, images, params.parity_tolerance)  # raises on a mismatch
     logger.info("ONNX parity: max |Keras - ONNX| = %.3g on %d validation images", difference, len(images))
-    return {
+    return detector_onnx, {
         **selection,
         "parity_images": len(images),
         "parity_max_abs_difference": difference,
@@ -281,15 +343,17 @@ def register_detector(
 ) -> dict[str, Any]:
     """Register the shipped model in MLflow; move the champion alias only if it does not regress.
 
-    The float32 export ships unless ``quantization.ship_int8`` is set and the int8 model lost
-    no more F1 than ``quantization.max_f1_drop``.
+    Challenger and champion are judged on the same validation and unseen-family images: unseen
+    AUROC first, then the human false-positive rate, then validation F1. The float32 export
+    ships unless ``quantization.ship_int8`` is set and the int8 model lost no more F1 than
+    ``quantization.max_f1_drop``.
 
     Args:
         params: Registered model name, alias and the int8 choice.
         detector_onnx: The parity-checked float32 export.
         detector_int8_onnx: Its int8 variant.
         quantization_report: Output of :func:`quantize_detector`.
-        image_manifest: The manifest (both models are scored on its validation images).
+        image_manifest: The manifest (both models are scored on its validation and unseen images).
         parity_report: Output of :func:`verify_parity`.
 
     Returns:
@@ -305,12 +369,16 @@ def register_detector(
         )
     shipped = detector_int8_onnx if ship_int8 else detector_onnx
     validation = image_manifest[image_manifest["split"] == "validation"]
+    unseen = image_manifest[(image_manifest["split"] == "unseen") & image_manifest["label"].notna()]
+    images = JudgedImages(
+        validation_paths=validation["path"].tolist(),
+        validation_labels=validation["label"].astype(int).to_numpy(),
+        unseen_paths=unseen["path"].tolist(),
+        unseen_labels=unseen["label"].astype(int).to_numpy(),
+    )
+    rule = ChampionRule(params.selection.roc_auc_tolerance, params.selection.fpr_tolerance)
     decision = register_and_promote(
-        shipped,
-        functools.partial(_split_images, image_manifest, "validation"),
-        validation["label"].astype(int).to_numpy(),
-        params.registered_model_name,
-        params.champion_alias,
+        shipped, images, params.registered_model_name, params.champion_alias, rule
     )
     metadata = onnx_metadata(shipped)
     return {
@@ -326,6 +394,7 @@ def write_model_card(
     export_report: dict[str, Any],
     quantization_report: dict[str, Any],
     image_manifest: pd.DataFrame,
+    unseen_family_table: pd.DataFrame,
     *evaluation_reports: dict[str, Any],
     names: list[str],
 ) -> str:
@@ -335,14 +404,17 @@ def write_model_card(
         export_report: Output of :func:`register_detector`.
         quantization_report: Output of :func:`quantize_detector`.
         image_manifest: The manifest (data composition).
+        unseen_family_table: The evaluation's leave-one-family-out table (every candidate).
         evaluation_reports: One evaluation report per candidate.
         names: The candidates' names, in the same order.
 
     Returns:
         The card as Markdown.
     """
-    evaluation = evaluation_reports[names.index(export_report["candidate"])]
-    card = render_model_card(export_report, evaluation, quantization_report, image_manifest)
+    chosen = export_report["candidate"]
+    evaluation = evaluation_reports[names.index(chosen)]
+    folds = unseen_family_table[unseen_family_table["candidate"] == chosen]
+    card = render_model_card(export_report, evaluation, quantization_report, image_manifest, folds)
     registry = export_report["registry"]
     describe_version(registry["registered_model"], registry["version"], card)
     return card

@@ -9,7 +9,6 @@ from ai_image_detection.pipelines.export.nodes import (
     export_candidates,
     make_submission,
     measure_onnx_latency,
-    pick_detector,
     quantize_detector,
     register_detector,
     select_candidate,
@@ -20,15 +19,23 @@ from ai_image_detection.pipelines.training.pipeline import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Export every candidate, select one (ONNX latency, F1), submit with it, check, quantise, register it."""
+    """Export each candidate calibrated, select (unseen families first), submit, gate, quantise, register."""
     names = candidate_names()
     models = [f"{name}.trained_model" for name in names]
+    calibrations = [f"{name}.calibration" for name in names]
 
     return Pipeline(
         [
             Node(
                 bind(export_candidates, names=names),
-                ["params:export", "candidate_comparison", "manifest_md5", *models],
+                [
+                    "params:export",
+                    "candidate_comparison",
+                    "manifest_md5",
+                    "image_manifest@pandas",
+                    *models,
+                    *calibrations,
+                ],
                 "candidate_onnx",
                 name="export_candidates_node",
             ),
@@ -51,15 +58,16 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="make_submission_node",
             ),
             Node(
-                pick_detector,
-                ["model_selection", "candidate_onnx"],
-                "detector_onnx",
-                name="pick_detector_node",
-            ),
-            Node(
                 bind(verify_parity, names=names),
-                ["params:export", "detector_onnx", "model_selection", "image_manifest@pandas", *models],
-                "parity_report",
+                [
+                    "params:export",
+                    "candidate_onnx",
+                    "model_selection",
+                    "image_manifest@pandas",
+                    *models,
+                    *calibrations,
+                ],
+                ["detector_onnx", "parity_report"],
                 name="verify_parity_node",
             ),
             Node(
@@ -87,6 +95,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "export_report",
                     "quantization_report",
                     "image_manifest@pandas",
+                    "unseen_family_table",
                     *[f"{name}.evaluation_report" for name in names],
                 ],
                 "model_card",

@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from ai_image_detection.contract import UNKNOWN_GENERATOR, generator_family
+from ai_image_detection.families import held_out_pairs
 from ai_image_detection.image_files import INSPECTION_COLUMNS, inspect_file
 from ai_image_detection.image_io import ImageLimits
 
@@ -356,29 +357,6 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     _, validation = next(splitter.split(train_index, manifest.loc[train_index, "label"].astype(int), groups))
     manifest.loc[train_index[validation], "split"] = "validation"
     return manifest[MANIFEST_COLUMNS].astype({"label": "Int8", "width": "int32", "height": "int32"})
-
-
-def held_out_pairs(manifest: pd.DataFrame, families: list[str]) -> pd.Series:
-    """Which rows belong to a pair holding an image of one of ``families`` (the AI image and its twin).
-
-    Args:
-        manifest: Rows with ``pair`` and ``generator``.
-        families: Generator families to hold out.
-
-    Returns:
-        A boolean mask aligned with ``manifest``.
-
-    Raises:
-        ValueError: If a family is not in the data (a typo would otherwise hold out nothing).
-    """
-    family = manifest["generator"].map(generator_family)
-    missing = sorted(set(families) - set(family))
-    if missing:
-        raise ValueError(
-            f"unseen families {missing} are not in the data; families present: {sorted(set(family))}"
-        )
-    pairs = set(manifest.loc[family.isin(families), "pair"])
-    return manifest["pair"].isin(pairs)
 
 
 def build_report(

@@ -8,6 +8,7 @@ manifest, so every model traces back to its exact data and code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -17,12 +18,15 @@ from typing import Any, Literal
 
 import keras
 import mlflow
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_image_detection.families import held_out_pairs, trained_ai_families, without_family
 from ai_image_detection.input_pipeline import AugmentationParams, build_augmenter, make_dataset
 from ai_image_detection.models import BCEWithPriorPenalty, DetectorSpec, build_detector
+from ai_image_detection.scoring import score_files
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,20 @@ class CandidateParams(BaseModel):
     freeze_backbone_epochs: int = Field(ge=0, description="epochs with a frozen backbone before fine-tuning")
     early_stopping_patience: int = Field(ge=1)
     loss: LossParams
+
+
+HELD_OUT_SCORE_COLUMNS = ["fold", "path", "label", "split", "generator", "probability_ai"]
+
+
+class LeaveOneFamilyOutParams(BaseModel):
+    """The leave-one-family-out rotation (``training.leave_one_family_out``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    families: list[str] | None = Field(
+        default=None, description="families to rotate; null = every AI family in train and validation"
+    )
+    epochs: int | None = Field(default=None, ge=1, description="epochs per fold; null = the candidate's")
 
 
 def manifest_version(image_manifest_file: bytes) -> str:
@@ -209,3 +227,87 @@ def _git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def leave_one_family_out(
+    image_manifest: pd.DataFrame,
+    candidate: CandidateParams,
+    augmentation: AugmentationParams,
+    seed: int,
+    distribution: Distribution,
+    data_version: str,
+    rotation: LeaveOneFamilyOutParams,
+    max_tiles: int,
+    candidate_name: str,
+) -> pd.DataFrame:
+    """Train the candidate's recipe once per generator family with that family held out, score it.
+
+    Each fold trains on every pair but the held-out family's (its AI images and their content
+    twins), with the candidate's own recipe, and scores its own validation images and the
+    held-out pairs as the service would (tiles, mean). What the rotation measures is how the
+    recipe does on a generator it has never seen, the field's real problem.
+
+    Args:
+        image_manifest: The manifest from ingestion.
+        candidate: Architecture and hyper-parameters.
+        augmentation: Input-pipeline and augmentation settings.
+        seed: Seed of every fold.
+        distribution: ``tf.distribute`` strategy name.
+        data_version: DVC hash of the manifest, recorded on each fold's run.
+        rotation: Which families to rotate, and the epochs per fold.
+        max_tiles: Tiles per image when scoring (``evaluation.max_tiles``).
+        candidate_name: The candidate's name; each fold is a nested run ``<name>/without-<family>``.
+
+    Returns:
+        ``fold`` (the held-out family), ``path``, ``label``, ``split`` (``validation`` or
+        ``held_out``), ``generator`` and the raw ``probability_ai`` of each scored image.
+
+    Raises:
+        ValueError: If a family to rotate is not among the trained AI families.
+    """
+    available = trained_ai_families(image_manifest)
+    families = available if rotation.families is None else rotation.families
+    unknown = sorted(set(families) - set(available))
+    if unknown:
+        raise ValueError(
+            f"cannot hold out {unknown}: the AI families in train and validation are {available}"
+        )
+    if not families:
+        logger.warning("no generator families in train and validation: no leave-one-family-out folds")
+    recipe = (
+        candidate if rotation.epochs is None else candidate.model_copy(update={"epochs": rotation.epochs})
+    )
+    scored = [pd.DataFrame(columns=HELD_OUT_SCORE_COLUMNS)]
+    for family in families:
+        fold = without_family(image_manifest, family)
+        model, _ = train_candidate(
+            fold, recipe, augmentation, seed, distribution, data_version, f"{candidate_name}/without-{family}"
+        )
+        held_out = image_manifest[
+            held_out_pairs(image_manifest, [family]) & image_manifest["split"].isin(["train", "validation"])
+        ]
+        rows = pd.concat(
+            [
+                fold[fold["split"] == "validation"].assign(split="validation"),
+                held_out.assign(split="held_out"),
+            ]
+        )
+        tiles = score_files(
+            functools.partial(_predict_crops, model),
+            rows["path"].tolist(),
+            candidate.detector.image_size,
+            max_tiles,
+            candidate.batch_size * 4,
+            description=f"scoring the fold without {family}",
+        )
+        scored.append(
+            rows[["path", "label", "split", "generator"]].assign(
+                fold=family, probability_ai=[float(np.mean(t)) for t in tiles]
+            )
+        )
+    return pd.concat(scored, ignore_index=True)[HELD_OUT_SCORE_COLUMNS]
+
+
+def _predict_crops(model: keras.Model, crops: np.ndarray) -> np.ndarray:
+    """P(AI) of each crop, from the raw (uncalibrated) model."""
+    return np.asarray(model.predict_on_batch(crops))[:, 0]

@@ -8,7 +8,11 @@ from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Node, Pipeline
 
 from ai_image_detection.pipelines import bind
-from ai_image_detection.pipelines.training.nodes import manifest_version, train_candidate
+from ai_image_detection.pipelines.training.nodes import (
+    leave_one_family_out,
+    manifest_version,
+    train_candidate,
+)
 
 
 def candidate_names(conf_source: Path | None = None) -> list[str]:
@@ -24,7 +28,7 @@ def candidate_names(conf_source: Path | None = None) -> list[str]:
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Hash the manifest, then train each candidate in its own namespace."""
+    """Hash the manifest; train each candidate in its own namespace, and its leave-one-family-out folds."""
     version = Pipeline(
         [Node(manifest_version, "image_manifest@bytes", "manifest_md5", name="manifest_version_node")]
     )
@@ -49,7 +53,22 @@ def _candidate_pipeline(name: str) -> Pipeline:
                 ],
                 ["trained_model", "training_history"],
                 name="train_candidate_node",
-            )
+            ),
+            Node(
+                bind(leave_one_family_out, candidate_name=name),
+                [
+                    "image_manifest@pandas",
+                    "params:candidate",
+                    "params:augmentation",
+                    "params:training.seed",
+                    "params:training.distribution",
+                    "manifest_md5",
+                    "params:training.leave_one_family_out",
+                    "params:evaluation.max_tiles",
+                ],
+                "held_out_family_scores",
+                name="leave_one_family_out_node",
+            ),
         ]
     )
     return Pipeline(
@@ -61,5 +80,7 @@ def _candidate_pipeline(name: str) -> Pipeline:
             "params:augmentation": "params:augmentation",
             "params:training.seed": "params:training.seed",
             "params:training.distribution": "params:training.distribution",
+            "params:training.leave_one_family_out": "params:training.leave_one_family_out",
+            "params:evaluation.max_tiles": "params:evaluation.max_tiles",
         },
     )

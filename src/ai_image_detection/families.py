@@ -1,0 +1,56 @@
+"""Generator families in the manifest: which pairs to hold out, which families a model saw.
+
+A pair is an AI image and its content twin (``pair`` column); holding a family out means holding
+out its pairs whole, so that neither the family nor the twins' crops of it reach training.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ai_image_detection.contract import UNKNOWN_GENERATOR, generator_family
+
+
+def families_of(manifest: pd.DataFrame) -> pd.Series:
+    """The generator family of every row (``family`` of ``family/model``)."""
+    return manifest["generator"].map(generator_family)
+
+
+def held_out_pairs(manifest: pd.DataFrame, families: list[str]) -> pd.Series:
+    """Which rows belong to a pair holding an image of one of ``families`` (the AI image and its twin).
+
+    Args:
+        manifest: Rows with ``pair`` and ``generator``.
+        families: Generator families to hold out.
+
+    Returns:
+        A boolean mask aligned with ``manifest``.
+
+    Raises:
+        ValueError: If a family is not in the data (a typo would otherwise hold out nothing).
+    """
+    family = families_of(manifest)
+    missing = sorted(set(families) - set(family))
+    if missing:
+        raise ValueError(
+            f"unseen families {missing} are not in the data; families present: {sorted(set(family))}"
+        )
+    pairs = set(manifest.loc[family.isin(families), "pair"])
+    return manifest["pair"].isin(pairs)
+
+
+def trained_ai_families(manifest: pd.DataFrame) -> list[str]:
+    """The known generator families of the AI images in the train and validation splits, sorted."""
+    seen = manifest[manifest["split"].isin(["train", "validation"]) & (manifest["label"] == 1)]
+    return sorted(set(families_of(seen)) - {UNKNOWN_GENERATOR})
+
+
+def without_family(manifest: pd.DataFrame, family: str) -> pd.DataFrame:
+    """The manifest of a leave-one-family-out fold: ``family``'s train and validation pairs become ``unseen``.
+
+    Pairs already unseen stay unseen; test rows are dropped (the fold is judged on the held-out
+    family only).
+    """
+    fold = manifest[manifest["split"] != "test"].copy()
+    fold.loc[held_out_pairs(fold, [family]) & fold["split"].isin(["train", "validation"]), "split"] = "unseen"
+    return fold

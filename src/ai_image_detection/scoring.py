@@ -1,0 +1,87 @@
+"""Score image files exactly as the service does: Pillow decoding, the same tiles, the mean.
+
+Evaluation (thresholds, calibration, every reported figure) and the leave-one-family-out folds
+score through :func:`score_files`, so that a threshold chosen here means the same thing for the
+service's answer: the same decoder (:func:`ai_image_detection.image_io.decode_image`), the same
+tiles (:func:`ai_image_detection.tiling.tile_crops`), the mean of the tiles' P(AI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ai_image_detection.image_io import ImageLimits, decode_image
+from ai_image_detection.tiling import tile_crops
+
+CropScorer = Callable[[np.ndarray], np.ndarray]
+"""P(AI) ``[N]`` of crops ``[N, S, S, 3]`` (raw 0–255 RGB, float32)."""
+Transform = Callable[[np.ndarray], np.ndarray]
+"""A change to a decoded uint8 ``[H, W, 3]`` image before tiling (e.g. a robustness perturbation)."""
+
+_DECODING_LIMITS = ImageLimits(min_side=1)
+
+
+def file_tiles(path: str, size: int, max_tiles: int, transform: Transform | None = None) -> np.ndarray:
+    """The tiles of one image file, as the service cuts them from an upload of that file.
+
+    Args:
+        path: Image file.
+        size: The model's input side.
+        max_tiles: Most tiles (the model's ``max_tiles``).
+        transform: Applied to the decoded pixels before tiling.
+
+    Returns:
+        ``[N, size, size, 3]`` uint8 tiles.
+    """
+    pixels = np.asarray(decode_image(Path(path).read_bytes(), _DECODING_LIMITS).pixels)
+    if transform is not None:
+        pixels = transform(pixels)
+    return tile_crops(pixels, size, max_tiles)
+
+
+def score_files(
+    score_crops: CropScorer,
+    paths: Sequence[str],
+    size: int,
+    max_tiles: int,
+    batch_size: int,
+    transform: Transform | None = None,
+    description: str = "scoring images",
+) -> list[np.ndarray]:
+    """P(AI) of every tile of every file, the tiles of several files batched together.
+
+    Args:
+        score_crops: The model, on a batch of crops.
+        paths: Image files.
+        size: The model's input side.
+        max_tiles: Most tiles per image.
+        batch_size: Crops per model call.
+        transform: Applied to each decoded image before tiling.
+        description: Label of the progress bar.
+
+    Returns:
+        One array of tile scores per file, in ``paths`` order (an image's score is their mean).
+    """
+    counts: list[int] = []
+    pending: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+
+    def flush() -> None:
+        crops = np.concatenate(pending)
+        scores.append(np.asarray(score_crops(crops.astype(np.float32)), dtype=np.float64).reshape(-1))
+        pending.clear()
+
+    for path in tqdm(paths, desc=description, unit="image", leave=False):
+        tiles = file_tiles(path, size, max_tiles, transform)
+        counts.append(len(tiles))
+        pending.append(tiles)
+        if sum(len(t) for t in pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    flat = np.concatenate(scores) if scores else np.zeros(0)
+    return np.split(flat, np.cumsum(counts)[:-1]) if counts else []
