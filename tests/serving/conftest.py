@@ -1,8 +1,15 @@
-"""A served model the tests make themselves: a tiny small_cnn exported to ONNX, in the BentoML store."""
+"""Served models the tests make themselves: a tiny small_cnn exported to ONNX, in the BentoML store.
+
+``test-detector`` carries today's contract (the inconclusive band, its tiling, its calibration);
+``test-detector-legacy`` is the same network with only the metadata of models exported before
+the band existed, and must still serve (one process holds one ASGI app of the service: BentoML's
+metrics are process-global, so the legacy model is served by its own scorer, in process).
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -17,46 +24,140 @@ import bentoml
 import httpx
 import keras
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from ai_image_detection.contract import (
+    CALIBRATION_KEY,
+    INPUT_NAME,
+    MAX_TILES_KEY,
+    OUTPUT_NAME,
+    THRESHOLD_AI_KEY,
+    THRESHOLD_HUMAN_KEY,
+    THRESHOLD_KEY,
+    Verdict,
+    verdict,
+)
 from ai_image_detection.models import DetectorSpec, build_detector
 from ai_image_detection.onnx_export import export_onnx
 from ai_image_detection.pipelines.package.nodes import MODEL_FILE
+from ai_image_detection.tiling import tile_crops
 
 MODEL_NAME = "test-detector"
+LEGACY_MODEL_NAME = "test-detector-legacy"
 INPUT_SIZE = 32
-THRESHOLD = 0.5
+THRESHOLD_HUMAN, THRESHOLD, THRESHOLD_AI = 0.4, 0.5, 0.6
+MODEL_MAX_TILES = 9
+"""The tiling the test model's thresholds were (notionally) chosen on."""
+SETTING_MAX_TILES = 3
+"""``AIID_MAX_TILES``: lower than the model's, so it applies to the legacy model only."""
+CALIBRATION = {"method": "temperature", "temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03}
+CONTRACT = {
+    THRESHOLD_KEY: str(THRESHOLD),
+    THRESHOLD_HUMAN_KEY: str(THRESHOLD_HUMAN),
+    THRESHOLD_AI_KEY: str(THRESHOLD_AI),
+    MAX_TILES_KEY: str(MODEL_MAX_TILES),
+    CALIBRATION_KEY: json.dumps(CALIBRATION),
+}
+"""The test model's metadata, as the export pipeline writes it (input size and class names added)."""
 SERVICE_ENV = {
     "AIID_MODEL_TAG": f"{MODEL_NAME}:latest",
     "AIID_MAX_FILES": "4",
     "AIID_MAX_BYTES": "3000000",
     "AIID_MAX_PIXELS": "4000000",
     "AIID_MIN_SIDE": "16",
+    "AIID_MAX_TILES": str(SETTING_MAX_TILES),
 }
 """What the service under test is told (as a container would be)."""
+BAND_MARGIN = 0.02
+"""How far from a band edge a test image's score must be, so that its verdict is unambiguous."""
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image (JPEG-friendly)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def spread_scores(model: keras.Model, images: np.ndarray) -> None:
+    """Scale and centre the untrained head, so that photos score across (0, 1) as a trained model's do.
+
+    An untrained small_cnn scores every image within 1e-4 of 0.5, too close together for tests of
+    the inconclusive band; the head's logit becomes ``k * (logit - median)`` over ``images``.
+    """
+    probabilities = model.predict(images, verbose=0).reshape(-1).astype(np.float64)
+    logits = np.log(probabilities / (1 - probabilities))
+    scale = 1.5 / logits.std()
+    head = model.get_layer(OUTPUT_NAME)
+    head.kernel.assign(head.kernel * scale)
+    head.bias.assign(scale * (head.bias - np.median(logits)))
 
 
 @pytest.fixture(scope="session")
 def detector_onnx() -> bytes:
     keras.utils.set_random_seed(0)
     model = build_detector(DetectorSpec(architecture="small_cnn", image_size=INPUT_SIZE, widths=[4, 8]))
-    return export_onnx(model, opset=17, metadata={"threshold": str(THRESHOLD)})
+    spread_scores(model, np.stack([photo(INPUT_SIZE, INPUT_SIZE, seed) for seed in range(16)]))
+    return export_onnx(model, opset=17, metadata=CONTRACT)
+
+
+@pytest.fixture(scope="session")
+def legacy_onnx(detector_onnx: bytes) -> bytes:
+    """The same network with a pre-band model's metadata: no band, tiling or calibration."""
+    proto = onnx.load_from_string(detector_onnx)
+    kept = {prop.key: prop.value for prop in proto.metadata_props if prop.key not in CONTRACT}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {**kept, THRESHOLD_KEY: str(THRESHOLD)})
+    return bytes(proto.SerializeToString())
+
+
+def store(name: str, onnx_model: bytes, version: str) -> str:
+    """Put an ONNX model in the (test-only) BentoML store, as the package pipeline would."""
+    metadata = {
+        "registered_model": "ai-image-detector",
+        "registered_version": version,
+        "threshold": str(THRESHOLD),
+    }
+    with bentoml.models.create(name, metadata=metadata) as model:
+        with open(model.path_of(MODEL_FILE), "wb") as file:
+            file.write(onnx_model)
+    return str(model.tag)
 
 
 @pytest.fixture(scope="session")
 def served_model(detector_onnx: bytes) -> str:
-    """The test model in the (test-only) BentoML store, as the package pipeline would put it."""
-    metadata = {
-        "registered_model": "ai-image-detector",
-        "registered_version": "7",
-        "threshold": str(THRESHOLD),
-    }
-    with bentoml.models.create(MODEL_NAME, metadata=metadata) as model:
-        with open(model.path_of(MODEL_FILE), "wb") as file:
-            file.write(detector_onnx)
-    return str(model.tag)
+    """The test model (registry version 7) in the BentoML store."""
+    return store(MODEL_NAME, detector_onnx, "7")
+
+
+@pytest.fixture(scope="session")
+def legacy_model(legacy_onnx: bytes) -> str:
+    """The legacy test model (registry version 6) in the BentoML store."""
+    return store(LEGACY_MODEL_NAME, legacy_onnx, "6")
+
+
+@pytest.fixture(scope="session")
+def verdict_images(detector_onnx: bytes) -> dict[Verdict, tuple[bytes, float]]:
+    """A 96x64 PNG whose score lies below the band, one inside it and one above it, with their scores.
+
+    Scored as the service scores them (the model's tiling, the mean of the tiles' P(AI)); each score
+    is at least ``BAND_MARGIN`` from a band edge.
+    """
+    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    found: dict[Verdict, tuple[bytes, float]] = {}
+    for seed in range(100):
+        pixels = photo(96, 64, seed)
+        crops = tile_crops(pixels, INPUT_SIZE, MODEL_MAX_TILES).astype(np.float32)
+        score = float(np.mean(session.run([OUTPUT_NAME], {INPUT_NAME: crops})[0]))
+        if min(abs(score - THRESHOLD_HUMAN), abs(score - THRESHOLD_AI)) > BAND_MARGIN:
+            found.setdefault(verdict(score, THRESHOLD_HUMAN, THRESHOLD_AI), (encode(pixels, "PNG"), score))
+        if len(found) == 3:
+            return found
+    raise AssertionError(f"no photo seed scores in each zone of the band; found {sorted(found)}")
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +182,6 @@ def encode(pixels: np.ndarray, fmt: str = "JPEG", **options: object) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A smooth random RGB image (JPEG-friendly)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 255, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
 
 
 def free_port() -> int:

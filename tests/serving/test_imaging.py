@@ -1,4 +1,4 @@
-"""Crops match training's preprocessing; the heatmap and the annotation are what the page shows."""
+"""Explanation crops, the heatmap and the annotated image (tiling itself: ``tests/test_tiling.py``)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import io
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
-from ai_image_detection.input_pipeline import fit_to_size
 from ai_image_detection.serving.imaging import (
     annotate,
     explanation_crops,
@@ -22,24 +20,6 @@ from ai_image_detection.tiling import tile_crops
 
 def pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-@pytest.mark.parametrize(("height", "width"), [(96, 96), (200, 130), (41, 300), (20, 25), (97, 96)])
-def test_the_first_tile_of_one_is_evaluations_centre_crop(height: int, width: int) -> None:
-    image = pixels(height, width)
-    expected = fit_to_size(tf.constant(image), 96, training=False, resize=False).numpy()
-    np.testing.assert_array_equal(tile_crops(image, 96, max_tiles=1)[0], expected)
-
-
-def test_large_images_get_an_odd_grid_whose_middle_is_the_centre_crop() -> None:
-    image = pixels(400, 300)
-    crops = tile_crops(image, 96, max_tiles=9)
-    assert crops.shape == (9, 96, 96, 3)
-    np.testing.assert_array_equal(crops[4], tile_crops(image, 96, max_tiles=1)[0])
-    np.testing.assert_array_equal(crops[0], image[:96, :96])
-    np.testing.assert_array_equal(crops[-1], image[-96:, -96:])
-    assert tile_crops(pixels(150, 1000), 96, max_tiles=9).shape[0] == 9, "one row: up to max_tiles along it"
-    assert tile_crops(pixels(150, 150), 96, max_tiles=9).shape[0] == 1, "under twice the input: centre only"
 
 
 def test_explanation_crops_cover_a_grid_of_cells() -> None:
@@ -80,9 +60,54 @@ def test_heatmap_is_red_for_ai_blue_for_human_and_clear_at_the_middle() -> None:
     assert middle[3] < 40
 
 
+BAND = (0.4, 0.6)
+
+
+def annotated_pixels(label: str, probability_ai: float, confidence: float | None, band=BAND) -> np.ndarray:
+    """A 400x240 grey image annotated: its banner is 24 px high, the bar its bottom 4 rows."""
+    image = Image.fromarray(np.full((240, 400, 3), 128, dtype=np.uint8))
+    annotated = Image.open(io.BytesIO(annotate(image, label, probability_ai, confidence, band)))
+    assert (annotated.format, annotated.size) == ("JPEG", (400, 240))
+    return np.asarray(annotated).astype(int)
+
+
+def coloured(pixels: np.ndarray, colour: str) -> int:
+    """How many pixels are clearly amber, red or blue."""
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    masks = {
+        "amber": (red > 150) & (green > 90) & (green < 200) & (blue < 90),
+        "red": (red > 150) & (green < 90) & (blue < 90),
+        "blue": (blue > 150) & (red < 100),
+    }
+    return int(masks[colour].sum())
+
+
 def test_annotation_keeps_the_size_and_draws_a_banner() -> None:
-    image = Image.fromarray(np.full((120, 200, 3), 128, dtype=np.uint8))
-    annotated = Image.open(io.BytesIO(annotate(image, "ai", 0.9, 0.5)))
-    assert (annotated.format, annotated.size) == ("JPEG", (200, 120))
-    banner, body = np.asarray(annotated)[:5].mean(), np.asarray(annotated)[-20:].mean()
+    annotated = annotated_pixels("ai", 0.9, 0.9)
+    banner, body = annotated[:5].mean(), annotated[-20:].mean()
     assert banner < body - 30, "the banner is darker than the image"
+
+
+@pytest.mark.parametrize(
+    ("label", "probability_ai", "confidence", "colour"),
+    [("inconclusive", 0.5, None, "amber"), ("ai", 0.9, 0.9, "red"), ("human", 0.1, 0.9, "blue")],
+)
+def test_each_verdict_has_its_own_colour(
+    label: str, probability_ai: float, confidence: float | None, colour: str
+) -> None:
+    annotated = annotated_pixels(label, probability_ai, confidence)
+    text, bar = annotated[2:18], annotated[22]
+    assert coloured(text, colour) > 10, f"the word for {label} is drawn in {colour}"
+    others = {"amber", "red", "blue"} - {colour}
+    assert all(coloured(text, other) == 0 for other in others)
+    assert coloured(bar[:16], colour) == 16, f"the bar fills towards P(AI) in {colour}"
+
+
+def test_the_bar_shows_the_band_between_two_ticks() -> None:
+    bar = annotated_pixels("inconclusive", 0.5, None)[22]
+    ticks = bar[[160, 240]]  # at 40 % and 60 % of 400 px
+    assert (ticks > 220).all(), "a white tick at each edge of the band"
+    assert bar[200].sum() > bar[100].sum() + 60, "the band is shaded lighter than the fill outside it"
+    assert bar[300].sum() < bar[220].sum() - 60, "beyond the band the empty bar is darker again"
+    legacy = annotated_pixels("ai", 0.7, 0.7, band=(0.5, 0.5))[22]
+    assert (legacy[200] > 220).all() and not (legacy[[160, 240]] > 220).all(axis=1).any(), "one tick only"

@@ -44,7 +44,7 @@ def test_real_server_answers_clients_and_batches_concurrent_requests(
     )  # one crop per request, so a batch > 1 means requests were merged
     with bentoml.SyncHTTPClient(live_server) as client:
         verdict = client.predict(image=image)
-    assert verdict["label"] in {"ai", "human"} and verdict["model_version"] == "7"
+    assert verdict["label"] in {"ai", "inconclusive", "human"} and verdict["model_version"] == "7"
 
     before_sum, before_count = batch_sizes(httpx.get(f"{live_server}/metrics").text)
 

@@ -1,23 +1,40 @@
-"""The HTTP API through ``Service.to_asgi()``: every endpoint; every kind of bad input gets a clear 4xx."""
+"""The HTTP API through ``Service.to_asgi()``: every endpoint; every kind of bad input gets a clear 4xx.
+
+Answers are ``human``, ``inconclusive`` or ``ai`` by the model's band; a model exported before the
+band (``legacy_client``) still serves.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import json
+import logging
 from pathlib import Path
 from types import ModuleType
 
 import aiohttp
+import bentoml
 import numpy as np
 import onnxruntime as ort
 import pytest
 from bentoml.exceptions import ServiceUnavailable
-from conftest import INPUT_SIZE, THRESHOLD, encode, photo
+from conftest import (
+    CALIBRATION,
+    INPUT_SIZE,
+    MODEL_MAX_TILES,
+    SETTING_MAX_TILES,
+    THRESHOLD,
+    THRESHOLD_AI,
+    THRESHOLD_HUMAN,
+    encode,
+    photo,
+)
 from PIL import Image
 from starlette.testclient import TestClient
 
-from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME, Verdict, verdict
 
 
 def upload(data: bytes, name: str = "upload.jpg", content_type: str = "image/jpeg") -> dict[str, tuple]:
@@ -30,27 +47,44 @@ def assert_error(response, status: int, code: str) -> None:
     assert response.json()["error"]["message"]
 
 
+BAND = {"human": THRESHOLD_HUMAN, "ai": THRESHOLD_AI}
+
+
 def test_predict_answers_a_verdict_with_its_model(client: TestClient) -> None:
     response = client.post("/predict", files=upload(encode(photo(200, 120))))
     assert response.status_code == 200, response.text
-    verdict = response.json()
-    assert verdict["label"] == ("ai" if verdict["probability_ai"] >= THRESHOLD else "human")
-    assert 0 <= verdict["probability_ai"] <= 1
-    assert verdict["confidence"] == pytest.approx(
-        max(verdict["probability_ai"], 1 - verdict["probability_ai"])
+    answer = response.json()
+    assert 0 <= answer["probability_ai"] <= 1
+    assert answer["label"] == verdict(answer["probability_ai"], THRESHOLD_HUMAN, THRESHOLD_AI)
+    assert (answer["thresholds"], answer["threshold"], answer["calibrated"]) == (BAND, THRESHOLD, True)
+    assert (answer["model_version"], answer["input_size"]) == ("7", INPUT_SIZE)
+    assert (answer["width"], answer["height"], answer["format"], answer["frames"]) == (200, 120, "JPEG", 1)
+    assert answer["tiles"] == MODEL_MAX_TILES, (
+        f"a 200x120 image is tiled as evaluation tiled it (the model's max_tiles), "
+        f"not by AIID_MAX_TILES={SETTING_MAX_TILES}"
     )
-    assert (verdict["threshold"], verdict["model_version"], verdict["input_size"]) == (
-        THRESHOLD,
-        "7",
-        INPUT_SIZE,
-    )
-    assert (verdict["width"], verdict["height"], verdict["format"], verdict["frames"]) == (
-        200,
-        120,
-        "JPEG",
-        1,
-    )
-    assert verdict["tiles"] == 9, "a 200x120 image is scored on an odd grid of native crops"
+    assert answer["summary"]
+
+
+@pytest.mark.parametrize("label", ["human", "inconclusive", "ai"])
+def test_scores_below_inside_and_above_the_band_answer_human_inconclusive_and_ai(
+    client: TestClient, verdict_images: dict[Verdict, tuple[bytes, float]], label: Verdict
+) -> None:
+    png, score = verdict_images[label]
+    answer = client.post("/predict", files=upload(png, f"{label}.png", "image/png")).json()
+    assert answer["label"] == label
+    assert answer["probability_ai"] == pytest.approx(score, abs=1e-5), "the score is evaluation's"
+    assert (answer["tiles"], answer["thresholds"]) == (3, BAND), "96x64: one row of three tiles"
+    band_notes = [note for note in answer["notes"] if "inconclusive band" in note]
+    if label == "inconclusive":
+        assert answer["confidence"] is None, "no certainty claimed inside the band"
+        assert len(band_notes) == 1 and "unreliable" in band_notes[0]
+        assert answer["summary"].startswith("Inconclusive") and "no verdict" in answer["summary"]
+    else:
+        expected = score if label == "ai" else 1 - score
+        assert answer["confidence"] == pytest.approx(expected, abs=1e-5), "P(stated class)"
+        assert answer["confidence"] > 0.5 and not band_notes
+        assert answer["summary"].startswith("Likely AI-generated" if label == "ai" else "Likely human-made")
 
 
 def test_an_image_of_the_model_size_scores_as_the_model_does(
@@ -60,9 +94,9 @@ def test_an_image_of_the_model_size_scores_as_the_model_does(
     png = encode(pixels, "PNG")
     session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
     (expected,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixels[None].astype(np.float32)})
-    verdict = client.post("/predict", files=upload(png, "x.png", "image/png")).json()
-    assert verdict["tiles"] == 1
-    assert verdict["probability_ai"] == pytest.approx(float(expected[0, 0]), abs=1e-6)
+    answer = client.post("/predict", files=upload(png, "x.png", "image/png")).json()
+    assert answer["tiles"] == 1
+    assert answer["probability_ai"] == pytest.approx(float(expected[0, 0]), abs=1e-6)
 
 
 def test_content_type_and_file_name_are_ignored(client: TestClient) -> None:
@@ -138,6 +172,17 @@ def test_bad_uploads_get_clear_4xx_errors_and_the_service_keeps_serving(client: 
     assert client.post("/predict", files=upload(jpeg)).status_code == 200
 
 
+def test_predict_batch_answers_each_verdict_in_order(
+    client: TestClient, verdict_images: dict[Verdict, tuple[bytes, float]]
+) -> None:
+    labels: list[Verdict] = ["ai", "inconclusive", "human"]
+    files = [("images", (f"{label}.png", verdict_images[label][0], "image/png")) for label in labels]
+    batch = client.post("/predict_batch", files=files)
+    assert batch.status_code == 200, batch.text
+    assert [answer["label"] for answer in batch.json()] == labels
+    assert [answer["confidence"] is None for answer in batch.json()] == [False, True, False]
+
+
 def test_predict_batch_keeps_the_order(client: TestClient) -> None:
     images = [encode(photo(64 + 8 * i, 64, seed=i)) for i in range(3)]
     batch = client.post(
@@ -170,6 +215,21 @@ def test_annotate_returns_the_image_with_its_verdict(client: TestClient) -> None
     assert (annotated.format, annotated.size) == ("JPEG", (160, 90))
     assert '"label"' in response.headers["x-verdict"]
     assert_error(client.post("/annotate", files=upload(b"")), 400, "empty")
+
+
+def test_annotate_says_inconclusive_without_a_confidence(
+    client: TestClient, verdict_images: dict[Verdict, tuple[bytes, float]]
+) -> None:
+    png, score = verdict_images["inconclusive"]
+    response = client.post("/annotate", files=upload(png, "band.png", "image/png"))
+    assert response.status_code == 200, response.text
+    header = json.loads(response.headers["x-verdict"])
+    assert header["label"] == "inconclusive" and header["confidence"] is None
+    assert header["probability_ai"] == pytest.approx(score, abs=1e-5)
+    assert (header["thresholds"], header["threshold"], header["model_version"]) == (BAND, THRESHOLD, "7")
+    banner = np.asarray(Image.open(io.BytesIO(response.content))).astype(int)[:24]
+    red, green, blue = banner[..., 0], banner[..., 1], banner[..., 2]
+    assert ((red > 150) & (green > 90) & (green < 200) & (blue < 90)).sum() > 10, "drawn in amber"
 
 
 def test_explain_returns_a_grid_and_a_heatmap_of_the_image_shape(client: TestClient) -> None:
@@ -209,6 +269,8 @@ def test_info_and_health(client: TestClient) -> None:
     info = client.post("/info", json={}).json()
     assert info["model_version"] == "7"
     assert (info["input_size"], info["max_files"], info["max_bytes"]) == (INPUT_SIZE, 4, 3_000_000)
+    assert (info["threshold"], info["thresholds"], info["max_tiles"]) == (THRESHOLD, BAND, MODEL_MAX_TILES)
+    assert (info["calibration"], info["metadata_fallbacks"]) == (CALIBRATION, [])
     assert "JPEG" in info["formats"]
     assert client.get("/readyz").status_code == 200
     assert client.get("/livez").status_code == 200
@@ -231,7 +293,15 @@ class FlakyScorer:
 
     async def describe(self) -> dict[str, object]:
         """The test model's description, as the scorer gives it."""
-        return {"model_name": "m", "model_version": "7", "input_size": INPUT_SIZE, "threshold": THRESHOLD}
+        return {
+            "model_name": "m",
+            "model_version": "7",
+            "input_size": INPUT_SIZE,
+            "threshold": THRESHOLD,
+            "thresholds": BAND,
+            "max_tiles": MODEL_MAX_TILES,
+            "calibration": CALIBRATION,
+        }
 
 
 def detector_with(service_module: ModuleType, scorer: FlakyScorer) -> object:
@@ -333,7 +403,74 @@ def test_a_scorer_that_cannot_describe_its_model_yet_is_a_503(service_module: Mo
     assert asyncio.run(detector.__is_ready__()) is False
 
 
-def test_a_model_with_a_non_square_input_is_refused_at_load(service_module: ModuleType) -> None:
-    assert service_module._square_input_size({"input_height": "96", "input_width": "96"}) == 96
-    with pytest.raises(ValueError, match="96x128"):
-        service_module._square_input_size({"input_height": "96", "input_width": "128"})
+def test_explain_carries_the_verdict_with_its_band(
+    client: TestClient, verdict_images: dict[Verdict, tuple[bytes, float]]
+) -> None:
+    png, _ = verdict_images["inconclusive"]
+    explanation = client.post("/explain", files=upload(png, "band.png", "image/png")).json()
+    assert (explanation["label"], explanation["confidence"], explanation["thresholds"]) == (
+        "inconclusive",
+        None,
+        BAND,
+    )
+    assert explanation["method"] == "patches"
+
+
+def test_the_openapi_document_describes_the_three_verdicts(service_module: ModuleType) -> None:
+    document = service_module.Detector.openapi_spec.asdict()
+    schemas = document["components"]["schemas"]
+    verdict_schema = schemas["ImageVerdict"]["properties"]
+    assert verdict_schema["label"]["enum"] == ["human", "inconclusive", "ai"]
+    assert verdict_schema["confidence"]["nullable"] is True, "confidence may be null"
+    assert "inconclusive" in verdict_schema["confidence"]["description"]
+    assert set(schemas["Thresholds"]["properties"]) == {"human", "ai"}
+    predict = document["paths"]["/predict"]["post"]
+    answer = predict["responses"][200]["content"]["application/json"]["schema"]
+    assert answer["properties"]["label"]["enum"] == ["human", "inconclusive", "ai"]
+    assert answer["properties"]["confidence"]["nullable"] is True
+    assert "inconclusive" in predict["description"]
+
+
+class InProcessScorer:
+    """A real :class:`Scorer`'s client, in process (``to_async`` as BentoML's client has it)."""
+
+    def __init__(self, scorer: object) -> None:
+        self.scorer = scorer
+        self.to_async = self
+
+    async def score(self, crops: np.ndarray) -> np.ndarray:
+        """The scorer's ``score``."""
+        return self.scorer.score(crops)  # type: ignore[attr-defined]
+
+    async def describe(self) -> object:
+        """The scorer's ``describe``."""
+        return self.scorer.describe()  # type: ignore[attr-defined]
+
+
+def test_a_model_exported_before_the_band_still_serves(
+    service_module: ModuleType, legacy_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class LegacyScorer(service_module.Scorer.inner):  # type: ignore[name-defined,misc]
+        bento_model = bentoml.models.BentoModel(legacy_model)
+
+    with caplog.at_level(logging.WARNING):
+        scorer = LegacyScorer()
+    assert (
+        "no 'threshold_human'/'threshold_ai'" in caplog.text
+        and f"AIID_MAX_TILES={SETTING_MAX_TILES}" in caplog.text
+    )
+    detector = detector_with(service_module, InProcessScorer(scorer))  # type: ignore[arg-type]
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(encode(photo(200, 120)))
+
+    answer = asyncio.run(detector.predict(image)).model_dump()  # type: ignore[attr-defined]
+    assert answer["model_version"] == "6"
+    assert answer["thresholds"] == {"human": THRESHOLD, "ai": THRESHOLD}, "both edges at the threshold"
+    assert answer["label"] == ("ai" if answer["probability_ai"] >= THRESHOLD else "human")
+    assert answer["confidence"] == pytest.approx(max(answer["probability_ai"], 1 - answer["probability_ai"]))
+    assert answer["tiles"] == SETTING_MAX_TILES, "no max_tiles in its metadata: AIID_MAX_TILES applies"
+    assert answer["calibrated"] is False
+    assert any("no calibration" in note for note in answer["notes"])
+    info = asyncio.run(detector.info()).model_dump()  # type: ignore[attr-defined]
+    assert (info["max_tiles"], info["calibration"]) == (SETTING_MAX_TILES, None)
+    assert len(info["metadata_fallbacks"]) == 3

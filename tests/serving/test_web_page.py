@@ -1,6 +1,7 @@
 """The web page in Debian's Chromium (Playwright), against a real ``bentoml serve``.
 
-Upload an image, see the verdict, download the annotated image, reload, find it in the history.
+Upload an image, see the verdict, download the annotated image, reload, find it in the history;
+a score inside the model's band is shown as inconclusive, with the band on the bar.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import encode, photo
+from conftest import THRESHOLD_AI, THRESHOLD_HUMAN
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from ai_image_detection.contract import Verdict
+
 CHROMIUM = Path("/usr/bin/chromium")
-_VERDICT = re.compile("AI-generated|human-made")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -52,15 +54,18 @@ def page(browser: Browser, live_server: str) -> Iterator[Page]:
 
 
 @pytest.mark.slow
-def test_upload_verdict_download_and_history_survives_a_reload(page: Page, tmp_path: Path) -> None:
-    image = tmp_path / "holiday.jpg"
-    image.write_bytes(encode(photo(96, 64)))
+def test_upload_verdict_download_and_history_survives_a_reload(
+    page: Page, tmp_path: Path, verdict_images: dict[Verdict, tuple[bytes, float]]
+) -> None:
+    image = tmp_path / "holiday.png"
+    image.write_bytes(verdict_images["ai"][0])
     expect(page.locator("#model-info")).to_contain_text("7")
 
     page.set_input_files("#file-input", str(image))
-    card = page.locator('.result-card[data-filename="holiday.jpg"]')
-    expect(card.locator(".verdict")).to_have_text(_VERDICT, timeout=30_000)
+    card = page.locator('.result-card[data-filename="holiday.png"]')
+    expect(card.locator(".verdict")).to_contain_text("Likely AI-generated", timeout=30_000)
     expect(card.locator(".probability")).to_contain_text("%")
+    expect(card.locator(".details")).to_contain_text(re.compile(r"Confidence\s*\d+\.\d%"))
 
     with page.expect_download() as download_info:
         card.locator("button.download-annotated").click()
@@ -73,12 +78,12 @@ def test_upload_verdict_download_and_history_survives_a_reload(page: Page, tmp_p
     expect(card.locator("img.heatmap-overlay")).to_be_visible(timeout=30_000)
 
     page.reload()
-    entry = page.locator('#history li.history-item[data-filename="holiday.jpg"]')
+    entry = page.locator('#history li.history-item[data-filename="holiday.png"]')
     expect(entry).to_have_count(1)
     with page.expect_download() as export_info:
         page.locator("#history-export").click()
     exported = json.dumps(json.loads(Path(export_info.value.path()).read_text()))
-    assert "holiday.jpg" in exported
+    assert "holiday.png" in exported
     entry.locator("button.history-delete").click()
     expect(entry).to_have_count(0)
 
@@ -90,3 +95,43 @@ def test_a_bad_file_shows_the_services_message(page: Page, tmp_path: Path) -> No
     page.set_input_files("#file-input", str(bad))
     card = page.locator('.result-card[data-filename="notes.jpg"]')
     expect(card.locator(".error")).to_contain_text("not a recognised image", timeout=30_000)
+
+
+@pytest.mark.slow
+def test_a_score_in_the_band_is_shown_as_inconclusive_with_the_band_on_the_bar(
+    page: Page, tmp_path: Path, verdict_images: dict[Verdict, tuple[bytes, float]]
+) -> None:
+    image = tmp_path / "unsure.png"
+    image.write_bytes(verdict_images["inconclusive"][0])
+    expect(page.locator("#model-info")).to_contain_text("inconclusive in between")
+    page.set_input_files("#file-input", str(image))
+    card = page.locator('.result-card[data-filename="unsure.png"]')
+    verdict = card.locator(".verdict")
+    expect(verdict).to_contain_text("Inconclusive", timeout=30_000)
+    expect(card).to_have_attribute("data-label", "inconclusive")
+    expect(verdict).to_have_css("color", "rgb(146, 64, 14)")  # amber, neither red nor green
+
+    details = card.locator(".details")
+    expect(details).to_contain_text("none: the score lies in the inconclusive band")
+    confidence = details.locator("dt:text-is('Confidence') + dd")
+    expect(confidence).not_to_contain_text("%")
+    assert "human-made" not in card.inner_text(), "no class is named (the hidden legend aside)"
+    expect(card.locator(".notes")).to_contain_text("unreliable")
+
+    edges = card.locator(".meter-threshold")
+    expect(edges).to_have_count(2)
+    for edge, value in (("human", THRESHOLD_HUMAN), ("ai", THRESHOLD_AI)):
+        expect(card.locator(f'.meter-threshold[data-edge="{edge}"]')).to_have_attribute(
+            "style", f"left: {value * 100:.2f}%"
+        )
+    band = card.locator(".meter-band")
+    expect(band).to_be_visible()
+    bar, shaded = card.locator(".meter").bounding_box(), band.bounding_box()
+    assert bar is not None and shaded is not None
+    assert shaded["x"] - bar["x"] == pytest.approx(THRESHOLD_HUMAN * bar["width"], abs=2)
+    assert shaded["width"] == pytest.approx((THRESHOLD_AI - THRESHOLD_HUMAN) * bar["width"], abs=2)
+
+    page.reload()
+    entry = page.locator('#history li.history-item[data-filename="unsure.png"]')
+    expect(entry).to_have_attribute("data-label", "inconclusive")
+    expect(entry.locator(".history-verdict")).to_have_text("Inconclusive")

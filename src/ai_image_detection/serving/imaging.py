@@ -1,4 +1,4 @@
-"""Pictures back: the explanation crops and heatmap, and the annotated image.
+"""Pictures back: the explanation crops and heatmap, and the annotated image with its verdict.
 
 Crops are cut as for scoring (:mod:`ai_image_detection.tiling`, shared with evaluation): no
 resampling, native resolution, zero padding for a side shorter than the model input.
@@ -12,10 +12,22 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ai_image_detection.contract import Verdict
 from ai_image_detection.tiling import fit_crop, tile_crops
 
 NEUTRAL = 0.5
 """The heatmap's clear point: a cell scored 0.5 leans neither way."""
+VERDICT_COLOURS: dict[Verdict, tuple[int, int, int]] = {
+    "ai": (220, 50, 47),
+    "human": (38, 139, 210),
+    "inconclusive": (235, 160, 0),
+}
+"""Red, blue, and amber for the answer that names no class."""
+VERDICT_NAMES: dict[Verdict, str] = {
+    "ai": "AI-generated",
+    "human": "Human-made",
+    "inconclusive": "Inconclusive",
+}
 
 
 def explanation_crops(pixels: np.ndarray, size: int, max_cells: int) -> tuple[np.ndarray, int, int]:
@@ -117,31 +129,64 @@ def heatmap_png(grid: np.ndarray, width: int, height: int, max_side: int = 512) 
     return buffer.getvalue()
 
 
-def annotate(image: Image.Image, label: str, probability_ai: float, threshold: float) -> bytes:
-    """The image with its verdict and confidence drawn on a banner at the top, as JPEG.
+def _percent(probability: float) -> str:
+    """``0.4`` as ``40%``, ``0.398`` as ``39.8%``."""
+    return f"{probability:.1%}".replace(".0%", "%")
+
+
+def annotate(
+    image: Image.Image,
+    label: Verdict,
+    probability_ai: float,
+    confidence: float | None,
+    band: tuple[float, float],
+) -> bytes:
+    """The image with its verdict drawn on a banner at the top, as JPEG.
+
+    The banner names the verdict in its colour (red AI-generated, blue human-made, amber
+    inconclusive) with P(AI) and the confidence, which an inconclusive verdict does not claim.
+    A bar along the banner's bottom edge fills up to P(AI); the inconclusive band on it is
+    shaded, with a white tick at each of its edges (one tick for a model without a band).
 
     Args:
         image: The RGB image as scored.
-        label: ``"ai"`` or ``"human"``.
-        probability_ai: The score.
-        threshold: The decision threshold.
+        label: ``"human"``, ``"inconclusive"`` or ``"ai"``.
+        probability_ai: The calibrated score.
+        confidence: Probability of the stated class; None when inconclusive.
+        band: The thresholds ``(human, ai)``: human below the first, ai at or above the second.
 
     Returns:
         JPEG bytes (quality 92).
     """
     annotated = image.convert("RGB")
     width, height = annotated.size
-    band = max(24, round(min(width, height) * 0.1))
-    font = ImageFont.load_default(size=max(10, round(band * 0.45)))
-    verdict = "AI-generated" if label == "ai" else "Human-made"
-    confidence = probability_ai if label == "ai" else 1 - probability_ai
-    text = f"{verdict} · P(AI) {probability_ai:.0%} · confidence {confidence:.0%} (threshold {threshold:.2f})"
+    banner = max(24, round(min(width, height) * 0.1))
+    strip = max(4, banner // 5)
+    font = ImageFont.load_default(size=max(10, round(banner * 0.45)))
+    human, ai = band
+    colour = VERDICT_COLOURS[label]
+    score = f" · P(AI) {_percent(probability_ai)}"
+    if label == "inconclusive" or confidence is None:
+        detail = f"{score} · no verdict: unreliable from {_percent(human)} to {_percent(ai)}"
+    else:
+        if human == ai:
+            rule = f"threshold {_percent(ai)}"
+        else:
+            rule = f"AI from {_percent(ai)}" if label == "ai" else f"human below {_percent(human)}"
+        detail = f"{score} · confidence {_percent(confidence)} ({rule})"
     draw = ImageDraw.Draw(annotated, "RGBA")
-    draw.rectangle((0, 0, width, band), fill=(0, 0, 0, 170))
-    colour = (220, 50, 47, 255) if label == "ai" else (38, 139, 210, 255)
-    bar = round(width * probability_ai)
-    draw.rectangle((0, band - max(3, band // 8), bar, band), fill=colour)
-    draw.text((max(4, band // 4), band * 0.15), text, fill=(255, 255, 255, 255), font=font)
+    draw.rectangle((0, 0, width, banner), fill=(0, 0, 0, 170))
+    top = banner - strip
+    draw.rectangle((0, top, round(width * probability_ai), banner), fill=(*colour, 255))
+    left, right = round(width * human), round(width * ai)
+    if right > left:
+        draw.rectangle((left, top, right, banner), fill=(255, 255, 255, 80))
+    for tick in sorted({left, right}):
+        draw.rectangle((tick - 1, top - strip // 2, tick + 1, banner), fill=(255, 255, 255, 255))
+    x, y = max(4, banner // 4), banner * 0.1
+    name = VERDICT_NAMES[label]
+    draw.text((x, y), name, fill=(*colour, 255), font=font)
+    draw.text((x + draw.textlength(name, font=font), y), detail, fill=(255, 255, 255, 255), font=font)
     buffer = io.BytesIO()
     annotated.save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()

@@ -2,11 +2,14 @@
 
 Two services, each its own process under ``bentoml serve``: :class:`Detector` (the HTTP API and
 the web page) decodes and checks every upload in a worker thread and cuts crops exactly as
-training and evaluation do (:mod:`ai_image_detection.serving.imaging`); :class:`Scorer`, its
+training and evaluation do (:mod:`ai_image_detection.tiling`); :class:`Scorer`, its
 dependency, runs the model behind one batchable API, ``score``, so that crops of concurrent
 requests share ONNX Runtime calls (adaptive batching; the arrays travel pickled, not as JSON).
 The model is the registry's champion, imported into the BentoML store by
-``kedro run --pipelines package``; its input size and threshold come from its ONNX metadata.
+``kedro run --pipelines package``; its input size, tiling, thresholds and calibration come from its
+ONNX metadata (:mod:`ai_image_detection.serving.model_contract`), so that an image is scored exactly
+as evaluation scored it. Answers are ``human``, ``ai`` or ``inconclusive``
+(:mod:`ai_image_detection.serving.answers`).
 
 Client mistakes never give a 500: each is a JSON ``{"error": {"code", "message"}}`` with a 4xx
 status (oversized bodies and malformed forms are refused by :class:`RequestGuard` before the
@@ -30,12 +33,13 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from bentoml.validators import ContentType
-from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.serving.answers import Explanation, ImageFacts, ImageVerdict, ServiceInfo, judge
+from ai_image_detection.serving.model_contract import ModelDescription, describe_model
 from ai_image_detection.serving.settings import ServingSettings
 
 with bentoml.importing():
@@ -74,15 +78,6 @@ STATUS_BY_REASON = {
 WARM_UP_ROUNDS = 8
 WARM_UP_CONCURRENCY = 3
 """Enough calls, in batches of 1 to 3, for the dispatcher to fit its latency model (it needs 11)."""
-
-
-class ModelDescription(BaseModel):
-    """What the scorer serves: registry name and version, input size (px), decision threshold."""
-
-    model_name: str
-    model_version: str
-    input_size: int
-    threshold: float
 
 
 P = ParamSpec("P")
@@ -258,28 +253,16 @@ _FIELD_NAME = re.compile(r'(?:^|;)\s*name="([^"]*)"', re.IGNORECASE)
 _FILE_NAME = re.compile(r"(?:^|;)\s*filename\*?=", re.IGNORECASE)
 
 
-def _square_input_size(contract: dict[str, str]) -> int:
-    """The model's input side from its ONNX metadata; crops are square, so height and width must agree.
-
-    Raises:
-        ValueError: If the metadata declares a non-square input (the service would mis-crop it).
-    """
-    height, width = int(contract["input_height"]), int(contract.get("input_width", contract["input_height"]))
-    if height != width:
-        raise ValueError(f"the model's input is {height}x{width}; the service crops square tiles only")
-    return height
-
-
-def _image_facts(decoded: DecodedImage) -> dict[str, Any]:
+def _image_facts(decoded: DecodedImage) -> ImageFacts:
     """What a verdict reports about the image itself."""
     width, height = decoded.pixels.size
-    return {
-        "width": width,
-        "height": height,
-        "format": decoded.format,
-        "frames": decoded.frames,
-        "exif_rotated": decoded.exif_rotated,
-    }
+    return ImageFacts(
+        width=width,
+        height=height,
+        format=decoded.format,
+        frames=decoded.frames,
+        exif_rotated=decoded.exif_rotated,
+    )
 
 
 @bentoml.service(name="ai_image_scorer", traffic={"timeout": 60}, workers=1)
@@ -294,7 +277,11 @@ class Scorer:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        """Load the ONNX model, read its contract from the metadata, warm it up."""
+        """Load the ONNX model, read its contract from the metadata, warm it up.
+
+        Raises:
+            ValueError: If the model's metadata is incomplete or malformed (the message says which key).
+        """
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle ONNX Runtime threads sleep instead of spinning: the API process decodes uploads on
@@ -303,22 +290,26 @@ class Scorer:
         self.session = ort.InferenceSession(
             self.bento_model.path_of("model.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        contract = self.session.get_modelmeta().custom_metadata_map
         metadata = self.bento_model.info.metadata
-        self.model = ModelDescription(
+        self.model = describe_model(
+            self.session.get_modelmeta().custom_metadata_map,
             model_name=str(metadata.get("registered_model", self.bento_model.tag.name)),
             model_version=str(metadata.get("registered_version", self.bento_model.tag.version)),
-            input_size=_square_input_size(contract),
-            threshold=float(contract["threshold"]),
+            settings=SETTINGS,
         )
         # the first run allocates and plans; BentoML serves only once __init__ has returned
         self._infer(np.zeros((1, self.model.input_size, self.model.input_size, 3), dtype=np.uint8))
         logger.info(
-            "scoring with %s v%s (%d px, threshold %.4f), batching %s",
+            "scoring with %s v%s (%d px, up to %d tiles; human below %.4f, ai from %.4f, forced-choice "
+            "threshold %.4f; calibration %s), batching %s",
             self.model.model_name,
             self.model.model_version,
             self.model.input_size,
+            self.model.max_tiles,
+            self.model.thresholds.human,
+            self.model.thresholds.ai,
             self.model.threshold,
+            json.dumps(self.model.calibration),
             f"up to {SETTINGS.max_batch_size} crops" if SETTINGS.batching else "off",
         )
 
@@ -342,7 +333,7 @@ class Scorer:
 
     @bentoml.api
     def describe(self) -> ModelDescription:
-        """The served model: registry name and version, input size, decision threshold."""
+        """The served model: registry name and version, input size, thresholds, tiling, calibration."""
         return self.model
 
 
@@ -380,7 +371,7 @@ class Detector:
     async def _warm_up(self) -> None:
         """Score ``WARM_UP_ROUNDS`` rounds of ``WARM_UP_CONCURRENCY`` concurrent requests of blank crops."""
         model = await self._described_model()
-        crops = np.zeros((SETTINGS.max_tiles, model.input_size, model.input_size, 3), dtype=np.uint8)
+        crops = np.zeros((model.max_tiles, model.input_size, model.input_size, 3), dtype=np.uint8)
         for _ in range(WARM_UP_ROUNDS):
             await asyncio.gather(*(self._call_scorer(crops) for _ in range(WARM_UP_CONCURRENCY)))
         logger.info("warmed up: %d calls to the scorer", WARM_UP_ROUNDS * WARM_UP_CONCURRENCY)
@@ -439,15 +430,15 @@ class Detector:
     async def _examine(
         self, upload: Path, name: str, model: ModelDescription
     ) -> tuple[DecodedImage, np.ndarray]:
-        """Decode and tile one upload; at most ``AIID_MAX_DECODING`` are decoded at once (memory)."""
+        """Decode and tile one upload as evaluation did; at most ``AIID_MAX_DECODING`` are decoded at once."""
         async with self._decoding:
             decoded = await asyncio.to_thread(self._decode, upload, name)
             crops = await asyncio.to_thread(
-                tile_crops, np.asarray(decoded.pixels), model.input_size, SETTINGS.max_tiles
+                tile_crops, np.asarray(decoded.pixels), model.input_size, model.max_tiles
             )
         return decoded, crops
 
-    async def _verdict(self, upload: Path, name: str = "image") -> dict[str, Any]:
+    async def _verdict(self, upload: Path, name: str = "image") -> ImageVerdict:
         """The verdict on one upload; its pixels are released before its crops are scored."""
         model = await self._described_model()
         decoded, crops = await self._examine(upload, name, model)
@@ -455,57 +446,37 @@ class Detector:
         del decoded
         return await self._judge(crops, facts, model)
 
-    async def _image_and_verdict(self, upload: Path) -> tuple[DecodedImage, dict[str, Any]]:
+    async def _image_and_verdict(self, upload: Path) -> tuple[DecodedImage, ImageVerdict]:
         """The decoded upload (for endpoints that draw on it) and its verdict."""
         model = await self._described_model()
         decoded, crops = await self._examine(upload, "image", model)
         return decoded, await self._judge(crops, _image_facts(decoded), model)
 
-    async def _judge(
-        self, crops: np.ndarray, facts: dict[str, Any], model: ModelDescription
-    ) -> dict[str, Any]:
-        """Score the crops of one image; the verdict as the API returns it."""
+    async def _judge(self, crops: np.ndarray, facts: ImageFacts, model: ModelDescription) -> ImageVerdict:
+        """Score the crops of one image (their mean P(AI), as in evaluation); the verdict on it."""
         probability = float(np.mean(await self._scores(crops)))
-        label = "ai" if probability >= model.threshold else "human"
-        notes = []
-        if facts["frames"] > 1:
-            notes.append(f"animated image with {facts['frames']} frames: the first frame was scored")
-        if min(facts["width"], facts["height"]) < model.input_size:
-            notes.append(
-                f"smaller than the model input ({model.input_size} px): zero-padded, not up-scaled, "
-                "so there is less evidence"
-            )
-        if facts["exif_rotated"]:
-            notes.append("rotated upright from its EXIF orientation")
-        return {
-            "label": label,
-            "probability_ai": probability,
-            "threshold": model.threshold,
-            "confidence": probability if label == "ai" else 1 - probability,
-            "model_name": model.model_name,
-            "model_version": model.model_version,
-            "input_size": model.input_size,
-            "tiles": len(crops),
-            "width": facts["width"],
-            "height": facts["height"],
-            "format": facts["format"],
-            "frames": facts["frames"],
-            "notes": notes,
-        }
+        return judge(probability, len(crops), facts, model)
 
     @bentoml.api
     @answers_client_errors
-    async def predict(self, image: Path) -> dict[str, Any]:
-        """One image (multipart field ``image``): ``label``, ``probability_ai``, ``threshold`` and more.
+    async def predict(self, image: Path) -> ImageVerdict:
+        """One image (multipart field ``image``): ``label`` is ``human``, ``inconclusive`` or ``ai``.
 
-        Images larger than the model input are scored as the mean of an even grid of native-
-        resolution crops (``AIID_MAX_TILES``); smaller ones are zero-padded, never up-scaled.
+        ``probability_ai`` is the calibrated P(AI); below ``thresholds.human`` the answer is
+        ``human``, at or above ``thresholds.ai`` it is ``ai``, and in between ``inconclusive``,
+        with ``confidence`` null and a note: validation showed the model is unreliable there.
+        Otherwise ``confidence`` is the calibrated probability of the stated class. ``summary``
+        says it in one sentence.
+
+        Images larger than the model input are scored as the mean of an odd grid of native-
+        resolution crops, tiled as evaluation tiled them (the model's ``max_tiles``); smaller ones
+        are zero-padded, never up-scaled.
         """
         return await self._verdict(image)
 
     @bentoml.api
     @answers_client_errors
-    async def predict_batch(self, images: list[Path]) -> list[dict[str, Any]]:
+    async def predict_batch(self, images: list[Path]) -> list[ImageVerdict]:
         """Several images (repeated multipart field ``images``): a verdict each, in the same order.
 
         The request is refused as a whole if it has too many files or any file is unusable (the
@@ -528,22 +499,29 @@ class Detector:
     async def annotate(
         self, image: Path, context: bentoml.Context
     ) -> Annotated[Path, ContentType("image/jpeg")]:
-        """The image (EXIF-upright, RGB) as JPEG with the verdict and confidence drawn on it."""
+        """The image (EXIF-upright, RGB) as JPEG with the verdict drawn on it.
+
+        A banner names the answer (``Inconclusive`` in amber inside the band) with P(AI), the
+        confidence when there is one, and a bar with both thresholds marked. The ``X-Verdict``
+        header carries the numbers as JSON (``label``, ``probability_ai``, ``confidence``,
+        ``thresholds``, ``threshold``, ``model_version``).
+        """
         decoded, verdict = await self._image_and_verdict(image)
+        band = (verdict.thresholds.human, verdict.thresholds.ai)
         jpeg = await asyncio.to_thread(
-            annotate, decoded.pixels, verdict["label"], verdict["probability_ai"], verdict["threshold"]
+            annotate, decoded.pixels, verdict.label, verdict.probability_ai, verdict.confidence, band
         )
         with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as file:
             file.write(jpeg)
         context.response.background.add_task(Path(file.name).unlink, missing_ok=True)
-        context.response.headers["X-Verdict"] = json.dumps(
-            {k: verdict[k] for k in ("label", "probability_ai", "threshold", "model_version")}
+        context.response.headers["X-Verdict"] = verdict.model_dump_json(
+            include={"label", "probability_ai", "confidence", "thresholds", "threshold", "model_version"}
         )
         return Path(file.name)
 
     @bentoml.api
     @answers_client_errors
-    async def explain(self, image: Path) -> dict[str, Any]:
+    async def explain(self, image: Path) -> Explanation:
         """Which regions drive the verdict, computed with the served model itself.
 
         An image larger than the model input is scanned (``method: "patches"``): each grid cell is
@@ -556,7 +534,7 @@ class Detector:
         """
         decoded, verdict = await self._image_and_verdict(image)
         pixels = np.asarray(decoded.pixels)
-        size, height, width = verdict["input_size"], pixels.shape[0], pixels.shape[1]
+        size, height, width = verdict.input_size, pixels.shape[0], pixels.shape[1]
         if max(height, width) <= size:
             method = "occlusion"
             crops, rows, cols = await asyncio.to_thread(occlusion_crops, pixels, size, SETTINGS.explain_grid)
@@ -570,26 +548,26 @@ class Detector:
             )
             grid = shading = (await self._scores(crops)).reshape(rows, cols)
         png = await asyncio.to_thread(heatmap_png, shading, width, height)
-        return {
-            **verdict,
-            "method": method,
-            "rows": rows,
-            "cols": cols,
-            "grid": grid.round(4).tolist(),
-            "heatmap_png": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-        }
+        return Explanation(
+            **verdict.model_dump(),
+            method=method,
+            rows=rows,
+            cols=cols,
+            grid=grid.round(4).tolist(),
+            heatmap_png="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        )
 
     @bentoml.api
-    async def info(self) -> dict[str, Any]:
-        """The model and the limits, for the web page and for clients."""
-        return {
+    async def info(self) -> ServiceInfo:
+        """The model (thresholds, tiling, calibration) and the limits, for the web page and for clients."""
+        return ServiceInfo(
             **(await self._described_model()).model_dump(),
-            "max_bytes": SETTINGS.max_bytes,
-            "max_files": SETTINGS.max_files,
-            "max_pixels": SETTINGS.max_pixels,
-            "batching": SETTINGS.batching,
-            "formats": sorted(SUPPORTED_FORMATS),
-        }
+            max_bytes=SETTINGS.max_bytes,
+            max_files=SETTINGS.max_files,
+            max_pixels=SETTINGS.max_pixels,
+            batching=SETTINGS.batching,
+            formats=sorted(SUPPORTED_FORMATS),
+        )
 
 
 SERVICE: bentoml.Service[Detector] = Detector  # type: ignore[assignment]  # the decorator returns a Service

@@ -27,7 +27,10 @@ class ServingSettings(BaseModel):
         max_files: Most images in one ``/predict_batch`` request.
         max_decoding: Most uploads decoded at the same time, whatever the number of requests or
             files: with ``max_pixels`` it bounds the memory that decoding can take.
-        max_tiles: Most crops averaged for an image larger than the model input.
+        max_tiles: Most crops averaged for an image larger than the model input, for models whose
+            metadata has no ``max_tiles`` (exported before the inconclusive band). A model that
+            has it is tiled exactly as evaluation tiled it, so that its thresholds apply to the
+            service's scores; a different value here is then ignored, with a warning at start-up.
         explain_grid: Most cells per side of the ``/explain`` heatmap.
     """
 

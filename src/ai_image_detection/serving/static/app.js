@@ -2,7 +2,9 @@
  *
  * Plain ES2020, no build step, no network resources besides the service's own API:
  *   POST /info      JSON {}                        -> model and limits
- *   POST /predict   multipart field "image"        -> verdict JSON
+ *   POST /predict   multipart field "image"        -> verdict JSON: label "human" | "inconclusive" | "ai",
+ *                                                     probability_ai, thresholds {human, ai}, confidence
+ *                                                     (null when inconclusive), summary, notes
  *   POST /explain   multipart field "image"        -> verdict + heatmap_png data URL
  *   POST /annotate  multipart field "image"        -> image/jpeg with the verdict drawn on it
  * Each selected file gets its own result card and its own /predict request (4 at a time).
@@ -17,7 +19,13 @@
   const CONCURRENCY = 4;
   const REQUEST_TIMEOUT_MS = 120000;
   const THUMB_MAX_SIDE = 96;
-  const VERDICT_TEXT = { ai: "Likely AI-generated", human: "Likely human-made (camera)" };
+  const LABELS = ["human", "inconclusive", "ai"];
+  const VERDICT_TEXT = {
+    ai: "Likely AI-generated",
+    human: "Likely human-made (camera)",
+    inconclusive: "Inconclusive",
+  };
+  const VERDICT_ICON = { ai: "⚠", human: "✓", inconclusive: "?" };
 
   const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -80,6 +88,32 @@
 
   function sameValue(a, b) {
     return Math.abs(a - b) < 1e-9;
+  }
+
+  function isBand(thresholds) {
+    return !!thresholds && Number.isFinite(thresholds.human) && Number.isFinite(thresholds.ai);
+  }
+
+  /** The band {human, ai} a verdict was given by: its own thresholds, else the model's from /info,
+   *  else its single threshold (a service from before the inconclusive band). */
+  function bandOf(verdict) {
+    if (isBand(verdict.thresholds)) return { human: verdict.thresholds.human, ai: verdict.thresholds.ai };
+    if (serviceInfo && isBand(serviceInfo.thresholds)) {
+      return { human: serviceInfo.thresholds.human, ai: serviceInfo.thresholds.ai };
+    }
+    const single = Number.isFinite(verdict.threshold)
+      ? verdict.threshold
+      : serviceInfo && Number.isFinite(serviceInfo.threshold)
+        ? serviceInfo.threshold
+        : 0.5;
+    return { human: single, ai: single };
+  }
+
+  /** The rule in words: "human below 40.0%, AI from 60.0%" (or the single threshold). */
+  function bandText(band) {
+    return sameValue(band.human, band.ai)
+      ? `threshold ${formatPercent(band.ai)}`
+      : `human below ${formatPercent(band.human)}, AI from ${formatPercent(band.ai)}, inconclusive in between`;
   }
 
   /** Tell screen-reader users something, politely. */
@@ -273,8 +307,15 @@
       ? `${limitParts.join(", ")}. Several files at once are fine; each is checked on its own.`
       : "Several files at once are fine; each is checked on its own.";
     const parts = [`Model: ${info.model_name ?? "unknown"} version ${info.model_version ?? "?"}`];
-    if (Number.isFinite(info.threshold)) parts.push(`decision threshold ${formatPercent(info.threshold)} P(AI)`);
-    if (Number.isFinite(info.input_size)) parts.push(`input ${info.input_size} px crops`);
+    if (isBand(info.thresholds)) parts.push(`P(AI): ${bandText(info.thresholds)}`);
+    else if (Number.isFinite(info.threshold)) parts.push(`decision threshold ${formatPercent(info.threshold)} P(AI)`);
+    if (info.calibration && typeof info.calibration.method === "string") {
+      parts.push(`calibrated (${info.calibration.method})`);
+    }
+    if (Number.isFinite(info.input_size)) {
+      const tiles = Number.isFinite(info.max_tiles) ? `, up to ${info.max_tiles} per image` : "";
+      parts.push(`input ${info.input_size} px crops${tiles}`);
+    }
     els.modelInfo.textContent = `${parts.join(" · ")}.`;
   }
 
@@ -358,7 +399,7 @@
       entry &&
       typeof entry === "object" &&
       typeof entry.filename === "string" &&
-      (entry.label === "ai" || entry.label === "human") &&
+      LABELS.includes(entry.label) &&
       Number.isFinite(entry.probability_ai)
     );
   }
@@ -651,7 +692,7 @@
         return postJson(API.predict, imageForm(file));
       });
       if (!card.isConnected || verdict === null) return;
-      if (!verdict || (verdict.label !== "ai" && verdict.label !== "human") || !Number.isFinite(verdict.probability_ai)) {
+      if (!verdict || !LABELS.includes(verdict.label) || !Number.isFinite(verdict.probability_ai)) {
         throw new ApiError("the service answered an unexpected verdict");
       }
       showVerdict(context, verdict);
@@ -662,7 +703,10 @@
         label: verdict.label,
         verdict: VERDICT_TEXT[verdict.label],
         probability_ai: verdict.probability_ai,
+        confidence: Number.isFinite(verdict.confidence) ? verdict.confidence : null,
+        thresholds: bandOf(verdict),
         threshold: verdict.threshold,
+        summary: typeof verdict.summary === "string" ? verdict.summary : "",
         model_name: verdict.model_name,
         model_version: verdict.model_version,
         time: new Date().toISOString(),
@@ -704,11 +748,8 @@
 
   function showVerdict(context, verdict) {
     const { card, name, outcome, meta } = context;
-    const threshold = Number.isFinite(verdict.threshold)
-      ? verdict.threshold
-      : serviceInfo && Number.isFinite(serviceInfo.threshold)
-        ? serviceInfo.threshold
-        : 0.5;
+    const band = bandOf(verdict);
+    const hasBand = band.ai > band.human;
     const probability = Math.min(1, Math.max(0, verdict.probability_ai));
     const label = verdict.label;
     card.classList.remove("is-pending", "is-error");
@@ -724,6 +765,14 @@
 
     const verdictText = VERDICT_TEXT[label];
     const percent = formatPercent(probability);
+    const position = (value) => `left: ${(value * 100).toFixed(2)}%`;
+    // The bar: P(AI) filled from the left; the inconclusive band shaded between its two edges.
+    const edges = hasBand
+      ? [
+          ["human", band.human, `Below ${formatPercent(band.human)}: human-made`],
+          ["ai", band.ai, `From ${formatPercent(band.ai)}: AI-generated`],
+        ]
+      : [["single", band.ai, `Threshold ${formatPercent(band.ai)}`]];
     const meter = el(
       "div",
       {
@@ -732,32 +781,50 @@
         "aria-valuemin": "0",
         "aria-valuemax": "100",
         "aria-valuenow": (probability * 100).toFixed(1),
-        "aria-valuetext": `${percent} probability of being AI-generated; the threshold is ${formatPercent(threshold)}`,
+        "aria-valuetext": `${percent} probability of being AI-generated; ${bandText(band)}`,
         "aria-label": "Probability AI-generated",
       },
       el("div", { className: "meter-fill", style: `width: ${(probability * 100).toFixed(2)}%` }),
-      el("div", {
-        className: "meter-threshold",
-        style: `left: ${(threshold * 100).toFixed(2)}%`,
-        title: `Threshold ${formatPercent(threshold)}`,
-      }),
+      hasBand
+        ? el("div", {
+            className: "meter-band",
+            style: `${position(band.human)}; width: ${((band.ai - band.human) * 100).toFixed(2)}%`,
+            title: `Inconclusive from ${formatPercent(band.human)} to ${formatPercent(band.ai)}`,
+          })
+        : null,
+      ...edges.map(([edge, value, title]) =>
+        el("div", { className: "meter-threshold", dataset: { edge }, style: position(value), title }),
+      ),
     );
     const scale = el(
       "div",
       { className: "meter-scale", "aria-hidden": "true" },
       el("span", { text: "0% (camera)" }),
-      el("span", { className: "meter-scale-threshold", style: `left: ${(threshold * 100).toFixed(2)}%`, text: `threshold ${formatPercent(threshold, 0)}` }),
+      ...(hasBand
+        ? [
+            el("span", { className: "meter-scale-threshold edge-human", style: position(band.human), text: `human < ${formatPercent(band.human, 0)}` }),
+            el("span", { className: "meter-scale-threshold edge-ai", style: position(band.ai), text: `AI ≥ ${formatPercent(band.ai, 0)}` }),
+          ]
+        : [el("span", { className: "meter-scale-threshold", style: position(band.ai), text: `threshold ${formatPercent(band.ai, 0)}` })]),
       el("span", { text: "100% (AI)" }),
     );
 
+    let confidenceText = null;
+    if (label === "inconclusive") confidenceText = "none: the score lies in the inconclusive band";
+    else if (Number.isFinite(verdict.confidence)) {
+      confidenceText = formatPercent(verdict.confidence) + (verdict.calibrated === false ? " (uncalibrated)" : "");
+    }
     const details = el(
       "dl",
       { className: "details" },
-      ...detailRow("Threshold", formatPercent(threshold)),
-      ...(Number.isFinite(verdict.confidence) ? detailRow("Confidence", formatPercent(verdict.confidence)) : []),
+      ...detailRow(hasBand ? "Thresholds" : "Threshold", hasBand ? `human below ${formatPercent(band.human)} · AI from ${formatPercent(band.ai)}` : formatPercent(band.ai)),
+      ...(confidenceText ? detailRow("Confidence", confidenceText) : []),
       ...detailRow("Model", `${verdict.model_name || "?"} v${verdict.model_version ?? "?"}`),
       ...(Number.isFinite(verdict.tiles) ? detailRow("Crops scored", String(verdict.tiles)) : []),
     );
+    const summary = typeof verdict.summary === "string" && verdict.summary
+      ? el("p", { className: "summary", text: verdict.summary })
+      : null;
 
     const notes = Array.isArray(verdict.notes) ? verdict.notes.filter((n) => typeof n === "string" && n) : [];
     const notesList = notes.length
@@ -787,7 +854,7 @@
       el(
         "p",
         { className: `verdict verdict-${label}` },
-        el("span", { className: "verdict-icon", "aria-hidden": "true", text: label === "ai" ? "⚠" : "✓" }),
+        el("span", { className: "verdict-icon", "aria-hidden": "true", text: VERDICT_ICON[label] }),
         verdictText,
       ),
       el(
@@ -798,6 +865,7 @@
       ),
       meter,
       scale,
+      summary,
       details,
       notesList,
       el("div", { className: "card-actions" }, explainButton, downloadButton),
@@ -808,7 +876,7 @@
 
     explainButton.addEventListener("click", () => toggleExplanation(context, explainButton, legend, actionMessage));
     downloadButton.addEventListener("click", () => downloadAnnotated(context, downloadButton, actionMessage));
-    announce(`${name}: ${verdictText}, ${percent} probability AI-generated.`);
+    announce(`${name}: ${typeof verdict.summary === "string" && verdict.summary ? verdict.summary : `${verdictText}, ${percent} probability AI-generated.`}`);
   }
 
   function showActionError(messageEl, text) {

@@ -1,0 +1,193 @@
+"""The API's answers: the verdict on an image, worded so that it never claims more than the model knows.
+
+A calibrated score below the model's ``threshold_human`` is ``human``, at or above ``threshold_ai``
+it is ``ai`` (:func:`ai_image_detection.contract.verdict`), and in between, where validation showed
+the model is unreliable, the answer is ``inconclusive``: no class, and no confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ai_image_detection.contract import Verdict, verdict
+from ai_image_detection.serving.model_contract import ModelDescription, Thresholds
+
+VERDICT_WORDS: dict[Verdict, str] = {
+    "ai": "Likely AI-generated",
+    "human": "Likely human-made",
+    "inconclusive": "Inconclusive",
+}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a verdict reports about the image itself, as decoded."""
+
+    width: int
+    height: int
+    format: str
+    frames: int
+    exif_rotated: bool
+
+
+class ImageVerdict(BaseModel):
+    """The answer for one image."""
+
+    label: Verdict = Field(
+        description="`human` below `thresholds.human`, `ai` at or above `thresholds.ai`, "
+        "`inconclusive` in between (where validation showed the model is unreliable)."
+    )
+    summary: str = Field(description="The answer in one human-readable sentence.")
+    probability_ai: float = Field(
+        description="Calibrated probability that the image is AI-generated: the mean over its tiles."
+    )
+    confidence: float | None = Field(
+        description="Calibrated probability of the stated class (`probability_ai` for `ai`, "
+        "1 - `probability_ai` for `human`); null for `inconclusive`.",
+        # BentoML's OpenAPI keeps only the first branch of `anyOf`: say "or null" the OpenAPI 3.0 way
+        json_schema_extra={"nullable": True},
+    )
+    thresholds: Thresholds = Field(description="The model's inconclusive band.")
+    threshold: float = Field(
+        description="The model's single best cut, for a forced choice (ai at or above it)."
+    )
+    calibrated: bool = Field(
+        description="Whether the model's metadata records a calibration of its output "
+        "(false for models exported before calibration: the score is then the raw output)."
+    )
+    model_name: str = Field(description="Registered model name.")
+    model_version: str = Field(description="Registered model version.")
+    input_size: int = Field(description="Side of the model's square input, in pixels.")
+    tiles: int = Field(description="Native-resolution crops averaged for the score.")
+    width: int = Field(description="Width in pixels, EXIF-upright.")
+    height: int = Field(description="Height in pixels, EXIF-upright.")
+    format: str = Field(description="The format found in the file (its name and content type are ignored).")
+    frames: int = Field(description="Frames in the file; only the first is scored.")
+    notes: list[str] = Field(
+        description="What the answer should be read with (inconclusive band, padding, frames, ...)."
+    )
+
+
+class Explanation(ImageVerdict):
+    """The verdict and which regions drive it."""
+
+    method: str = Field(
+        description="`patches` (each cell scored on its own crop) or `occlusion` (the score's drop "
+        "when the cell is hidden)."
+    )
+    rows: int = Field(description="Grid rows.")
+    cols: int = Field(description="Grid columns.")
+    grid: list[list[float]] = Field(
+        description="Row-major, per cell: P(AI) (`patches`) or the drop in P(AI) (`occlusion`)."
+    )
+    heatmap_png: str = Field(
+        description="Data URL of an RGBA PNG with the image's aspect ratio: red towards AI, "
+        "blue towards human."
+    )
+
+
+class ServiceInfo(ModelDescription):
+    """The served model and the service's limits."""
+
+    max_bytes: int = Field(description="Largest accepted request body, in bytes.")
+    max_files: int = Field(description="Most images in one `/predict_batch` request.")
+    max_pixels: int = Field(description="Largest accepted width x height.")
+    batching: bool = Field(description="Whether crops of concurrent requests share model calls.")
+    formats: list[str] = Field(description="Accepted image formats.")
+
+
+def _percent(probability: float) -> str:
+    return f"{probability:.1%}"
+
+
+def _band(thresholds: Thresholds) -> str:
+    """The band in words: ``[40.0 %, 60.0 %)``, or the single threshold when there is none."""
+    if thresholds.human == thresholds.ai:
+        return f"threshold {_percent(thresholds.ai)}"
+    return f"inconclusive band [{_percent(thresholds.human)}, {_percent(thresholds.ai)})"
+
+
+def summary(label: Verdict, probability_ai: float, confidence: float | None, thresholds: Thresholds) -> str:
+    """One sentence for people: the answer, P(AI) against the thresholds, and the confidence if any.
+
+    Args:
+        label: The answer.
+        probability_ai: The calibrated score.
+        confidence: Probability of the stated class, None when inconclusive.
+        thresholds: The model's band.
+
+    Returns:
+        E.g. ``"Inconclusive: P(AI) 47.0% lies in the inconclusive band [40.0%, 60.0%), where the
+        model is unreliable; no verdict."``
+    """
+    score = f"P(AI) {_percent(probability_ai)}"
+    if label == "inconclusive" or confidence is None:
+        band = _band(thresholds)
+        return f"Inconclusive: {score} lies in the {band}, where the model is unreliable; no verdict."
+    if label == "ai":
+        where = f"at or above the AI threshold {_percent(thresholds.ai)}"
+    else:
+        where = f"below the human threshold {_percent(thresholds.human)}"
+    return f"{VERDICT_WORDS[label]}: {score}, {where}; confidence {_percent(confidence)}."
+
+
+def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: ModelDescription) -> list[str]:
+    """What the answer should be read with."""
+    notes = []
+    if label == "inconclusive":
+        notes.append(
+            f"P(AI) {_percent(probability_ai)} lies in the {_band(model.thresholds)}: on validation "
+            "images the model was unreliable for scores in this band, so it names no class and no confidence"
+        )
+    if model.calibration is None:
+        notes.append(
+            "this model's metadata records no calibration: P(AI) and the confidence are its raw output, "
+            "which may overstate or understate its certainty"
+        )
+    if facts.frames > 1:
+        notes.append(f"animated image with {facts.frames} frames: the first frame was scored")
+    if min(facts.width, facts.height) < model.input_size:
+        notes.append(
+            f"smaller than the model input ({model.input_size} px): zero-padded, not up-scaled, "
+            "so there is less evidence"
+        )
+    if facts.exif_rotated:
+        notes.append("rotated upright from its EXIF orientation")
+    return notes
+
+
+def judge(probability_ai: float, tiles: int, facts: ImageFacts, model: ModelDescription) -> ImageVerdict:
+    """The answer for an image whose tiles scored ``probability_ai`` on average.
+
+    Args:
+        probability_ai: Mean calibrated P(AI) of the image's tiles.
+        tiles: How many tiles were averaged.
+        facts: Size, format and frames of the decoded image.
+        model: The served model (band, threshold, calibration).
+
+    Returns:
+        The verdict: ``confidence`` is the calibrated probability of the stated class, or None
+        when the score lies in the inconclusive band.
+    """
+    label = verdict(probability_ai, model.thresholds.human, model.thresholds.ai)
+    confidence = {"ai": probability_ai, "human": 1.0 - probability_ai}.get(label)
+    described: dict[str, Any] = model.model_dump(
+        include={"model_name", "model_version", "input_size", "threshold", "thresholds"}
+    )
+    return ImageVerdict(
+        **described,
+        label=label,
+        summary=summary(label, probability_ai, confidence, model.thresholds),
+        probability_ai=probability_ai,
+        confidence=confidence,
+        calibrated=model.calibration is not None,
+        tiles=tiles,
+        width=facts.width,
+        height=facts.height,
+        format=facts.format,
+        frames=facts.frames,
+        notes=_notes(label, probability_ai, facts, model),
+    )

@@ -1,0 +1,85 @@
+"""How a score becomes an answer: the band's edges, the confidence that is (or is not) claimed, the words."""
+
+from __future__ import annotations
+
+import pytest
+
+from ai_image_detection.serving.answers import ImageFacts, judge, summary
+from ai_image_detection.serving.model_contract import ModelDescription, Thresholds
+
+CALIBRATION = {"method": "temperature", "temperature": 1.7}
+MODEL = ModelDescription(
+    model_name="ai-image-detector",
+    model_version="3",
+    input_size=64,
+    threshold=0.5,
+    thresholds=Thresholds(human=0.4, ai=0.6),
+    max_tiles=9,
+    calibration=CALIBRATION,
+)
+FACTS = ImageFacts(width=200, height=100, format="JPEG", frames=1, exif_rotated=False)
+
+
+@pytest.mark.parametrize(
+    ("probability", "label", "confidence"),
+    [
+        (0.1, "human", 0.9),
+        (0.3999, "human", 0.6001),
+        (0.4, "inconclusive", None),
+        (0.5, "inconclusive", None),
+        (0.5999, "inconclusive", None),
+        (0.6, "ai", 0.6),
+        (0.95, "ai", 0.95),
+    ],
+)
+def test_human_below_the_band_ai_from_its_top_edge_inconclusive_between(
+    probability: float, label: str, confidence: float | None
+) -> None:
+    answer = judge(probability, 9, FACTS, MODEL)
+    assert answer.label == label
+    assert answer.confidence == (None if confidence is None else pytest.approx(confidence))
+    assert answer.probability_ai == probability
+    assert (answer.thresholds, answer.threshold, answer.tiles, answer.calibrated) == (
+        MODEL.thresholds,
+        0.5,
+        9,
+        True,
+    )
+
+
+def test_an_inconclusive_answer_claims_no_class_and_says_why() -> None:
+    answer = judge(0.47, 9, FACTS, MODEL)
+    assert answer.summary == (
+        "Inconclusive: P(AI) 47.0% lies in the inconclusive band [40.0%, 60.0%), "
+        "where the model is unreliable; no verdict."
+    )
+    (note,) = answer.notes
+    assert "inconclusive band" in note and "unreliable" in note and "no confidence" in note
+
+
+def test_a_decided_answer_states_its_confidence() -> None:
+    assert judge(0.1, 1, FACTS, MODEL).summary == (
+        "Likely human-made: P(AI) 10.0%, below the human threshold 40.0%; confidence 90.0%."
+    )
+    assert judge(0.8, 1, FACTS, MODEL).summary == (
+        "Likely AI-generated: P(AI) 80.0%, at or above the AI threshold 60.0%; confidence 80.0%."
+    )
+    assert judge(0.8, 1, FACTS, MODEL).notes == []
+
+
+def test_an_uncalibrated_model_without_a_band_says_so() -> None:
+    legacy = MODEL.model_copy(update={"thresholds": Thresholds(human=0.5, ai=0.5), "calibration": None})
+    answer = judge(0.5, 1, FACTS, legacy)
+    assert (answer.label, answer.confidence, answer.calibrated) == ("ai", 0.5, False)
+    assert any("no calibration" in note for note in answer.notes)
+    assert "threshold 50.0%" in summary("inconclusive", 0.5, None, legacy.thresholds)
+
+
+def test_the_image_notes_are_kept() -> None:
+    facts = ImageFacts(width=40, height=30, format="GIF", frames=3, exif_rotated=True)
+    notes = judge(0.9, 1, facts, MODEL).notes
+    assert [("first frame" in n, "zero-padded" in n, "EXIF" in n) for n in notes] == [
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+    ]

@@ -1,0 +1,94 @@
+"""The served model's metadata, read in one place: today's contract, older models' fallbacks, clear errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from ai_image_detection.serving.model_contract import ModelDescription, describe_model, square_input_size
+from ai_image_detection.serving.settings import ServingSettings
+
+CALIBRATION = {"method": "temperature", "temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03}
+CURRENT = {
+    "input_height": "96",
+    "input_width": "96",
+    "class_names": '["human", "ai"]',
+    "threshold": "0.52",
+    "threshold_human": "0.35",
+    "threshold_ai": "0.7",
+    "max_tiles": "5",
+    "calibration": json.dumps(CALIBRATION),
+}
+LEGACY = {"input_height": "96", "input_width": "96", "threshold": "0.52"}
+
+
+def describe(contract: dict[str, str], environ: dict[str, str] | None = None) -> ModelDescription:
+    return describe_model(contract, "ai-image-detector", "3", ServingSettings.from_env(environ or {}))
+
+
+def test_a_current_model_is_described_by_its_metadata_alone(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = describe(CURRENT)
+    assert (model.input_size, model.threshold, model.max_tiles) == (96, 0.52, 5)
+    assert (model.thresholds.human, model.thresholds.ai) == (0.35, 0.7)
+    assert model.calibration == CALIBRATION
+    assert model.metadata_fallbacks == [] and not caplog.records
+
+
+def test_an_older_model_falls_back_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = describe(LEGACY, {"AIID_MAX_TILES": "7"})
+    assert (model.thresholds.human, model.thresholds.ai) == (0.52, 0.52), "no band: both edges at threshold"
+    assert (model.max_tiles, model.calibration) == (7, None), "tiling from AIID_MAX_TILES"
+    assert len(model.metadata_fallbacks) == 3
+    assert "AIID_MAX_TILES=7" in caplog.text and "threshold_human" in caplog.text
+    assert "calibration" in caplog.text and "ai-image-detector v3" in caplog.text
+
+
+@pytest.mark.parametrize("setting", ["3", "9"])
+def test_the_models_tiling_wins_over_the_setting_and_the_log_says_how(
+    setting: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = describe(CURRENT, {"AIID_MAX_TILES": setting})
+    assert model.max_tiles == 5, "scored as evaluation scored: the model's max_tiles"
+    assert f"AIID_MAX_TILES={setting} is ignored" in caplog.text and "up to 5 tiles" in caplog.text
+    assert ("export a model evaluated that way" in caplog.text) == (setting == "3")
+
+
+def test_the_default_setting_is_not_reported_as_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        describe(CURRENT)
+    assert "ignored" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"threshold": None}, "no 'threshold'"),
+        ({"threshold": "high"}, "'threshold' is 'high', not a number"),
+        ({"threshold": "1.5"}, r"'threshold' is 1.5; a threshold is a P\(AI\) in \[0, 1\]"),
+        ({"threshold_ai": None}, "has 'threshold_human' but not its other edge"),
+        ({"threshold_human": "0.8"}, "'threshold_human' 0.8 above 'threshold_ai' 0.7"),
+        ({"max_tiles": "0"}, "'max_tiles' is 0; it must be at least 1"),
+        ({"max_tiles": "nine"}, "'max_tiles' is 'nine', not an integer"),
+        ({"calibration": "temperature 1.7"}, "'calibration' is not JSON"),
+        ({"calibration": "[1.7]"}, "'calibration' must be a JSON object"),
+        ({"input_height": None}, "no 'input_height'"),
+        ({"input_width": "128"}, "96x128; the service crops square tiles only"),
+    ],
+)
+def test_malformed_metadata_is_refused_at_load_naming_the_key(
+    change: dict[str, str | None], message: str
+) -> None:
+    contract = {**CURRENT, **{key: value for key, value in change.items() if value is not None}}
+    for key in [key for key, value in change.items() if value is None]:
+        del contract[key]
+    with pytest.raises(ValueError, match=message):
+        describe(contract)
+
+
+def test_the_input_side_defaults_to_square() -> None:
+    assert square_input_size({"input_height": "64"}) == 64
