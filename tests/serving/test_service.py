@@ -35,6 +35,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME, Verdict, verdict
+from ai_image_detection.scoring import score_files
 
 
 def upload(data: bytes, name: str = "upload.jpg", content_type: str = "image/jpeg") -> dict[str, tuple]:
@@ -474,3 +475,29 @@ def test_a_model_exported_before_the_band_still_serves(
     info = asyncio.run(detector.info()).model_dump()  # type: ignore[attr-defined]
     assert (info["max_tiles"], info["calibration"]) == (SETTING_MAX_TILES, None)
     assert len(info["metadata_fallbacks"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "mime"),
+    [("JPEG", {"quality": 90, "subsampling": "4:2:0"}, "image/jpeg"), ("PNG", {}, "image/png")],
+)
+def test_the_service_scores_a_file_exactly_as_evaluation_does(
+    client: TestClient,
+    detector_onnx: bytes,
+    tmp_path: Path,
+    fmt: str,
+    options: dict[str, object],
+    mime: str,
+) -> None:
+    path = tmp_path / f"upload.{fmt.lower()}"
+    path.write_bytes(encode(photo(150, 110, seed=5), fmt, **options))
+    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+
+    def model(crops: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: crops})[0])[:, 0]
+
+    (tiles,) = score_files(model, [str(path)], INPUT_SIZE, MODEL_MAX_TILES, batch_size=64)
+    answer = client.post("/predict", files=upload(path.read_bytes(), path.name, mime)).json()
+
+    assert answer["tiles"] == len(tiles) > 1, "the same tiles, several of them"
+    assert answer["probability_ai"] == pytest.approx(float(np.mean(tiles)), abs=1e-6)

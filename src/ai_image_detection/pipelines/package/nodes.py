@@ -14,6 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
+from ai_image_detection.contract import MAX_TILES_KEY, THRESHOLD_AI_KEY, THRESHOLD_HUMAN_KEY, THRESHOLD_KEY
+
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
@@ -76,7 +78,17 @@ def import_champion(params: PackageParams) -> dict[str, Any]:
         "sha256": digest,
         **{
             key: contract[key]
-            for key in ("input_height", "input_width", "threshold", "data_version")
+            for key in (
+                "input_height",
+                "input_width",
+                THRESHOLD_KEY,
+                THRESHOLD_HUMAN_KEY,
+                THRESHOLD_AI_KEY,
+                MAX_TILES_KEY,
+                "generator_families",
+                "unseen_families",
+                "data_version",
+            )
             if key in contract
         },
     }
