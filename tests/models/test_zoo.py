@@ -67,7 +67,19 @@ def test_efficientnet_b5_sw_loads_a_local_preset(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("architecture", ["efficientnet_b5_sw", "convnext_tiny"])
-def test_offline_hub_weights_say_how_to_supply_them(architecture: str) -> None:
+def test_offline_hub_weights_say_how_to_supply_them(
+    architecture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hub is made unreachable here, whatever the machine: every download goes through a proxy
+    # on a closed loopback port, and the caches are empty, so the test means the same online (CI on
+    # GitHub) and offline.
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "huggingface"))
     spec = DetectorSpec(architecture=architecture, weights="imagenet", image_size=32)  # type: ignore[arg-type]
     with pytest.raises(WeightsUnavailableError, match="set `weights:` to its path"):
         build_detector(spec)
