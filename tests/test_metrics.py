@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
+from ai_image_detection.contract import verdict
 from ai_image_detection.metrics import (
+    answer_shares,
     binary_metrics,
+    choose_band,
     choose_threshold,
     expected_calibration_error,
     tpr_at_fpr,
@@ -74,3 +77,81 @@ def test_one_class_gives_nan_for_ranking_metrics() -> None:
 def test_bad_inputs_are_clear_errors(labels: list[int], scores: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         binary_metrics(labels, scores)
+
+
+# Humans 0.1 0.2 0.3 0.6 and AI 0.4 0.7 0.8 0.9: the two classes overlap between 0.4 and 0.6.
+BAND_Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+BAND_P = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+
+
+def test_the_band_by_hand() -> None:
+    # No false positive allowed: the lowest such cut lies above the highest human, between 0.6 and 0.7.
+    # All "human" answers right: the highest such cut lies below the lowest AI, between 0.3 and 0.4.
+    band = choose_band(BAND_Y, BAND_P, threshold=0.5, max_fpr=0.0, min_human_precision=0.99)
+    assert band == pytest.approx((0.35, 0.65))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("max_fpr", "min_human_precision"), [(0.05, 0.95), (0.1, 0.9), (0.01, 0.99)])
+def test_the_band_meets_both_targets_on_the_data(
+    seed: int, max_fpr: float, min_human_precision: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
+    threshold = choose_threshold(y, p)
+    threshold_human, threshold_ai = choose_band(y, p, threshold, max_fpr, min_human_precision)
+
+    assert threshold_human < threshold_ai, "the classes overlap: there is a band"
+    assert np.mean(p[y == 0] >= threshold_ai) <= max_fpr
+    answered_human = p < threshold_human
+    if answered_human.any():
+        assert np.mean(y[answered_human] == 0) >= min_human_precision
+    # The edges are the tightest that meet the targets: the next score below threshold_ai breaks the
+    # false-positive target, the next score at or above threshold_human breaks the precision target.
+    lower = p[p < threshold_ai]
+    if lower.size:
+        assert np.mean(p[y == 0] >= lower.max()) > max_fpr
+    higher = p[p >= threshold_human]
+    if higher.size:
+        widened = p <= higher.min()
+        assert np.mean(y[widened] == 0) < min_human_precision
+
+
+def test_no_band_when_one_cut_meets_both_targets() -> None:
+    y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+    # Any cut in [0.15, 0.85] has FPR <= 0.5 and human precision >= 0.6: the best cut stays where it is ...
+    assert choose_band(y, p, threshold=0.5, max_fpr=0.5, min_human_precision=0.6) == (0.5, 0.5)
+    # ... or moves to the nearest edge of that range.
+    for threshold, edge in ((0.95, 0.85), (0.05, 0.15)):
+        band = choose_band(y, p, threshold, max_fpr=0.5, min_human_precision=0.6)
+        assert band == pytest.approx((edge, edge))
+
+
+def test_a_separable_set_needs_no_band_even_with_strict_targets() -> None:
+    y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+    assert choose_band(y, p, threshold=0.5, max_fpr=0.0, min_human_precision=0.999) == (0.5, 0.5)
+
+
+def test_answer_shares_by_hand() -> None:
+    shares = answer_shares(BAND_P, 0.35, 0.65)
+    assert shares == pytest.approx({"human": 3 / 8, "inconclusive": 2 / 8, "ai": 3 / 8})
+
+
+def test_the_band_edges_belong_to_inconclusive_and_ai() -> None:
+    assert answer_shares([0.3, 0.6], 0.3, 0.6) == {"human": 0.0, "inconclusive": 0.5, "ai": 0.5}
+    assert answer_shares([0.49, 0.5], 0.5, 0.5) == {"human": 0.5, "inconclusive": 0.0, "ai": 0.5}
+
+
+def test_answer_shares_of_nothing_are_nan() -> None:
+    shares = answer_shares([], 0.3, 0.6)
+    assert set(shares) == {"human", "inconclusive", "ai"}
+    assert all(math.isnan(value) for value in shares.values())
+
+
+@pytest.mark.parametrize("band", [(0.35, 0.65), (0.5, 0.5), (0.0, 1.0)])
+def test_answer_shares_count_the_services_verdicts(band: tuple[float, float]) -> None:
+    scores = np.r_[BAND_P, band, np.linspace(0, 1, 21)]
+    answers = [verdict(float(score), *band) for score in scores]
+    expected = {answer: answers.count(answer) / len(answers) for answer in ("human", "inconclusive", "ai")}
+    assert answer_shares(scores, *band) == pytest.approx(expected)

@@ -1,4 +1,4 @@
-"""The model card carries the figures a reader needs to trust or distrust the model."""
+"""The model card carries the figures a reader needs to trust or distrust the model, unseen families first."""
 
 from __future__ import annotations
 
@@ -33,9 +33,48 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     evaluation = {
         "threshold": 0.4321,
         "threshold_objective": "f1",
+        "threshold_human": 0.2468,
+        "threshold_ai": 0.8642,
+        "max_tiles": 9,
+        "calibration": {
+            "method": "platt",
+            "slope": 0.4,
+            "intercept": 0.1,
+            "ece_before": 0.21,
+            "ece_after": 0.03,
+        },
         "parameters": 1234,
         "size_mb": 0.01,
-        "validation": {"at_threshold": metrics(0.95), "at_0.5": metrics(0.94)},
+        "validation": {
+            "at_threshold": metrics(0.95),
+            "at_0.5": metrics(0.94),
+            "answers": {"human": 0.45, "inconclusive": 0.1, "ai": 0.45},
+        },
+        "unseen": {
+            "at_threshold": metrics(0.7),
+            "at_0.5": metrics(0.7),
+            "answers": {"human": 0.3, "inconclusive": 0.4, "ai": 0.3},
+        },
+        "families": [
+            {
+                "split": "validation",
+                "family": "realcugan",
+                "label": 1,
+                "images": 40,
+                "roc_auc": 0.97,
+                "ai_rate": 0.9,
+                "inconclusive_rate": 0.05,
+            },
+            {
+                "split": "unseen",
+                "family": "camera",
+                "label": 0,
+                "images": 12,
+                "roc_auc": float("nan"),
+                "ai_rate": 0.08,
+                "inconclusive_rate": 0.25,
+            },
+        ],
         "robustness": {"none": metrics(0.95), "jpeg_q50": metrics(0.9), "blur_sigma_1": metrics(0.6)},
     }
     quantization = {
@@ -53,10 +92,27 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
             "group": ["a", "a", "b", "b", "c"],
         }
     )
-    card = render_model_card(export_report, evaluation, quantization, manifest)
+    unseen_folds = pd.DataFrame(
+        {
+            "candidate": ["small_cnn", "small_cnn"],
+            "family": ["waifu2x", "realesrgan"],
+            "ai_images": [30, 25],
+            "human_images": [30, 25],
+            "roc_auc": [0.612, 0.734],
+            "recall": [0.2, 0.4],
+            "human_fpr": [0.05, 0.04],
+            "inconclusive_rate": [0.5, 0.3],
+            "threshold_human": [0.3, 0.3],
+            "threshold_ai": [0.8, 0.8],
+        }
+    )
+    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
 
     assert card.startswith("# Model card: ai-image-detector v7")
-    assert "**0.4321**" in card
+    assert "threshold is 0.4321" in card
+    assert '"ai" at or above **0.8642**, "human" below\n  **0.2468**, and "inconclusive" in between' in card
+    assert "mean over up to 9 native-resolution tiles" in card
+    assert "ECE 0.210 before, 0.030 after" in card
     assert "`run123`" in card
     assert "`md5abc`" in card
     assert "| train | 1 | 1 | 0 | 1 |" in card, "per split: AI, human, unlabelled, source photos"
@@ -66,4 +122,13 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "weakest case above is `blur_sigma_1` (F1 0.600)" in card
     assert "-1.00 points" in card
     assert "## Intended use" in card
-    assert "Generator families it\n  never saw" in card
+    assert "Generator families it never saw (other" in card, "the limitation names the unseen-family risk"
+    assert "leave-one-family-out table\n  above is the honest estimate" in card
+    headline = card.split("## Generator families it never saw (the headline)")[1].split("## Metrics")[0]
+    assert "| waifu2x | 30 | 30 | 0.612 | 0.200 | 0.050 | 0.500 |" in headline
+    assert "| realesrgan | 25 | 25 | 0.734 | 0.400 | 0.040 | 0.300 |" in headline
+    assert card.index("## Generator families it never saw") < card.index("## Metrics"), "the headline first"
+    assert "| validation | 0.450 | 0.100 | 0.450 |" in card
+    assert "| unseen | 0.300 | 0.400 | 0.300 |" in card
+    assert "| validation | realcugan | AI | 40 | 0.970 | 0.900 | 0.050 |" in card
+    assert "| unseen | camera | human | 12 |  | 0.080 | 0.250 |" in card, "no AUROC for a human family"

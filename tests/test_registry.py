@@ -1,90 +1,255 @@
-"""The champion alias moves on an improvement and never on a regression."""
+"""The champion alias: unseen families first, then human false positives, then F1; never on a regression."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.tracking import MlflowClient
 from onnx import TensorProto, helper
+from PIL import Image
 
-from ai_image_detection.registry import register_and_promote
+from ai_image_detection.registry import (
+    ChampionRule,
+    JudgedImages,
+    RegistryDecision,
+    Scorecard,
+    judge,
+    register_and_promote,
+    scorecard,
+)
 
 NAME = "ai-image-detector"
+ALIAS = "champion"
+RULE = ChampionRule(roc_auc_tolerance=0.01, fpr_tolerance=0.01)
+
+RED, GREEN, RIGHT, WRONG = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0), (-1.0, -1.0, 0.0)
+"""Channel weights: P(AI) = sigmoid(sum_c w_c (mean_c - 128) / 8)."""
 
 
-def brightness_detector(sign: float, threshold: float = 0.5, size: int = 8) -> bytes:
-    """An ONNX detector of the contract's shape: P(AI) = sigmoid(sign * (mean pixel - 128) / 8)."""
+def channel_detector(
+    weights: Sequence[float],
+    size: int = 8,
+    threshold: float = 0.5,
+    threshold_ai: float | None = 0.5,
+    max_tiles: int | None = 9,
+) -> bytes:
+    """An ONNX detector of the contract's shape that reads the mean colour of its input."""
     nodes = [
-        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
         helper.make_node("Sub", ["mean", "centre"], ["centred"]),
-        helper.make_node("Mul", ["centred", "scale"], ["logit"]),
-        helper.make_node("Sigmoid", ["logit"], ["p"]),
-        helper.make_node("Unsqueeze", ["p", "axis"], ["probability_ai"]),
+        helper.make_node("MatMul", ["centred", "weights"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["probability_ai"]),
     ]
     graph = helper.make_graph(
         nodes,
-        "brightness",
+        "colour",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, size, size, 3])],
         [helper.make_tensor_value_info("probability_ai", TensorProto.FLOAT, [None, 1])],
         [
             helper.make_tensor("centre", TensorProto.FLOAT, [], [128.0]),
-            helper.make_tensor("scale", TensorProto.FLOAT, [], [sign / 8.0]),
-            helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("weights", TensorProto.FLOAT, [3, 1], [w / 8.0 for w in weights]),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    helper.set_model_props(
-        model, {"threshold": str(threshold), "input_height": str(size), "input_width": str(size)}
-    )
+    metadata = {"threshold": str(threshold), "input_height": str(size), "input_width": str(size)}
+    if threshold_ai is not None:
+        metadata |= {"threshold_human": str(threshold_ai), "threshold_ai": str(threshold_ai)}
+    if max_tiles is not None:
+        metadata["max_tiles"] = str(max_tiles)
+    helper.set_model_props(model, metadata)
     return bytes(model.SerializeToString())
 
 
-def validation_set() -> tuple[Callable[[int], np.ndarray], np.ndarray]:
-    """Dark human and bright AI images, at any requested size (as the export crops them per model)."""
-    labels = np.array([0, 1] * 10)
-
-    def images(size: int) -> np.ndarray:
-        rng = np.random.default_rng(0)
-        return np.stack(
-            [
-                np.full((size, size, 3), 60.0 + 140 * label) + rng.normal(0, 5, (size, size, 3))
-                for label in labels
-            ]
-        ).astype(np.float32)
-
-    return images, labels
+def write(folder: Path, name: str, pixels: np.ndarray) -> str:
+    path = folder / f"{name}.png"
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return str(path)
 
 
-def test_champion_moves_on_improvement_and_not_on_regression(tracking: MlflowClient) -> None:
-    images, labels = validation_set()
+def plain(red: int, green: int, side: int = 24) -> np.ndarray:
+    """A uniform image of that red and green (blue 60)."""
+    return np.full((side, side, 3), (red, green, 60))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> JudgedImages:
+    """Validation: AI images are red (and most green too); unseen family: AI images green only.
+
+    So the red detector is perfect on validation but blind to the unseen family (AUROC 0.5), and
+    the green one misses one validation AI image (F1 18/19) but ranks the unseen family perfectly.
+    """
+    folder = tmp_path_factory.mktemp("judged")
+    validation = [(plain(60, 60), 0)] * 10 + [(plain(200, 200), 1)] * 9 + [(plain(200, 60), 1)]
+    unseen = [(plain(60, 60), 0)] * 10 + [(plain(60, 200), 1)] * 10
+    return JudgedImages(
+        validation_paths=[write(folder, f"v{i}", pixels) for i, (pixels, _) in enumerate(validation)],
+        validation_labels=np.array([label for _, label in validation]),
+        unseen_paths=[write(folder, f"u{i}", pixels) for i, (pixels, _) in enumerate(unseen)],
+        unseen_labels=np.array([label for _, label in unseen]),
+    )
+
+
+def promote(detector: bytes, images: JudgedImages) -> RegistryDecision:
     with mlflow.start_run():
-        first = register_and_promote(
-            brightness_detector(-1.0), images, labels, NAME, "champion"
-        )  # wrong way round
-    assert first.alias_moved and first.champion_version is None
+        return register_and_promote(detector, images, NAME, ALIAS, RULE)
 
-    with mlflow.start_run():
-        better = register_and_promote(brightness_detector(1.0), images, labels, NAME, "champion")
+
+def champion_version(tracking: MlflowClient) -> str:
+    return str(tracking.get_model_version_by_alias(NAME, ALIAS).version)
+
+
+def test_the_scorecards_of_the_stand_in_detectors(images: JudgedImages) -> None:
+    assert scorecard(channel_detector(RED), images) == Scorecard(0.5, 0.0, 1.0)
+    assert scorecard(channel_detector(GREEN), images) == Scorecard(1.0, 0.0, pytest.approx(18 / 19))
+    assert scorecard(channel_detector(RIGHT), images) == Scorecard(1.0, 0.0, 1.0)
+    assert scorecard(channel_detector(WRONG), images) == Scorecard(0.0, 1.0, 0.0)
+
+
+def test_the_champion_moves_on_improvement_and_not_on_regression(
+    tracking: MlflowClient, images: JudgedImages
+) -> None:
+    first = promote(channel_detector(WRONG), images)
+    assert first.alias_moved and first.champion_version is None and first.champion is None
+    assert first.reason == f"no {ALIAS} yet: version 1 becomes {ALIAS}"
+
+    better = promote(channel_detector(RIGHT), images)
     assert better.alias_moved
-    assert better.challenger_f1 == 1.0 and better.champion_f1 == 0.0
-    assert str(tracking.get_model_version_by_alias(NAME, "champion").version) == better.version
+    assert (better.challenger.unseen_roc_auc, better.champion.unseen_roc_auc) == (1.0, 0.0)
+    assert "unseen-family AUROC 1.0000 vs 0.0000" in better.reason
+    assert "same 20 validation and 20 unseen-family images" in better.reason
+    assert champion_version(tracking) == better.version == "2"
 
-    with mlflow.start_run():
-        worse = register_and_promote(brightness_detector(-1.0), images, labels, NAME, "champion")
+    worse = promote(channel_detector(WRONG), images)
     assert not worse.alias_moved
-    assert "no silent regression" in worse.reason
-    assert str(tracking.get_model_version_by_alias(NAME, "champion").version) == better.version
-    assert tracking.get_model_version(NAME, worse.version).tags["validation_f1"] == "0.000000"
+    assert worse.champion_version == "2"
+    assert worse.reason.endswith("(no silent regression)")
+    assert champion_version(tracking) == "2"
+    tags = tracking.get_model_version(NAME, worse.version).tags
+    assert (tags["validation_f1"], tags["human_fpr"], tags["unseen_roc_auc"]) == (
+        "0.000000",
+        "1.000000",
+        "0.000000",
+    )
+    assert tags["threshold_ai"] == "0.5" and tags["max_tiles"] == "9", "the ONNX metadata is tagged too"
 
 
-def test_a_champion_of_another_input_size_is_scored_at_its_own_size(tracking: MlflowClient) -> None:
-    images, labels = validation_set()
-    with mlflow.start_run():
-        register_and_promote(brightness_detector(-1.0, size=8), images, labels, NAME, "champion")
-    with mlflow.start_run():
-        larger = register_and_promote(brightness_detector(1.0, size=12), images, labels, NAME, "champion")
-    assert larger.alias_moved and (larger.challenger_f1, larger.champion_f1) == (1.0, 0.0)
+def test_better_validation_f1_does_not_buy_a_worse_unseen_family_score(
+    tracking: MlflowClient, images: JudgedImages
+) -> None:
+    promote(channel_detector(GREEN), images)
+    sharp = promote(channel_detector(RED), images)
+    assert sharp.challenger.validation_f1 > sharp.champion.validation_f1, "the challenger wins on F1 ..."
+    assert not sharp.alias_moved, "... and still does not become champion"
+    assert "unseen-family AUROC 0.5000 vs 1.0000" in sharp.reason
+    assert champion_version(tracking) == "1"
+
+
+def test_better_on_unseen_families_wins_despite_a_slightly_worse_f1(
+    tracking: MlflowClient, images: JudgedImages
+) -> None:
+    promote(channel_detector(RED), images)
+    general = promote(channel_detector(GREEN), images)
+    assert general.challenger.validation_f1 < general.champion.validation_f1
+    assert general.alias_moved
+    assert "unseen-family AUROC 1.0000 vs 0.5000" in general.reason
+    assert champion_version(tracking) == general.version == "2"
+
+
+def test_a_registered_model_without_the_alias_has_no_champion(
+    tracking: MlflowClient, images: JudgedImages
+) -> None:
+    promote(channel_detector(RIGHT), images)
+    tracking.delete_registered_model_alias(NAME, ALIAS)
+    again = promote(channel_detector(WRONG), images)
+    assert again.alias_moved and again.champion_version is None
+    assert champion_version(tracking) == "2"
+
+
+def test_a_registry_error_propagates_and_leaves_the_alias_alone(
+    tracking: MlflowClient, images: JudgedImages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    promote(channel_detector(WRONG), images)
+
+    def refuse(self: MlflowClient, name: str) -> None:
+        raise MlflowException(f"not allowed to read {name}", error_code=PERMISSION_DENIED)
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", refuse)
+    with pytest.raises(MlflowException, match="not allowed to read") as raised:
+        promote(channel_detector(RIGHT), images)
+    assert raised.value.error_code == "PERMISSION_DENIED"
+    monkeypatch.undo()
+
+    assert champion_version(tracking) == "1"
+    assert len(tracking.search_model_versions(f"name = '{NAME}'")) == 1, (
+        "nothing registered without a comparison"
+    )
+
+
+def test_a_champion_of_another_input_size_is_scored_at_its_own_size(
+    tracking: MlflowClient, images: JudgedImages
+) -> None:
+    small = channel_detector(GREEN, size=8, max_tiles=1)
+    promote(small, images)
+    larger = promote(channel_detector(RIGHT, size=12), images)
+    assert larger.champion == scorecard(small, images), "the 8-pixel champion scored as it serves"
+    assert larger.alias_moved, "same unseen AUROC and FPR: the better F1 decides"
+    assert "validation F1 1.0000 vs 0.9474" in larger.reason
     assert tracking.get_model_version(NAME, larger.version).tags["input_height"] == "12"
+
+
+def test_the_scorecard_reads_tiles_and_band_from_the_metadata(tmp_path: Path) -> None:
+    # An AI image whose centre tile is dark: found only when its three tiles are averaged; a human
+    # image scoring 0.68: answered "ai" at threshold 0.5 but not at threshold_ai 0.8.
+    striped = plain(60, 60, side=8).repeat(3, axis=1)
+    striped[:, :8] = striped[:, 16:] = 250
+    human = np.full((8, 8, 3), 131)
+    images = JudgedImages(
+        validation_paths=[write(tmp_path, "ai", striped), write(tmp_path, "human", human)],
+        validation_labels=np.array([1, 0]),
+        unseen_paths=[],
+        unseen_labels=np.array([], dtype=int),
+    )
+    detector = (1.0, 1.0, 0.0)
+    tiled = scorecard(channel_detector(detector, threshold_ai=0.8, max_tiles=9), images)
+    assert tiled == Scorecard(None, 0.0, pytest.approx(2 / 3)), "no unseen images: no unseen AUROC"
+    assert scorecard(channel_detector(detector, threshold_ai=0.8, max_tiles=1), images).validation_f1 == 0.0
+    older = scorecard(channel_detector(detector, threshold_ai=None, max_tiles=None), images)
+    assert older == Scorecard(None, 1.0, pytest.approx(2 / 3)), "no band: the threshold; no tiling: nine"
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "moves", "decided_by"),
+    [
+        (
+            Scorecard(0.90, 0.30, 0.50),
+            Scorecard(0.80, 0.00, 1.00),
+            True,
+            "unseen-family AUROC 0.9000 vs 0.8000",
+        ),
+        (Scorecard(0.80, 0.00, 1.00), Scorecard(0.90, 0.30, 0.50), False, "unseen-family AUROC"),
+        (
+            Scorecard(0.895, 0.05, 0.99),
+            Scorecard(0.90, 0.02, 0.50),
+            False,
+            "human false-positive rate 0.0500",
+        ),
+        (Scorecard(0.895, 0.02, 0.50), Scorecard(0.90, 0.05, 0.99), True, "human false-positive rate 0.0200"),
+        (Scorecard(0.895, 0.025, 0.91), Scorecard(0.90, 0.02, 0.90), True, "validation F1 0.9100 vs 0.9000"),
+        (Scorecard(0.90, 0.02, 0.90), Scorecard(0.90, 0.02, 0.90), True, "ties on unseen families"),
+        (Scorecard(0.90, 0.02, 0.89), Scorecard(0.90, 0.02, 0.90), False, "validation F1"),
+        (Scorecard(None, 0.10, 0.99), Scorecard(0.90, 0.02, 0.50), False, "human false-positive rate"),
+    ],
+)
+def test_the_rule_reads_unseen_auroc_then_false_positives_then_f1(
+    challenger: Scorecard, champion: Scorecard, moves: bool, decided_by: str
+) -> None:
+    moved, reason = judge(challenger, champion, RULE)
+    assert moved is moves
+    assert decided_by in reason

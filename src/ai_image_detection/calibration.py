@@ -18,8 +18,9 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 
-EPSILON = 1e-7
-"""Tile probabilities are clipped to ``[EPSILON, 1 - EPSILON]`` before taking their logit."""
+EPSILON = 2.0**-23
+"""Tile probabilities are clipped to ``[EPSILON, 1 - EPSILON]`` before taking their logit (both bounds
+exact in float32, so the exported graph and this module clip a saturated tile to the same value)."""
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,17 @@ def held_out_pairs(manifest: pd.DataFrame, families: list[str]) -> pd.Series:
 
 def trained_ai_families(manifest: pd.DataFrame) -> list[str]:
     """The known generator families of the AI images in the train and validation splits, sorted."""
-    seen = manifest[manifest["split"].isin(["train", "validation"]) & (manifest["label"] == 1)]
-    return sorted(set(families_of(seen)) - {UNKNOWN_GENERATOR})
+    return _ai_families(manifest, ["train", "validation"])
+
+
+def unseen_ai_families(manifest: pd.DataFrame) -> list[str]:
+    """The known generator families of the AI images in the unseen split (held out of training), sorted."""
+    return _ai_families(manifest, ["unseen"])
+
+
+def _ai_families(manifest: pd.DataFrame, splits: list[str]) -> list[str]:
+    rows = manifest[manifest["split"].isin(splits) & (manifest["label"] == 1)]
+    return sorted(set(families_of(rows)) - {UNKNOWN_GENERATOR})
 
 
 def without_family(manifest: pd.DataFrame, family: str) -> pd.DataFrame:

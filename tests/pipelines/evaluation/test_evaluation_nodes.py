@@ -1,6 +1,10 @@
-"""Evaluation nodes on a tiny model and images made in the test."""
+"""Evaluation nodes: score as the service does, calibrate, band, per-family and held-out-family tables."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -8,74 +12,346 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
+from ai_image_detection.calibration import PlattScaling
 from ai_image_detection.input_pipeline import Perturbation
-from ai_image_detection.models import DetectorSpec, build_detector
+from ai_image_detection.metrics import answer_shares, binary_metrics
 from ai_image_detection.pipelines.evaluation.nodes import (
+    FAMILY_COLUMNS,
+    UNSEEN_FOLD_COLUMNS,
+    BandParams,
     EvaluationParams,
+    calibrate,
     compare_candidates,
     evaluate_candidate,
     plot_candidate,
-    predict,
+    score_images,
+    summarise_held_out_families,
 )
+from ai_image_detection.tiling import tile_crops
+
+SIZE = 32
+HUMAN = "camera/original"
+
+
+def params(**band: float) -> EvaluationParams:
+    return EvaluationParams(
+        max_tiles=9,
+        batch_size=16,
+        band=BandParams(**{"max_fpr": 0.05, "min_human_precision": 0.95, "max_inconclusive": 0.5, **band}),
+        robustness={
+            "jpeg_q50": Perturbation(kind="jpeg", quality=50),
+            "blur": Perturbation(kind="blur", sigma=1.0),
+        },
+    )
+
+
+def brightness_model(steepness: float = 0.5) -> keras.Model:
+    """A detector whose P(AI) is sigmoid(steepness * (mean pixel - 128)): steep, so overconfident."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.full((3, 1), steepness / 3, dtype=np.float32), np.array([-128 * steepness])])
+    return model
+
+
+def _write(folder: Path, name: str, brightness: float, side: int, rng: np.random.Generator) -> str:
+    pixels = np.clip(rng.normal(brightness, 3.0, (side, side, 3)), 0, 255).astype(np.uint8)
+    path = folder / f"{name}.png"
+    Image.fromarray(pixels).save(path)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    raw = tmp_path_factory.mktemp("raw")
+    """Human twins darker than their AI images, with overlap; the unseen family (waifu2x) much brighter."""
+    folder = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
+    layout = [
+        ("train", "realcugan/up2x", 3),
+        ("validation", "realcugan/up2x", 20),
+        ("validation", "realesrgan/x4", 20),
+        ("test", "realcugan/up2x", 5),
+        ("unseen", "waifu2x/cunet", 8),
+    ]
     rows = []
-    for index in range(24):
-        split = "test" if index >= 16 else "validation"
-        folder = raw / ("test_data_v2" if split == "test" else "train_data")
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{index}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(path)
-        label = pd.NA if index >= 20 else index % 2
-        rows.append({"path": str(path), "source_path": str(path), "label": label, "split": split})
+    for split, generator, pairs in layout:
+        for index in range(pairs):
+            pair = f"{split}-{generator}-{index}"
+            ai_brightness = rng.uniform(175, 200) if split == "unseen" else rng.uniform(112, 170)
+            for label, made_by, brightness in (
+                (0, HUMAN, rng.uniform(90, 146)),
+                (1, generator, ai_brightness),
+            ):
+                side = 80 if index % 4 == 0 else 40  # 80 x 80: nine tiles, 40 x 40: one
+                path = _write(folder, f"{pair.replace('/', '_')}-{label}", brightness, side, rng)
+                rows.append(
+                    {
+                        "path": path,
+                        "source_path": path,
+                        "label": label,
+                        "split": split,
+                        "generator": made_by,
+                        "pair": pair,
+                    }
+                )
+    for index in range(3):  # the competition's test images have no labels
+        path = _write(folder, f"unlabelled-{index}", 128, 40, rng)
+        rows.append(
+            {
+                "path": path,
+                "source_path": path,
+                "label": pd.NA,
+                "split": "test",
+                "generator": "unknown",
+                "pair": f"u{index}",
+            }
+        )
     return pd.DataFrame(rows).astype({"label": "Int8"})
 
 
 @pytest.fixture(scope="module")
 def model() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    return build_detector(DetectorSpec(architecture="small_cnn", image_size=32, widths=[4]))
+    return brightness_model()
 
 
-def params() -> EvaluationParams:
-    return EvaluationParams(
-        robustness={
-            "jpeg_q50": Perturbation(kind="jpeg", quality=50),
-            "blur": Perturbation(kind="blur", sigma=1.0),
-            "half": Perturbation(kind="downscale", factor=0.5),
-            "crop": Perturbation(kind="centre_crop", factor=0.5),
-        }
+@pytest.fixture(scope="module")
+def raw_scores(model: keras.Model, manifest: pd.DataFrame) -> pd.DataFrame:
+    return score_images(model, manifest, params())
+
+
+@pytest.fixture(scope="module")
+def calibrated(raw_scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    return calibrate(raw_scores, params())
+
+
+@pytest.fixture(scope="module")
+def report(
+    model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+) -> dict[str, Any]:
+    predictions, calibration = calibrated
+    return evaluate_candidate(model, predictions, calibration, manifest, params())
+
+
+def test_every_scored_split_is_scored_tile_by_tile_in_manifest_order(
+    model: keras.Model, manifest: pd.DataFrame, raw_scores: pd.DataFrame
+) -> None:
+    scored = manifest[manifest["split"] != "train"]
+    assert list(raw_scores["path"]) == list(scored["path"])
+    assert set(raw_scores["split"]) == {"validation", "test", "unseen"}
+    assert {"generator", "pair", "source_path"} <= set(raw_scores.columns)
+    counts = raw_scores["tile_scores"].map(len)
+    assert set(counts) == {1, 9}, "a 40 x 40 image is one tile, an 80 x 80 one nine"
+    first = raw_scores.iloc[0]
+    with Image.open(first["path"]) as image:
+        tiles = tile_crops(np.asarray(image.convert("RGB")), SIZE, 9).astype(np.float32)
+    np.testing.assert_allclose(first["tile_scores"], model.predict_on_batch(tiles)[:, 0], rtol=1e-5)
+
+
+def test_calibration_is_fitted_on_validation_and_improves_it(
+    raw_scores: pd.DataFrame, calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    predictions, calibration = calibrated
+    assert calibration["method"] == "platt"
+    assert calibration["fitted_on"] == "80 validation images"
+    assert 0 < calibration["slope"] < 1, "the steep model is overconfident: its logits are shrunk"
+    assert calibration["ece_after"] < calibration["ece_before"]
+    tiles = [np.asarray(t) for t in raw_scores["tile_scores"]]
+    np.testing.assert_allclose(predictions["raw_probability_ai"], [np.mean(t) for t in tiles])
+    scaling = PlattScaling(calibration["slope"], calibration["intercept"])
+    np.testing.assert_allclose(predictions["probability_ai"], scaling.image_scores(tiles))
+
+
+def test_calibration_ignores_test_and_unseen_images(
+    raw_scores: pd.DataFrame, calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    flipped = raw_scores.copy()
+    outside = flipped["split"] != "validation"
+    flipped.loc[outside, "tile_scores"] = flipped.loc[outside, "tile_scores"].map(
+        lambda tiles: [1 - t for t in tiles]
     )
+    _, again = calibrate(flipped, params())
+    assert (again["slope"], again["intercept"]) == (calibrated[1]["slope"], calibrated[1]["intercept"])
 
 
-def test_predictions_cover_validation_and_test_in_order(model: keras.Model, manifest: pd.DataFrame) -> None:
-    predictions = predict(model, manifest)
-    assert list(predictions["path"]) == list(manifest["path"])
-    assert predictions["probability_ai"].between(0, 1).all()
+def test_the_band_is_ordered_and_meets_its_targets_on_validation(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    predictions, _ = calibrated
+    validation = predictions[predictions["split"] == "validation"]
+    humans = validation.loc[validation["label"] == 0, "probability_ai"]
+    assert 0 <= report["threshold_human"] <= report["threshold_ai"] <= 1
+    assert report["threshold_human"] < report["threshold_ai"], "the classes overlap: there is a band"
+    assert (humans >= report["threshold_ai"]).mean() <= 0.05
+    answered_human = validation[validation["probability_ai"] < report["threshold_human"]]
+    if len(answered_human):
+        assert (answered_human["label"] == 0).mean() >= 0.95
+    assert report["max_tiles"] == 9
+    assert report["calibration"]["ece_after"] < report["calibration"]["ece_before"]
 
 
-def test_report_has_thresholds_splits_robustness_and_cost(model: keras.Model, manifest: pd.DataFrame) -> None:
-    predictions = predict(model, manifest)
-    report = evaluate_candidate(model, predictions, manifest, params())
-    assert 0 <= report["threshold"] <= 1
-    assert set(report["validation"]) == {"at_threshold", "at_0.5"}
-    assert "test" in report, "the test split has some labels"
-    assert set(report["robustness"]) == {"none", "jpeg_q50", "blur", "half", "crop"}
+def test_the_report_has_metrics_and_answers_per_labelled_split(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    predictions, _ = calibrated
+    band = (report["threshold_human"], report["threshold_ai"])
+    for split in ("validation", "test", "unseen"):
+        assert set(report[split]) == {"at_threshold", "at_0.5", "answers"}
+        part = predictions[(predictions["split"] == split) & predictions["label"].notna()]
+        assert report[split]["answers"] == answer_shares(part["probability_ai"], *band)
+        assert sum(report[split]["answers"].values()) == pytest.approx(1.0)
+        expected = binary_metrics(part["label"].astype(int), part["probability_ai"], report["threshold"])
+        assert report[split]["at_threshold"] == pytest.approx(expected, nan_ok=True)
+    test = predictions[predictions["split"] == "test"]
+    assert (len(test), test["label"].notna().sum()) == (13, 10), "unlabelled images are scored, not judged"
+    assert report["unseen"]["at_threshold"]["roc_auc"] == 1.0, "waifu2x images are far brighter than humans"
+
+
+def test_the_family_table_has_a_row_per_split_and_family(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    predictions, _ = calibrated
+    table = pd.DataFrame(report["families"])
+    assert list(table.columns) == FAMILY_COLUMNS
+    keys = set(zip(table["split"], table["family"], table["label"], strict=True))
+    assert keys == {
+        ("validation", "camera", 0),
+        ("validation", "realcugan", 1),
+        ("validation", "realesrgan", 1),
+        ("test", "camera", 0),
+        ("test", "realcugan", 1),
+        ("unseen", "camera", 0),
+        ("unseen", "waifu2x", 1),
+    }
+    unseen = table[(table["split"] == "unseen") & (table["family"] == "waifu2x")].iloc[0]
+    part = predictions[predictions["split"] == "unseen"]
+    assert unseen["images"] == 8
+    assert unseen["roc_auc"] == roc_auc_score(part["label"].astype(int), part["probability_ai"])
+    realesrgan = table[(table["split"] == "validation") & (table["family"] == "realesrgan")].iloc[0]
+    validation = predictions[predictions["split"] == "validation"]
+    mine = validation[validation["generator"] == "realesrgan/x4"]
+    humans = validation[validation["label"] == 0]
+    expected = roc_auc_score(
+        np.r_[np.ones(len(mine)), np.zeros(len(humans))],
+        np.r_[mine["probability_ai"], humans["probability_ai"]],
+    )
+    assert realesrgan["roc_auc"] == pytest.approx(expected), "an AI family against every human of its split"
+    assert realesrgan["ai_rate"] == np.mean(mine["probability_ai"] >= report["threshold_ai"])
+    human = table[(table["split"] == "validation") & (table["family"] == "camera")].iloc[0]
+    assert math.isnan(human["roc_auc"])
+    assert human["ai_rate"] == np.mean(humans["probability_ai"] >= report["threshold_ai"]), "the FPR"
+
+
+def test_robustness_speed_size_and_the_plots(
+    model: keras.Model, report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    assert set(report["robustness"]) == {"none", "jpeg_q50", "blur"}
     assert report["robustness"]["none"] == report["validation"]["at_threshold"]
+    assert report["robustness"]["blur"]["roc_auc"] > 0.7, "a blur keeps the brightness the model reads"
     assert report["seconds_per_image"] > 0
-    assert report["parameters"] == model.count_params()
-    assert isinstance(plot_candidate(predictions, report, params()), Figure)
+    assert report["parameters"] == model.count_params() == 4
+    assert isinstance(plot_candidate(calibrated[0], report, params()), Figure)
 
 
-def test_comparison(model: keras.Model, manifest: pd.DataFrame) -> None:
-    predictions = predict(model, manifest)
-    report = evaluate_candidate(model, predictions, manifest, params())
-    worse = {**report, "validation": {"at_threshold": {**report["validation"]["at_threshold"], "f1": -1.0}}}
-    bars, scatter, table = compare_candidates(report, worse, names=["a", "b"])
-    assert isinstance(bars, Figure) and isinstance(scatter, Figure)
+def test_a_band_too_wide_is_logged(
+    model: keras.Model,
+    calibrated: tuple[pd.DataFrame, dict[str, Any]],
+    manifest: pd.DataFrame,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strict = params(max_fpr=0.001, min_human_precision=0.999, max_inconclusive=0.01)
+    strict = strict.model_copy(update={"robustness": {}})
+    report = evaluate_candidate(model, *calibrated, manifest, strict)
+    assert report["validation"]["answers"]["inconclusive"] > 0.01
+    assert "needs work, not a wider band" in caplog.text
+
+
+def held_out_scores() -> pd.DataFrame:
+    """Two folds, each separable on its validation (no band, cut 0.5); AUROC 5/6 and 1/4 on their families."""
+    rows = []
+    for fold, ai, human in (("alpha", [0.9, 0.8, 0.3], [0.2, 0.4]), ("beta", [0.6, 0.1], [0.45, 0.7])):
+        for label, score in ((0, 0.1), (0, 0.2), (1, 0.8), (1, 0.9)):
+            rows.append(
+                (fold, f"{fold}-v{score}", label, "validation", HUMAN if label == 0 else "x/1", score)
+            )
+        for label, scores, generator in ((1, ai, f"{fold}/1"), (0, human, HUMAN)):
+            rows += [(fold, f"{fold}-h{s}", label, "held_out", generator, s) for s in scores]
+    return pd.DataFrame(rows, columns=["fold", "path", "label", "split", "generator", "probability_ai"])
+
+
+def test_the_held_out_families_summary_by_hand() -> None:
+    summary = summarise_held_out_families(held_out_scores(), params())
+    folds = {fold["family"]: fold for fold in summary["folds"]}
+    assert list(folds) == ["alpha", "beta"]
+    assert set(folds["alpha"]) == set(UNSEEN_FOLD_COLUMNS)
+    assert folds["alpha"]["roc_auc"] == pytest.approx(5 / 6)
+    assert folds["beta"]["roc_auc"] == pytest.approx(1 / 4)
+    assert (folds["alpha"]["threshold_human"], folds["alpha"]["threshold_ai"]) == (0.5, 0.5)
+    assert (folds["alpha"]["ai_images"], folds["alpha"]["human_images"]) == (3, 2)
+    assert folds["alpha"]["recall"] == pytest.approx(2 / 3)
+    assert (folds["alpha"]["human_fpr"], folds["beta"]["human_fpr"]) == (0.0, 0.5)
+    assert folds["beta"]["recall"] == 0.5
+    assert folds["beta"]["inconclusive_rate"] == 0.0
+    assert summary["mean_roc_auc"] == pytest.approx((5 / 6 + 1 / 4) / 2)
+    assert summary["min_roc_auc"] == pytest.approx(1 / 4)
+    assert summary["worst_family"] == "beta"
+    assert summary["mean_human_fpr"] == 0.25
+
+
+def test_each_fold_chooses_its_band_on_its_own_validation() -> None:
+    scores = held_out_scores()
+    beta_validation = (scores["fold"] == "beta") & (scores["split"] == "validation")
+    scores.loc[beta_validation, "probability_ai"] = [0.1, 0.2, 0.95, 0.99]  # its cut moves up
+    folds = {f["family"]: f for f in summarise_held_out_families(scores, params())["folds"]}
+    assert folds["alpha"]["threshold_ai"] == 0.5
+    assert folds["beta"]["threshold_ai"] == pytest.approx(0.575)
+    assert folds["beta"]["human_fpr"] == 0.5 and folds["beta"]["recall"] == 0.5
+
+
+def test_no_families_no_folds() -> None:
+    summary = summarise_held_out_families(held_out_scores().head(0), params())
+    assert summary["folds"] == [] and summary["worst_family"] == ""
+    assert math.isnan(summary["mean_roc_auc"]) and math.isnan(summary["mean_human_fpr"])
+
+
+def test_the_comparison_puts_unseen_families_first(report: dict[str, Any]) -> None:
+    summary = summarise_held_out_families(held_out_scores(), params())
+    other = {**summary, "folds": summary["folds"][:1], "mean_roc_auc": 0.6, "worst_family": "alpha"}
+    worse_f1 = {
+        **report,
+        "validation": {**report["validation"], "at_threshold": {"accuracy": 0.1, "f1": 0.2}},
+    }
+    worse_f1["validation"]["at_threshold"]["roc_auc"] = 0.5
+    bars, scatter, table, families, chart = compare_candidates(
+        report, worse_f1, summary, other, names=["a", "b"]
+    )
+    assert all(isinstance(figure, Figure) for figure in (bars, scatter, chart))
     assert list(table["candidate"]) == ["a", "b"]
+    assert list(table.columns[:5]) == [
+        "candidate",
+        "unseen_roc_auc_mean",
+        "unseen_roc_auc_min",
+        "unseen_worst_family",
+        "unseen_human_fpr",
+    ]
+    rows = table.set_index("candidate")
+    assert rows.loc["a", "unseen_roc_auc_mean"] == summary["mean_roc_auc"]
+    assert rows.loc["b", "unseen_roc_auc_mean"] == 0.6, "each candidate gets its own summary"
+    assert rows.loc["b", "f1"] == 0.2
+    assert rows.loc["a", "threshold_ai"] == report["threshold_ai"]
+    assert rows.loc["a", "ece_after"] == report["calibration"]["ece_after"]
+    assert rows.loc["a", "ms_per_image"] == pytest.approx(1000 * report["seconds_per_image"])
+    assert list(families.columns) == ["candidate", *UNSEEN_FOLD_COLUMNS]
+    assert list(zip(families["candidate"], families["family"], strict=True)) == [
+        ("a", "alpha"),
+        ("a", "beta"),
+        ("b", "alpha"),
+    ]
+
+
+def test_the_comparison_without_families_still_charts(report: dict[str, Any]) -> None:
+    empty = summarise_held_out_families(held_out_scores().head(0), params())
+    *_, families, chart = compare_candidates(report, empty, names=["a"])
+    assert families.empty
+    assert "No generator families" in chart.texts[0].get_text()

@@ -1,20 +1,44 @@
-"""Model selection: the rule, the budget, and the reason written to the report."""
+"""Model selection (unseen families first, then false positives, then F1), the budget, the submission."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import keras
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from ai_image_detection.pipelines.export.nodes import ExportParams, make_submission, select_candidate
+from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.models import DetectorSpec, build_detector
+from ai_image_detection.onnx_export import ParityError, onnx_metadata, onnx_predict
+from ai_image_detection.pipelines.export.nodes import (
+    ExportParams,
+    export_candidates,
+    make_submission,
+    select_candidate,
+    verify_parity,
+)
 
 
-def comparison(*rows: tuple[str, float, float, float]) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The evaluation's comparison table (candidate, F1, threshold) and the ONNX latency per candidate."""
-    table = pd.DataFrame(rows, columns=["candidate", "f1", "onnx_ms", "threshold"])
+def comparison(*rows: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The evaluation's comparison table and the ONNX latency per candidate, from a few figures each."""
+    defaults = {
+        "threshold": 0.5,
+        "unseen_roc_auc_mean": 0.8,
+        "unseen_roc_auc_min": 0.7,
+        "unseen_worst_family": "beta",
+        "unseen_human_fpr": 0.05,
+        "f1": 0.9,
+        "onnx_ms": 5.0,
+        "ms_per_image": 1.0,  # Keras time must not matter
+    }
+    table = pd.DataFrame([{**defaults, **row} for row in rows])
     latency = dict(zip(table["candidate"], table.pop("onnx_ms"), strict=True))
-    return table.assign(ms_per_image=1.0), latency  # Keras time must not matter
+    return table, latency
 
 
 PARAMS = ExportParams(
@@ -26,24 +50,85 @@ PARAMS = ExportParams(
     parity_images=8,
     registered_model_name="ai-image-detector",
     champion_alias="champion",
+    selection={"roc_auc_tolerance": 0.01, "fpr_tolerance": 0.01},
 )
 
 
-def test_best_f1_within_the_budget_wins_and_the_reason_says_why() -> None:
+def selected(*rows: dict[str, Any]) -> str:
+    return str(select_candidate(PARAMS, *comparison(*rows))["candidate"])
+
+
+def test_unseen_families_beat_validation_f1() -> None:
+    sharp = {"candidate": "sharp", "f1": 0.99, "unseen_roc_auc_mean": 0.70, "unseen_human_fpr": 0.01}
+    general = {"candidate": "general", "f1": 0.90, "unseen_roc_auc_mean": 0.85, "unseen_human_fpr": 0.05}
+    assert selected(sharp, general) == "general"
+    assert selected(general, sharp) == "general", "the order of the candidates does not matter"
+
+
+def test_a_tie_on_unseen_families_goes_to_fewer_false_positives() -> None:
+    flags_humans = {"candidate": "flags", "f1": 0.99, "unseen_roc_auc_mean": 0.850, "unseen_human_fpr": 0.10}
+    careful = {"candidate": "careful", "f1": 0.90, "unseen_roc_auc_mean": 0.845, "unseen_human_fpr": 0.02}
+    assert selected(flags_humans, careful) == "careful"
+
+
+def test_a_tie_on_both_goes_to_validation_f1() -> None:
+    first = {"candidate": "first", "f1": 0.90, "unseen_roc_auc_mean": 0.850, "unseen_human_fpr": 0.020}
+    second = {"candidate": "second", "f1": 0.95, "unseen_roc_auc_mean": 0.845, "unseen_human_fpr": 0.025}
+    assert selected(first, second) == "second"
+
+
+def test_a_tie_is_measured_from_the_best_not_chained() -> None:
+    best = {"candidate": "best", "f1": 0.90, "unseen_roc_auc_mean": 0.850, "unseen_human_fpr": 0.10}
+    near = {"candidate": "near", "f1": 0.91, "unseen_roc_auc_mean": 0.842, "unseen_human_fpr": 0.10}
+    # Within the tolerance of "near" but not of "best": its low false-positive rate does not count.
+    far = {"candidate": "far", "f1": 0.99, "unseen_roc_auc_mean": 0.838, "unseen_human_fpr": 0.00}
+    assert selected(best, near, far) == "near"
+
+
+def test_the_budget_still_applies_and_the_reason_names_the_figures() -> None:
     selection = select_candidate(
-        PARAMS, *comparison(("big", 0.99, 40.0, 0.5), ("mid", 0.90, 5.0, 0.3), ("small", 0.85, 2.0, 0.5))
+        PARAMS,
+        *comparison(
+            {"candidate": "big", "unseen_roc_auc_mean": 0.95, "onnx_ms": 40.0},
+            {
+                "candidate": "mid",
+                "threshold": 0.3,
+                "unseen_roc_auc_mean": 0.85,
+                "unseen_roc_auc_min": 0.61,
+                "unseen_worst_family": "waifu2x",
+                "unseen_human_fpr": 0.02,
+                "f1": 0.9,
+            },
+            {"candidate": "small", "unseen_roc_auc_mean": 0.80, "f1": 0.97, "onnx_ms": 2.0},
+        ),
     )
-    assert selection["candidate"] == "mid"
-    assert selection["threshold"] == 0.3
-    assert "best validation F1 (0.9000)" in selection["reason"]
-    assert "over budget: big" in selection["reason"]
-    assert "ONNX Runtime, batch 1" in selection["reason"]
-    assert selection["onnx_ms_per_image"] == 5.0
+    assert selection == {
+        "candidate": "mid",
+        "threshold": 0.3,
+        "unseen_roc_auc_mean": 0.85,
+        "unseen_human_fpr": 0.02,
+        "validation_f1": 0.9,
+        "onnx_ms_per_image": 5.0,
+        "reason": selection["reason"],
+    }
+    reason = selection["reason"]
+    assert reason.startswith("mid: leave-one-family-out AUROC 0.8500 (worst family waifu2x 0.6100)")
+    assert "human false-positive rate 0.0200" in reason
+    assert "validation F1 0.9000" in reason
+    assert "among the 2 of 3 candidates within 10 ms per image (5.00 ms, ONNX Runtime, batch 1" in reason
+    assert reason.endswith("over budget: big")
+
+
+def test_without_generator_families_f1_decides() -> None:
+    nan = float("nan")
+    low = {"candidate": "low", "f1": 0.8, "unseen_roc_auc_mean": nan, "unseen_human_fpr": nan}
+    high = {"candidate": "high", "f1": 0.9, "unseen_roc_auc_mean": nan, "unseen_human_fpr": nan}
+    assert selected(low, high) == "high"
 
 
 def test_no_candidate_within_the_budget_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"no candidate fits the 10 ms/image budget .*'slow': 20.0"):
-        select_candidate(PARAMS, *comparison(("slow", 0.9, 20.0, 0.5)))
+        select_candidate(PARAMS, *comparison({"candidate": "slow", "onnx_ms": 20.0}))
 
 
 def test_the_submission_comes_from_the_selected_candidate_at_its_threshold(tmp_path: Path) -> None:
@@ -61,3 +146,106 @@ def test_the_submission_comes_from_the_selected_candidate_at_its_threshold(tmp_p
     assert list(submission.columns) == ["id", "label"]
     assert list(submission["id"]) == ["test_data_v2/0.png", "test_data_v2/1.png", "test_data_v2/2.png"]
     assert list(submission["label"]) == [0, 1, 1]
+
+
+NAMES = ["a", "b"]
+CALIBRATIONS = [
+    {"method": "platt", "slope": 0.5, "intercept": 0.2, "ece_before": 0.2, "ece_after": 0.05},
+    {"method": "platt", "slope": 2.0, "intercept": -1.0, "ece_before": 0.1, "ece_after": 0.04},
+]
+
+
+@pytest.fixture(scope="module")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, bytes], list[keras.Model], pd.DataFrame]:
+    """Two tiny candidates exported with their calibrations, and the manifest they were judged on."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for index, (split, generator) in enumerate(
+        [("train", "alpha/1"), ("validation", "beta/1"), ("validation", "camera/original")] * 2
+        + [("unseen", "gamma/1"), ("unseen", "camera/original")]
+    ):
+        path = folder / f"{index}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+        label = int(not generator.startswith("camera"))
+        rows.append({"path": str(path), "split": split, "generator": generator, "label": label})
+    manifest = pd.DataFrame(rows)
+    table = pd.DataFrame(
+        {
+            "candidate": NAMES,
+            "threshold": [0.4, 0.6],
+            "threshold_human": [0.3, 0.55],
+            "threshold_ai": [0.7, 0.65],
+            "max_tiles": [9, 5],
+        }
+    )
+    keras.utils.set_random_seed(0)
+    models = [
+        build_detector(DetectorSpec(architecture="small_cnn", image_size=32, widths=[4])) for _ in NAMES
+    ]
+    onnx = export_candidates(PARAMS, table, "md5abc", manifest, *models, *CALIBRATIONS, names=NAMES)
+    return onnx, models, manifest
+
+
+def test_each_export_carries_its_band_tiling_calibration_and_families(
+    exported: tuple[dict[str, bytes], list[keras.Model], pd.DataFrame],
+) -> None:
+    onnx, _, _ = exported
+    assert list(onnx) == NAMES
+    metadata = onnx_metadata(onnx["b"])
+    assert metadata["candidate"] == "b"
+    assert (metadata["threshold"], metadata["threshold_human"], metadata["threshold_ai"]) == (
+        "0.6",
+        "0.55",
+        "0.65",
+    )
+    assert metadata["max_tiles"] == "5"
+    assert json.loads(metadata["calibration"]) == CALIBRATIONS[1]
+    assert json.loads(metadata["generator_families"]) == ["alpha", "beta"]
+    assert "gamma" in json.loads(metadata["unseen_families"])
+    assert metadata["data_version"] == "md5abc"
+    assert metadata["mlflow_run_id"] == "", "no active run outside kedro run"
+    assert onnx_metadata(onnx["a"])["max_tiles"] == "9"
+
+
+def test_the_unseen_families_are_the_held_out_generators_only(
+    exported: tuple[dict[str, bytes], list[keras.Model], pd.DataFrame],
+) -> None:
+    onnx, _, _ = exported
+    assert json.loads(onnx_metadata(onnx["a"])["unseen_families"]) == ["gamma"]
+
+
+def test_the_onnx_output_is_the_calibrated_probability(
+    exported: tuple[dict[str, bytes], list[keras.Model], pd.DataFrame],
+) -> None:
+    onnx, models, _ = exported
+    images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    for name, model, calibration in zip(NAMES, models, CALIBRATIONS, strict=True):
+        scaling = PlattScaling(calibration["slope"], calibration["intercept"])
+        expected = scaling(model.predict_on_batch(images))
+        np.testing.assert_allclose(onnx_predict(onnx[name], images), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_parity_gate_passes_the_selected_export_through(
+    exported: tuple[dict[str, bytes], list[keras.Model], pd.DataFrame],
+) -> None:
+    onnx, models, manifest = exported
+    selection = {"candidate": "b", "threshold": 0.6, "reason": "b: best"}
+    detector, record = verify_parity(PARAMS, onnx, selection, manifest, *models, *CALIBRATIONS, names=NAMES)
+    assert detector == onnx["b"]
+    assert record["candidate"] == "b" and record["reason"] == "b: best"
+    assert record["parity_images"] == 4, "the validation images, at most parity_images"
+    assert 0 <= record["parity_max_abs_difference"] <= PARAMS.parity_tolerance
+    assert record["parity_tolerance"] == PARAMS.parity_tolerance
+
+
+def test_the_parity_gate_fails_when_the_export_is_not_the_calibrated_model(
+    exported: tuple[dict[str, bytes], list[keras.Model], pd.DataFrame],
+) -> None:
+    onnx, models, manifest = exported
+    selection = {"candidate": "b", "threshold": 0.6}
+    wrong = [CALIBRATIONS[0], {**CALIBRATIONS[1], "slope": 5.0}]
+    with pytest.raises(ParityError, match="ONNX and Keras disagree"):
+        verify_parity(PARAMS, onnx, selection, manifest, *models, *wrong, names=NAMES)

@@ -1,8 +1,10 @@
-"""Training: a tiny candidate learns, MLflow holds its run, the same seed repeats."""
+"""Training: a tiny candidate learns, MLflow holds its run, one seed repeats, folds hold a family out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 import mlflow
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib import cbook
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from sklearn.datasets import images as sklearn_images
 
 from ai_image_detection.input_pipeline import build_augmenter, make_dataset
@@ -22,7 +25,15 @@ from ai_image_detection.pipelines.ingestion.nodes import (
     validate_files,
 )
 from ai_image_detection.pipelines.sample_data.nodes import SampleDataParams, generate_pairs
-from ai_image_detection.pipelines.training.nodes import CandidateParams, manifest_version, train_candidate
+from ai_image_detection.pipelines.training import nodes as training_nodes
+from ai_image_detection.pipelines.training.nodes import (
+    HELD_OUT_SCORE_COLUMNS,
+    CandidateParams,
+    LeaveOneFamilyOutParams,
+    leave_one_family_out,
+    manifest_version,
+    train_candidate,
+)
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from tests.test_input_pipeline import project_params
 
@@ -106,12 +117,24 @@ def tiny_candidate() -> CandidateParams:
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
+    """A private MLflow store, artifacts included, in ``tmp_path``; the working directory (a git tree) kept.
+
+    The shared fixture changes directory instead, which would leave the ``git_commit`` tag unknown.
+    """
+    for variable in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
+    ):
         monkeypatch.delenv(variable, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("tests", artifact_location=(tmp_path / "artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)  # not ./mlruns of the working directory
+    yield client
     mlflow.set_tracking_uri(None)
 
 
@@ -138,6 +161,9 @@ def test_a_tiny_candidate_learns_and_is_tracked(manifest: pd.DataFrame, tracking
     for metric in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"):
         assert len(tracking.get_metric_history(child.info.run_id, metric)) == epochs_run
     assert [a.path for a in tracking.list_artifacts(child.info.run_id)] == ["model_summary.txt"]
+    assert child.info.artifact_uri.startswith(
+        tracking.get_experiment(parent.info.experiment_id).artifact_location
+    )
 
 
 def _first_batch_loss(manifest: pd.DataFrame, seed: int) -> float:
@@ -158,3 +184,185 @@ def test_the_same_seed_gives_the_same_first_batch_loss(manifest: pd.DataFrame) -
 def test_manifest_version_is_the_dvc_md5() -> None:
     assert manifest_version(b"abc") == "900150983cd24fb0d6963f7d28e17f72"
     assert np.char.str_len(manifest_version(b"")) == 32
+
+
+FAMILY_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def family_manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Human/AI pairs of three trained families (AI brighter than its twin), one unseen family, a test row."""
+    folder = tmp_path_factory.mktemp("families")
+    rng = np.random.default_rng(0)
+    rows = []
+    layout = [("train", 4), ("validation", 2)]
+    for family in ("alpha", "beta", "gamma", "delta"):
+        for split, pairs in layout if family != "delta" else [("unseen", 2)]:
+            for index in range(pairs):
+                pair = f"{family}-{split}-{index}"
+                for label, generator in ((0, "camera/original"), (1, f"{family}/m1")):
+                    brightness = (150 if label else 90) + rng.uniform(-20, 20)
+                    pixels = np.clip(rng.normal(brightness, 4, (40, 40, 3)), 0, 255).astype(np.uint8)
+                    path = folder / f"{pair}-{label}.png"
+                    Image.fromarray(pixels).save(path)
+                    rows.append(
+                        {
+                            "path": str(path),
+                            "label": label,
+                            "split": split,
+                            "pair": pair,
+                            "generator": generator,
+                        }
+                    )
+    rows.append(
+        {"path": rows[0]["path"], "label": pd.NA, "split": "test", "pair": "t", "generator": "unknown"}
+    )
+    return pd.DataFrame(rows).astype({"label": "Int8"})
+
+
+def fold_candidate(epochs: int = 5) -> CandidateParams:
+    return tiny_candidate().model_copy(
+        update={
+            "detector": tiny_candidate().detector.model_copy(
+                update={"image_size": FAMILY_SIZE, "widths": [4]}
+            ),
+            "epochs": epochs,
+            "batch_size": 8,
+            "freeze_backbone_epochs": 0,
+        }
+    )
+
+
+def brightness_model(size: int) -> keras.Model:
+    """P(AI) = sigmoid((mean pixel - 120) / 10): AI images (brighter) score above their twins."""
+    inputs = keras.Input((size, size, 3))
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.full((3, 1), 1 / 30, dtype=np.float32), np.array([-12.0], dtype=np.float32)])
+    return model
+
+
+@pytest.fixture
+def recorded_folds(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``train_candidate`` replaced by a recorder of what each fold is trained on (a fixed model back)."""
+    calls: list[dict[str, Any]] = []
+
+    def record(
+        manifest: pd.DataFrame,
+        candidate: CandidateParams,
+        augmentation: object,
+        seed: int,
+        distribution: str,
+        data_version: str,
+        candidate_name: str,
+    ) -> tuple[keras.Model, dict[str, list[float]]]:
+        calls.append({"manifest": manifest.copy(), "candidate": candidate, "name": candidate_name})
+        return brightness_model(candidate.detector.image_size), {}
+
+    monkeypatch.setattr(training_nodes, "train_candidate", record)
+    return calls
+
+
+def run_folds(manifest: pd.DataFrame, families: list[str] | None, epochs: int | None = 1) -> pd.DataFrame:
+    return leave_one_family_out(
+        manifest,
+        fold_candidate(),
+        project_params(),
+        42,
+        "default",
+        "abc123",
+        LeaveOneFamilyOutParams(families=families, epochs=epochs),
+        9,
+        "tiny",
+    )
+
+
+def test_each_fold_never_trains_on_its_family(
+    family_manifest: pd.DataFrame, recorded_folds: list[dict[str, Any]]
+) -> None:
+    scores = run_folds(family_manifest, None)
+
+    assert [call["name"] for call in recorded_folds] == [
+        "tiny/without-alpha",
+        "tiny/without-beta",
+        "tiny/without-gamma",
+    ]
+    for family, call in zip(("alpha", "beta", "gamma"), recorded_folds, strict=True):
+        fold = call["manifest"]
+        trained = fold[fold["split"].isin(["train", "validation"])]
+        held_pairs = set(family_manifest.loc[family_manifest["pair"].str.startswith(f"{family}-"), "pair"])
+        assert not trained["generator"].str.startswith(f"{family}/").any()
+        assert held_pairs.isdisjoint(trained["pair"]), "the family's human twins are held out too"
+        assert {"train", "validation"} <= set(trained["split"])
+        assert "test" not in set(fold["split"])
+        assert call["candidate"].epochs == 1, "rotation.epochs overrides the candidate's"
+
+        rows = scores[scores["fold"] == family]
+        held_out = rows[rows["split"] == "held_out"]
+        expected = family_manifest[family_manifest["pair"].isin(held_pairs)]
+        assert sorted(held_out["path"]) == sorted(expected["path"])
+        assert sorted(held_out["label"]) == [0] * 6 + [1] * 6
+        validation = rows[rows["split"] == "validation"]
+        assert sorted(validation["path"]) == sorted(fold.loc[fold["split"] == "validation", "path"])
+        assert not validation["generator"].str.startswith(f"{family}/").any()
+        assert not rows["path"].str.contains("delta-").any(), (
+            "families unseen at ingestion stay out of the folds"
+        )
+    assert list(scores.columns) == HELD_OUT_SCORE_COLUMNS
+    assert scores["probability_ai"].dtype == np.float64
+    assert scores["probability_ai"].between(0, 1).all()
+    ai, human = scores[scores["label"] == 1], scores[scores["label"] == 0]
+    assert ai["probability_ai"].min() > human["probability_ai"].max(), (
+        "each image is scored by the fold's model"
+    )
+
+
+def test_only_the_families_asked_for_are_rotated_with_the_candidates_epochs(
+    family_manifest: pd.DataFrame, recorded_folds: list[dict[str, Any]]
+) -> None:
+    scores = run_folds(family_manifest, ["beta"], epochs=None)
+    assert [call["name"] for call in recorded_folds] == ["tiny/without-beta"]
+    assert recorded_folds[0]["candidate"].epochs == 5
+    assert set(scores["fold"]) == {"beta"}
+
+
+@pytest.mark.parametrize("family", ["omega", "delta"])
+def test_a_family_that_was_not_trained_on_is_a_clear_error(
+    family_manifest: pd.DataFrame, recorded_folds: list[dict[str, Any]], family: str
+) -> None:
+    message = (
+        rf"cannot hold out \['{family}'\]: "
+        r"the AI families in train and validation are \['alpha', 'beta', 'gamma'\]$"
+    )
+    with pytest.raises(ValueError, match=message):
+        run_folds(family_manifest, ["alpha", family])
+    assert recorded_folds == [], "nothing is trained before the error"
+
+
+def test_data_without_families_gives_no_folds(
+    family_manifest: pd.DataFrame, recorded_folds: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    scores = run_folds(family_manifest.assign(generator="unknown"), None)
+    assert scores.empty and list(scores.columns) == HELD_OUT_SCORE_COLUMNS
+    assert recorded_folds == []
+    assert "no leave-one-family-out folds" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_real_fold_is_trained_tracked_and_scored(
+    family_manifest: pd.DataFrame, tracking: MlflowClient
+) -> None:
+    with mlflow.start_run(run_name="kedro run") as parent:
+        scores = run_folds(family_manifest, ["gamma"])
+
+    [child] = tracking.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert child.info.run_name == "tiny/without-gamma"
+    assert child.data.params["candidate.epochs"] == "1"
+    assert len(tracking.get_metric_history(child.info.run_id, "val_loss")) == 1
+    assert set(scores["split"]) == {"validation", "held_out"}
+    held_out = scores[scores["split"] == "held_out"]
+    assert set(held_out["generator"]) == {"gamma/m1", "camera/original"}
+    assert len(held_out) == 12
+    assert scores["probability_ai"].between(0, 1).all()

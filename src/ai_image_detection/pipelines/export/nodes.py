@@ -22,7 +22,7 @@ from ai_image_detection.contract import (
     THRESHOLD_HUMAN_KEY,
     THRESHOLD_KEY,
 )
-from ai_image_detection.families import families_of, trained_ai_families
+from ai_image_detection.families import trained_ai_families, unseen_ai_families
 from ai_image_detection.inference_cost import images_per_second, onnx_runner
 from ai_image_detection.input_pipeline import make_prediction_dataset
 from ai_image_detection.metrics import binary_metrics
@@ -112,9 +112,7 @@ def export_candidates(
     table = candidate_comparison.set_index("candidate")
     families = {
         "generator_families": json.dumps(trained_ai_families(image_manifest)),
-        "unseen_families": json.dumps(
-            sorted(set(families_of(image_manifest[image_manifest["split"] == "unseen"])))
-        ),
+        "unseen_families": json.dumps(unseen_ai_families(image_manifest)),
     }
     exports = {}
     for name, model, calibration in zip(names, models, calibrations, strict=True):
