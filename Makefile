@@ -9,6 +9,9 @@ CHECKOV_VERSION := 3.3.30
 VENV := .venv
 BIN := $(VENV)/bin
 RAW_DIR := data/01_raw
+SAMPLE_DIR := $(RAW_DIR)/sample
+# what `make clean` may delete: the generated sample set and the later layers (never other raw data)
+GENERATED_LAYERS = $(wildcard data/02_* data/03_* data/04_* data/05_* data/06_* data/07_* data/08_*)
 export KEDRO_LOGGING_CONFIG := conf/base/logging.yml
 export KEDRO_DISABLE_TELEMETRY := 1
 export DVC_NO_ANALYTICS := 1
@@ -16,6 +19,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export BENTOML_DO_NOT_TRACK := True
 SERVICE := ai_image_detection.serving.service:Detector
 CHROMIUM := /usr/bin/chromium
+# Debian's Vulkan loader and LLVM OpenMP: the ncnn up-scalers of the sample set run on the CPU through them
+MULTIARCH_LIB := /usr/lib/$(shell uname -m)-linux-gnu
+NCNN_LIBS := $(MULTIARCH_LIB)/libvulkan.so.1 $(MULTIARCH_LIB)/libomp.so.5
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -34,10 +40,15 @@ $(VENV)/.synced: $(BIN)/uv pyproject.toml uv.lock
 
 setup: $(VENV)/.synced  ## create .venv and install the locked dependencies
 
-sample-data: setup  ## generate the embedded sample data set (only when data/01_raw holds no data)
-	@if [ -f $(RAW_DIR)/train.csv ] || [ -d $(RAW_DIR)/human ]; then \
-		echo "raw data present in $(RAW_DIR): not generating the sample set"; \
+sample-data: setup $(NCNN_LIBS)  ## generate the sample set into data/01_raw/sample (unless there, or own data is configured)
+	@if [ -f $(SAMPLE_DIR)/train.csv ]; then \
+		echo "sample set present in $(SAMPLE_DIR): not generating it again"; \
+	elif grep -rqsE '^[[:space:]]*raw_dir:' conf/local; then \
+		echo "ingestion.raw_dir is set in conf/local (your own data): not generating the sample set"; \
 	else \
+		if [ -f $(RAW_DIR)/train.csv ] || [ -d $(RAW_DIR)/human ]; then \
+			echo "note: data in $(RAW_DIR) is used only once conf/local sets ingestion.raw_dir: $(RAW_DIR)"; \
+		fi; \
 		$(BIN)/kedro run --pipelines sample_data; \
 	fi
 
@@ -59,7 +70,11 @@ $(CHROMIUM):  # Debian's Chromium drives the web-page test (Playwright never dow
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-test: setup $(CHROMIUM)  ## install and run the whole test suite
+$(NCNN_LIBS) &:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libvulkan1 libomp5
+
+test: setup $(CHROMIUM) $(NCNN_LIBS)  ## install and run the whole test suite
 	$(BIN)/python -m pytest
 
 lint: setup  ## ruff, mypy, and the shipping files: hadolint, actionlint, zizmor, cfn-lint, checkov
@@ -112,5 +127,6 @@ bento: package  ## build the Bento offline (service, web page, champion model, D
 mlflow.db:
 	@echo "no MLflow registry yet: run 'make run' first" >&2; exit 1
 
-clean:  ## remove generated data (keeps .venv and the package cache)
-	find data -mindepth 2 ! -name .gitkeep -delete
+clean:  ## remove generated data: data/01_raw/sample and data/02-08 (keeps other raw data, .venv, caches)
+	rm -rf $(SAMPLE_DIR)
+	$(if $(GENERATED_LAYERS),find $(GENERATED_LAYERS) -mindepth 1 ! -name .gitkeep -delete)

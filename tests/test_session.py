@@ -54,7 +54,12 @@ def finished_run(project_copy: Path) -> Path:
         project_path=project_copy, runtime_params={"sample_data": {"size": "small"}}
     ) as session:
         session.run(pipeline_names=["sample_data"])
-    with KedroSession.create(project_path=project_copy) as session:
+    # one family held out for the unseen split, the others rotated with one epoch per fold
+    quick = {
+        "ingestion": {"unseen_families": ["waifu2x"]},
+        "training": {"leave_one_family_out": {"families": ["realcugan", "simulator"], "epochs": 1}},
+    }
+    with KedroSession.create(project_path=project_copy, runtime_params=quick) as session:
         session.run()
     return project_copy
 
@@ -99,16 +104,16 @@ def _has_parameter(parameters: Mapping[str, Any], dotted_key: str) -> bool:
 @pytest.mark.slow
 def test_sample_data_then_default_run(finished_run: Path) -> None:
     project_copy = finished_run
-    raw = project_copy / "data" / "01_raw"
+    raw = project_copy / "data" / "01_raw" / "sample"
     train = pd.read_csv(raw / "train.csv")
-    assert len(train) + len(pd.read_csv(raw / "test.csv")) == 2 * 48
+    assert len(train) + len(pd.read_csv(raw / "test.csv")) == 2 * 60
     assert (project_copy / "data" / "08_reporting" / "sample_contact_sheet.png").stat().st_size > 0
 
     manifest = pd.read_parquet(project_copy / "data" / "03_primary" / "image_manifest.parquet")
-    assert set(manifest["split"]) == {"train", "validation", "test"}
+    assert set(manifest["split"]) == {"train", "validation", "test", "unseen"}
     assert manifest.loc[manifest["split"] != "test", "label"].notna().all()
     report = json.loads((project_copy / "data" / "08_reporting" / "ingestion_report.json").read_text())
-    assert report["summary"]["ingested"] == len(manifest) == 2 * 48
+    assert report["summary"]["ingested"] == len(manifest) == 2 * 60
     assert report["problems"] == []
     assert (project_copy / "data" / "06_models" / "candidates" / "small_cnn.keras").stat().st_size > 0
     history = json.loads(
@@ -119,7 +124,9 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
     evaluation = json.loads(
         (project_copy / "data" / "08_reporting" / "evaluation" / "small_cnn.json").read_text()
     )
-    assert {"threshold", "validation", "test", "robustness"} <= set(evaluation)
+    assert {"threshold", "validation", "test", "unseen", "robustness", "families", "calibration"} <= set(
+        evaluation
+    )
     detector = (project_copy / "data" / "06_models" / "detector.onnx").read_bytes()
     assert onnx_metadata(detector)["candidate"] == "small_cnn"
     export = json.loads((project_copy / "data" / "08_reporting" / "export_report.json").read_text())
@@ -146,8 +153,12 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     assert len(parents) == 1, "one run per `kedro run`; the data-only sample_data run opened none"
-    assert [child.info.run_name for child in children] == ["small_cnn"]
-    assert children[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert sorted(child.info.run_name for child in children) == [
+        "small_cnn",
+        "small_cnn/without-realcugan",
+        "small_cnn/without-simulator",
+    ]
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
     assert "augmentation/augmentation_grid.png" in [
         a.path for a in tracking.list_artifacts(parents[0].info.run_id, "augmentation")
     ]
@@ -155,6 +166,28 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
         a.path for a in tracking.list_artifacts(parents[0].info.run_id, "export")
     }
     assert tracking.get_model_version("ai-image-detector", "1").description == card
+
+
+@pytest.mark.slow
+def test_the_run_holds_a_family_out_and_judges_on_it(finished_run: Path) -> None:
+    data = finished_run / "data"
+    manifest = pd.read_parquet(data / "03_primary" / "image_manifest.parquet")
+    family = manifest["generator"].str.split("/").str[0]
+    assert set(family[manifest["split"] == "unseen"]) == {"waifu2x", "camera", "classical"} & set(family)
+    assert not (family[manifest["split"].isin(["train", "validation"])] == "waifu2x").any()
+    evaluation = json.loads((data / "08_reporting" / "evaluation" / "small_cnn.json").read_text())
+    assert evaluation["threshold_human"] <= evaluation["threshold"] <= evaluation["threshold_ai"]
+    assert "waifu2x" in {row["family"] for row in evaluation["families"] if row["split"] == "unseen"}
+    headline = pd.read_csv(data / "08_reporting" / "unseen_families.csv")
+    assert sorted(headline["family"]) == ["realcugan", "simulator"]
+    assert headline["roc_auc"].between(0, 1).all()
+    metadata = onnx_metadata((data / "06_models" / "detector.onnx").read_bytes())
+    assert float(metadata["threshold_human"]) <= float(metadata["threshold_ai"])
+    assert json.loads(metadata["unseen_families"]) == ["waifu2x"]
+    assert json.loads(metadata["calibration"])["method"] == "platt"
+    export = json.loads((data / "08_reporting" / "export_report.json").read_text())
+    assert export["registry"]["challenger"]["unseen_roc_auc"] is not None
+    assert "Generator families it never saw" in (data / "08_reporting" / "model_card.md").read_text()
 
 
 @pytest.mark.slow
@@ -166,5 +199,5 @@ def test_notebook_reads_the_results_through_the_catalog(finished_run: Path) -> N
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
-    assert "small_cnn: best validation F1" in printed
+    assert "small_cnn: leave-one-family-out AUROC" in printed
     assert "int8: F1" in printed

@@ -33,7 +33,8 @@ def held_out_pairs(manifest: pd.DataFrame, families: list[str]) -> pd.Series:
     missing = sorted(set(families) - set(family))
     if missing:
         raise ValueError(
-            f"unseen families {missing} are not in the data; families present: {sorted(set(family))}"
+            f"unseen families {missing} are not in the data; families present: {sorted(set(family))} "
+            "(for data without a generator column, set ingestion.unseen_families: [])"
         )
     pairs = set(manifest.loc[family.isin(families), "pair"])
     return manifest["pair"].isin(pairs)

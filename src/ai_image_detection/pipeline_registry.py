@@ -13,7 +13,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         Every pipeline by its folder name, plus ``__default__``: all of them except the
         one that generates raw data (``make run`` calls ``sample_data`` only when
-        ``data/01_raw`` is empty) and ``package`` (``make package`` / ``make serve``).
+        ``data/01_raw/sample`` is absent) and ``package`` (``make package`` / ``make serve``).
     """
     pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum(
