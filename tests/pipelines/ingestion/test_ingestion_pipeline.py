@@ -114,6 +114,7 @@ def _params_from_conf(root: Path) -> IngestionParams:
         "normalised_dir": str(root / "normalised"),
         "workers": 1,
         "validation_fraction": 0.25,
+        "unseen_families": [],  # this data names no generator families
     }
     return IngestionParams.model_validate({**conf["ingestion"], **overrides})
 
