@@ -173,7 +173,8 @@ def test_the_run_holds_a_family_out_and_judges_on_it(finished_run: Path) -> None
     data = finished_run / "data"
     manifest = pd.read_parquet(data / "03_primary" / "image_manifest.parquet")
     family = manifest["generator"].str.split("/").str[0]
-    assert set(family[manifest["split"] == "unseen"]) == {"waifu2x", "camera", "classical"} & set(family)
+    unseen = set(family[manifest["split"] == "unseen"])
+    assert "waifu2x" in unseen <= {"waifu2x", "camera", "classical"}
     assert not (family[manifest["split"].isin(["train", "validation"])] == "waifu2x").any()
     evaluation = json.loads((data / "08_reporting" / "evaluation" / "small_cnn.json").read_text())
     assert evaluation["threshold_human"] <= evaluation["threshold"] <= evaluation["threshold_ai"]

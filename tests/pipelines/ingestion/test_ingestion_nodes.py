@@ -711,9 +711,13 @@ def test_unseen_families_leave_training_and_validation_with_their_twins(tmp_path
     manifest = split_train_validation(unique, _params(tmp_path, unseen_families=["beta"]))
 
     unseen = manifest[manifest["split"] == "unseen"]
-    beta_pairs = set(unique.loc[unique["generator"] == "beta/b1", "pair"])
-    assert set(unseen["pair"]) == beta_pairs, "every beta pair, from the train and the test part"
-    assert sorted(unseen["label"].value_counts().tolist()) == [40, 40], "each AI image with its twin"
+    beta = unique["generator"] == "beta/b1"
+    beta_train_pairs = set(unique.loc[beta & (unique["part"] == "train"), "pair"])
+    beta_test_pairs = set(unique.loc[beta & (unique["part"] == "test"), "pair"])
+    assert set(unseen["pair"]) == beta_train_pairs, "every beta pair of the train part"
+    assert sorted(unseen["label"].value_counts().tolist()) == [38, 38], "each AI image with its twin"
+    assert set(manifest.loc[manifest["pair"].isin(beta_test_pairs), "split"]) == {"test"}, "test stays whole"
+    beta_pairs = beta_train_pairs | beta_test_pairs
     seen = manifest[manifest["split"].isin(["train", "validation"])]
     assert not seen["generator"].str.startswith("beta/").any()
     assert not set(seen["pair"]) & beta_pairs

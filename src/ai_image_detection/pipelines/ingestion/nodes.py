@@ -323,8 +323,10 @@ def drop_duplicates(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:
 def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.DataFrame:
     """Split the labelled train part into train/validation, stratified by label, grouped.
 
-    Every pair holding an image of a family named in ``unseen_families`` (the AI image and its
-    content twin) goes to the ``unseen`` split, out of training and validation entirely. No
+    Every pair of the train part holding an image of a family named in ``unseen_families`` (the
+    AI image and its content twin) goes to the ``unseen`` split, out of training and validation
+    entirely; the test part stays ``test`` whole (every test file keeps its answer in the
+    submission, and those families are unseen there too). No
     group (a real/AI pair, or all crops of one source photograph) straddles the train/validation
     split; the test part keeps ``split = "test"``. The split is one fold of a stratified group
     k-fold with ``k = round(1 / validation_fraction)``, so the validation share is ``1/k``
@@ -344,7 +346,8 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     """
     manifest = unique.rename(columns={"path": "source_path", "stored_path": "path"})
     manifest["split"] = np.where(manifest["part"] == "test", "test", "train")
-    manifest.loc[held_out_pairs(manifest, params.unseen_families), "split"] = "unseen"
+    held_out = held_out_pairs(manifest, params.unseen_families) & (manifest["part"] == "train")
+    manifest.loc[held_out, "split"] = "unseen"
     train_index = manifest.index[manifest["split"] == "train"]
     n_splits = round(1 / params.validation_fraction)
     groups = manifest.loc[train_index, "group"]
