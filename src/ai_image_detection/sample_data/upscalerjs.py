@@ -19,34 +19,26 @@ Load a model once and call the returned up-scaler on many images; each load rebu
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.client
 import json
 import logging
 import re
 import tarfile
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import keras
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
+
+from ai_image_detection import pinned_files
 
 logger = logging.getLogger(__name__)
 
 NPM_REGISTRY = "https://registry.npmjs.org"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ai-image-detection" / "upscalerjs"
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
-_PROGRESS_BAR_MIN_BYTES = 5_000_000
-_CHUNK_BYTES = 1 << 20
 
 TrainingKind = Literal["GAN", "PSNR"]
 
@@ -205,75 +197,48 @@ def fetch_package(
     spec = resolve_model(model)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
     target = cache / spec.tarball_name
+    checksum = pinned_files.Checksum("sha512", spec.integrity, sri=True)
     if target.is_file():
-        _check_integrity(_file_integrity(target), spec, f"cached file {target}", target)
+        pinned_files.check_cached(
+            target, checksum, _integrity_mismatch(spec, f"cached file {target}"), delete=True
+        )
         logger.debug("using cached %s", target)
         return target
+    pinned_files.require_http(registry, "registry")
     url = spec.tarball_url(registry)
-    if urllib.parse.urlsplit(url).scheme not in {"http", "https"}:
-        raise ValueError(f"registry must be an http(s) URL; got {registry!r}")
     cache.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s@%s from %s", spec.package, spec.version, url)
-    handle, name = tempfile.mkstemp(dir=cache, prefix=f".{spec.tarball_name}.", suffix=".part")
-    partial = Path(name)
     try:
-        with open(handle, "wb") as out:
-            integrity = _download(url, out, timeout, desc=spec.tarball_name)
-        _check_integrity(integrity, spec, f"download from {url}", partial)
-        partial.chmod(0o644)  # mkstemp made it private; the cache is readable like any download
-        partial.replace(target)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        reason = getattr(error, "reason", None) or error
+        pinned_files.download_verified(
+            url, target, checksum, _integrity_mismatch(spec, f"download from {url}"), timeout=timeout
+        )
+    except pinned_files.NETWORK_ERRORS as error:
         raise UpscalerJSError(
-            f"cannot download {url} ({reason}). This needs the npm registry; on a machine "
-            f"without it, pre-seed the cache with `npm pack {spec.package}@{spec.version} "
-            f"--pack-destination {cache}` or `curl -fL -o {target} {url}`"
+            pinned_files.unreachable_message(
+                url,
+                error,
+                target=target,
+                checksum=spec.integrity,
+                fetch_command=f"npm pack {spec.package}@{spec.version} --pack-destination {cache}",
+                pinned_url=url,
+                source="This needs the npm registry",
+            )
         ) from error
-    finally:
-        partial.unlink(missing_ok=True)
     logger.info("cached %s", target)
     return target
 
 
-def _download(url: str, out: IO[bytes], timeout: float, desc: str) -> str:
-    """Stream ``url`` into the open binary file ``out`` and return its sha512 integrity string."""
-    digest = hashlib.sha512()
-    request = urllib.request.Request(url, headers={"Accept": "application/octet-stream"})  # noqa: S310 - scheme checked
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
-        total = int(response.headers.get("Content-Length") or 0)
-        with tqdm(
-            total=total or None,
-            unit="B",
-            unit_scale=True,
-            desc=desc,
-            disable=total < _PROGRESS_BAR_MIN_BYTES,
-        ) as progress:
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.update(len(chunk))
-    return _integrity(digest.digest())
+def _integrity_mismatch(spec: UpscalerJSModel, source: str) -> Callable[[str], UpscalerJSError]:
+    """The error for a tarball from ``source`` whose sha512 is not the pinned one (it is deleted)."""
 
-
-def _integrity(sha512: bytes) -> str:
-    """Subresource-Integrity string of a sha512 digest, as npm writes it."""
-    return "sha512-" + base64.b64encode(sha512).decode("ascii")
-
-
-def _file_integrity(path: Path) -> str:
-    with path.open("rb") as handle:
-        return _integrity(hashlib.file_digest(handle, "sha512").digest())
-
-
-def _check_integrity(actual: str, spec: UpscalerJSModel, source: str, path: Path) -> None:
-    """Refuse a tarball whose sha512 is not the pinned one, deleting the file at ``path``."""
-    if actual != spec.integrity:
-        path.unlink(missing_ok=True)
-        raise UpscalerJSError(
+    def error(actual: str) -> UpscalerJSError:
+        return UpscalerJSError(
             f"checksum mismatch for {spec.package}@{spec.version} ({source}): expected "
             f"{spec.integrity}, got {actual}; the file was deleted, not kept. The pinned tarball "
             f"is {spec.tarball_url()}"
         )
+
+    return error
 
 
 # --------------------------------------------------------------------------------------------
