@@ -39,33 +39,25 @@ def create_pipeline(**kwargs: object) -> Pipeline:
 
 
 def _candidate_pipeline(name: str) -> Pipeline:
+    recipe = [  # what training the candidate takes, for the model and for each held-out-family fold
+        "image_manifest@pandas",
+        "params:candidate",
+        "params:augmentation",
+        "params:training.seed",
+        "params:training.distribution",
+        "manifest_md5",
+    ]
     base = Pipeline(
         [
             Node(
                 bind(train_candidate, candidate_name=name),
-                [
-                    "image_manifest@pandas",
-                    "params:candidate",
-                    "params:augmentation",
-                    "params:training.seed",
-                    "params:training.distribution",
-                    "manifest_md5",
-                ],
+                recipe,
                 ["trained_model", "training_history"],
                 name="train_candidate_node",
             ),
             Node(
                 bind(leave_one_family_out, candidate_name=name),
-                [
-                    "image_manifest@pandas",
-                    "params:candidate",
-                    "params:augmentation",
-                    "params:training.seed",
-                    "params:training.distribution",
-                    "manifest_md5",
-                    "params:training.leave_one_family_out",
-                    "params:evaluation.max_tiles",
-                ],
+                [*recipe, "params:training.leave_one_family_out", "params:evaluation.max_tiles"],
                 "held_out_family_scores",
                 name="leave_one_family_out_node",
             ),
