@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import nbformat
 import pandas as pd
 import pytest
@@ -61,6 +62,10 @@ def finished_run(project_copy: Path) -> Path:
     }
     with KedroSession.create(project_path=project_copy, runtime_params=quick) as session:
         session.run()
+    # kedro-mlflow leaves the `kedro run`'s MLflow run active in this process once the session is
+    # over; end it, so that no later test inherits it as a parent.
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
     return project_copy
 
 
