@@ -22,12 +22,11 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from ai_image_detection.contract import (
-    INPUT_NAME,
     MAX_TILES_KEY,
-    OUTPUT_NAME,
     THRESHOLD_AI_KEY,
     THRESHOLD_KEY,
 )
+from ai_image_detection.inference_cost import onnx_runner
 from ai_image_detection.metrics import binary_metrics
 from ai_image_detection.onnx_export import onnx_metadata
 from ai_image_detection.scoring import score_files
@@ -100,13 +99,11 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
     size, max_tiles = int(metadata["input_height"]), int(metadata.get(MAX_TILES_KEY, DEFAULT_MAX_TILES))
     threshold = float(metadata[THRESHOLD_KEY])
     threshold_ai = float(metadata.get(THRESHOLD_AI_KEY, threshold))
-    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    run = onnx_runner(detector_onnx)
 
     def scores(paths: list[str]) -> np.ndarray:
-        def run(crops: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: crops})[0])[:, 0]
-
-        return np.array([float(np.mean(t)) for t in score_files(run, paths, size, max_tiles, 64)])
+        tiles = score_files(lambda crops: run(crops)[:, 0], paths, size, max_tiles, 64)
+        return np.array([float(np.mean(t)) for t in tiles])
 
     validation = scores(images.validation_paths)
     unseen = scores(images.unseen_paths)
