@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -17,12 +18,24 @@ from tqdm import tqdm
 from ai_image_detection.image_io import ImageLimits, decode_image
 from ai_image_detection.tiling import tile_crops
 
+if TYPE_CHECKING:  # Keras is not needed to score with an ONNX model (the registry does)
+    import keras
+
 CropScorer = Callable[[np.ndarray], np.ndarray]
 """P(AI) ``[N]`` of crops ``[N, S, S, 3]`` (raw 0–255 RGB, float32)."""
 Transform = Callable[[np.ndarray], np.ndarray]
 """A change to a decoded uint8 ``[H, W, 3]`` image before tiling (e.g. a robustness perturbation)."""
 
 _DECODING_LIMITS = ImageLimits(min_side=1)
+
+
+def keras_scorer(model: keras.Model) -> CropScorer:
+    """The :data:`CropScorer` of a Keras detector (its raw output, one call per batch)."""
+
+    def score(crops: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(crops))[:, 0]
+
+    return score
 
 
 def file_tiles(path: str, size: int, max_tiles: int, transform: Transform | None = None) -> np.ndarray:

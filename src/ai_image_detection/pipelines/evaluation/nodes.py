@@ -30,7 +30,7 @@ from ai_image_detection.metrics import (
     choose_threshold,
     expected_calibration_error,
 )
-from ai_image_detection.scoring import CropScorer, score_files
+from ai_image_detection.scoring import keras_scorer, score_files
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def score_images(model: keras.Model, image_manifest: pd.DataFrame, params: Evalu
     """
     rows = image_manifest[image_manifest["split"].isin(SCORED_SPLITS)].reset_index(drop=True)
     tiles = score_files(
-        _crop_scorer(model), rows["path"].tolist(), _input_size(model), params.max_tiles, params.batch_size
+        keras_scorer(model), rows["path"].tolist(), _input_size(model), params.max_tiles, params.batch_size
     )
     return rows[PREDICTION_COLUMNS].assign(tile_scores=[t.tolist() for t in tiles])
 
@@ -186,7 +186,7 @@ def evaluate_candidate(
     scaling = PlattScaling(calibration["slope"], calibration["intercept"])
     for name, perturbation in params.robustness.items():
         tiles = score_files(
-            _crop_scorer(model),
+            keras_scorer(model),
             paths,
             _input_size(model),
             params.max_tiles,
@@ -262,13 +262,6 @@ def _perturbed(pixels: np.ndarray, perturbation: Perturbation) -> np.ndarray:
     """A decoded image after a robustness perturbation, back to uint8 as a re-shared file would be."""
     changed = perturb(tf.constant(pixels, dtype=tf.float32), perturbation).numpy()
     return np.clip(np.rint(changed), 0, 255).astype(np.uint8)
-
-
-def _crop_scorer(model: keras.Model) -> CropScorer:
-    def score(crops: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_on_batch(crops))[:, 0]
-
-    return score
 
 
 def _input_size(model: keras.Model) -> int:

@@ -8,7 +8,6 @@ manifest, so every model traces back to its exact data and code.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ai_image_detection.families import held_out_pairs, trained_ai_families, without_family
 from ai_image_detection.input_pipeline import AugmentationParams, build_augmenter, make_dataset
 from ai_image_detection.models import BCEWithPriorPenalty, DetectorSpec, build_detector
-from ai_image_detection.scoring import score_files
+from ai_image_detection.scoring import keras_scorer, score_files
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +292,7 @@ def leave_one_family_out(
             ]
         )
         tiles = score_files(
-            functools.partial(_predict_crops, model),
+            keras_scorer(model),
             rows["path"].tolist(),
             candidate.detector.image_size,
             max_tiles,
@@ -306,8 +305,3 @@ def leave_one_family_out(
             )
         )
     return pd.concat(scored, ignore_index=True)[HELD_OUT_SCORE_COLUMNS]
-
-
-def _predict_crops(model: keras.Model, crops: np.ndarray) -> np.ndarray:
-    """P(AI) of each crop, from the raw (uncalibrated) model."""
-    return np.asarray(model.predict_on_batch(crops))[:, 0]
