@@ -5,6 +5,12 @@ graph); output ``probability_ai`` ``[N, 1]``, calibrated on held-out data. H, W,
 the tiling and the class names travel in the ONNX metadata (``input_height``, ``input_width``,
 ``threshold``, ``threshold_human``, ``threshold_ai``, ``max_tiles``, ``class_names``).
 
+Attribution: a model may have a second output ``family_probabilities`` ``[N, K]``, a softmax over
+the generator families it was trained on plus ``human``, whose names (in column order, ``human``
+first) are the JSON list in the metadata key ``families``. An image's attribution is the mean of
+its tiles' rows; its ``closest_family`` is the name of the largest entry. A model without that
+output (older exports) answers without attribution.
+
 An image's score is the mean P(AI) of its tiles (:mod:`ai_image_detection.tiling`); below
 ``threshold_human`` the answer is ``human``, at or above ``threshold_ai`` it is ``ai``, and in
 between it is ``inconclusive``. ``threshold`` is the single best cut, for a forced choice
@@ -15,6 +21,8 @@ from typing import Final, Literal
 
 INPUT_NAME: Final = "image"
 OUTPUT_NAME: Final = "probability_ai"
+FAMILY_OUTPUT_NAME: Final = "family_probabilities"
+HUMAN_FAMILY: Final = "human"
 CLASS_NAMES: Final = ("human", "ai")
 
 THRESHOLD_KEY: Final = "threshold"
@@ -22,6 +30,7 @@ THRESHOLD_HUMAN_KEY: Final = "threshold_human"
 THRESHOLD_AI_KEY: Final = "threshold_ai"
 MAX_TILES_KEY: Final = "max_tiles"
 CALIBRATION_KEY: Final = "calibration"
+FAMILIES_KEY: Final = "families"
 
 Verdict = Literal["human", "inconclusive", "ai"]
 
