@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from ai_image_detection.families import families_of, held_out_pairs, trained_ai_families, without_family
+from ai_image_detection.families import (
+    attribution_families,
+    families_of,
+    family_targets,
+    held_out_pairs,
+    trained_ai_families,
+    without_family,
+)
 
 HUMAN = "camera/original"
 
@@ -100,3 +108,18 @@ def test_a_fold_keeps_the_other_pairs_where_they_were_and_drops_test() -> None:
 def test_a_fold_for_a_family_that_is_not_there_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"\['omega'\] are not in the data"):
         without_family(manifest(), "omega")
+
+
+def test_attribution_columns_are_human_then_the_trained_families() -> None:
+    manifest = pd.DataFrame(
+        {
+            "split": ["train", "train", "validation", "unseen", "train"],
+            "label": [1, 0, 1, 1, 1],
+            "generator": ["waifu2x/a", "camera/original", "realcugan/se", "upscalerjs/x", "unknown"],
+            "pair": ["p1", "p1", "p2", "p3", "p4"],
+        }
+    )
+    families = attribution_families(manifest)
+    assert families == ["human", "realcugan", "waifu2x"], "unseen and unknown families are no column"
+    np.testing.assert_array_equal(family_targets(manifest, families), [2, 0, 1, -1, -1])
+    assert attribution_families(manifest.assign(generator="unknown")) == [], "nothing to attribute to"

@@ -7,8 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
-from ai_image_detection.models import DetectorSpec, build_detector
+from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.contract import FAMILIES_KEY, FAMILY_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.models import DetectorSpec, build_detector, calibrated_detector
 from ai_image_detection.onnx_export import (
     ParityError,
     check_parity,
@@ -51,7 +52,7 @@ def test_export_obeys_the_contract(exported: bytes) -> None:
 
 def test_raw_pixels_give_probabilities_for_any_batch(exported: bytes) -> None:
     for batch in (1, 5):
-        out = onnx_predict(exported, np.random.default_rng(batch).uniform(0, 255, (batch, 32, 32, 3)))
+        [out] = onnx_predict(exported, np.random.default_rng(batch).uniform(0, 255, (batch, 32, 32, 3)))
         assert out.shape == (batch, 1)
         assert np.all((out >= 0) & (out <= 1))
 
@@ -65,5 +66,40 @@ def test_parity_catches_a_broken_export(model: keras.Model) -> None:
     broken = keras.models.clone_model(model)
     broken.set_weights([w + 0.05 for w in model.get_weights()])
     images = np.random.default_rng(1).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
-    with pytest.raises(ParityError, match=r"disagree by .* worst image #\d+: Keras .*, ONNX"):
+    with pytest.raises(
+        ParityError, match=r"disagree on probability_ai by .* worst entry #\d+: Keras .*, ONNX"
+    ):
         check_parity(model, export_onnx(broken, opset=17, metadata={}), images, tolerance=1e-4)
+
+
+FAMILIES = ["human", "realcugan", "waifu2x"]
+
+
+@pytest.fixture(scope="module")
+def attributing_model() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    detector = build_detector(DetectorSpec(architecture="small_cnn", image_size=32, widths=[4, 8]), FAMILIES)
+    return calibrated_detector(detector, PlattScaling(slope=1.5, intercept=-0.2))
+
+
+def test_the_attribution_head_exports_second_with_its_family_names(attributing_model: keras.Model) -> None:
+    exported = export_onnx(attributing_model, opset=17, metadata={})
+    proto = onnx.load_from_string(exported)
+    assert [output.name for output in proto.graph.output] == [OUTPUT_NAME, FAMILY_OUTPUT_NAME]
+    assert onnx_metadata(exported)[FAMILIES_KEY] == '["human", "realcugan", "waifu2x"]'
+    images = np.random.default_rng(2).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
+    probability, families = onnx_predict(exported, images)
+    assert probability.shape == (6, 1) and families.shape == (6, 3)
+    np.testing.assert_allclose(families.sum(axis=1), 1.0, rtol=1e-5)
+    assert check_parity(attributing_model, exported, images, tolerance=1e-4) <= 1e-4
+
+
+def test_parity_checks_the_attribution_too(attributing_model: keras.Model) -> None:
+    images = np.random.default_rng(3).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
+    broken = keras.models.clone_model(attributing_model)
+    broken.set_weights(attributing_model.get_weights())
+    layer = next(layer for layer in broken.layers if layer.name == FAMILY_OUTPUT_NAME)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + np.array([2.0, 0.0, -2.0], dtype=bias.dtype)])
+    with pytest.raises(ParityError, match="disagree on family_probabilities"):
+        check_parity(attributing_model, export_onnx(broken, opset=17, metadata={}), images, tolerance=1e-4)

@@ -10,8 +10,13 @@ import pytest
 from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.inference_cost import onnx_runner
 from ai_image_detection.models import DetectorSpec, build_detector
-from ai_image_detection.onnx_export import export_onnx, onnx_metadata
-from ai_image_detection.quantization import QUANTIZATION_NOTE, quantize_int8
+from ai_image_detection.onnx_export import export_onnx, onnx_metadata, onnx_predict
+from ai_image_detection.quantization import (
+    DYNAMIC_QUANTIZATION_NOTE,
+    QUANTIZATION_NOTE,
+    quantize_int8,
+    quantize_int8_dynamic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +53,13 @@ def test_int8_scores_follow_the_float_scores(float_model: bytes) -> None:
 def test_no_calibration_images_is_a_clear_error(float_model: bytes) -> None:
     with pytest.raises(ValueError, match="at least one image"):
         quantize_int8(float_model, images(0, 0))
+
+
+def test_dynamic_int8_keeps_the_contract_and_the_answers(float_model: bytes) -> None:
+    quantized = quantize_int8_dynamic(float_model)
+    assert onnx_metadata(quantized)["quantization"] == DYNAMIC_QUANTIZATION_NOTE
+    assert onnx_metadata(quantized)["threshold"] == onnx_metadata(float_model)["threshold"]
+    batch = images(1, 8)
+    [expected], [actual] = onnx_predict(float_model, batch), onnx_predict(quantized, batch)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, atol=0.05)

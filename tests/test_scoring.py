@@ -82,9 +82,14 @@ def test_several_files_share_a_model_call(files: list[str]) -> None:
     assert calls == [16, 10], "files 1-4 (1+5+1+9 tiles), then files 5-6 (1+9)"
 
 
-def test_a_model_output_of_shape_n_by_1_is_accepted(files: list[str]) -> None:
-    scores = score_files(lambda crops: mean_pixel(crops)[:, None], files, SIZE, MAX_TILES, 4)
-    np.testing.assert_allclose(scores[3], reference(files[3]), rtol=1e-6)
+def test_a_model_answering_a_row_per_crop_keeps_its_rows(files: list[str]) -> None:
+    """Attribution and features: each tile's row stays whole, the rows of each file together."""
+    scores = score_files(
+        lambda crops: np.stack([mean_pixel(crops), -mean_pixel(crops)], axis=1), files, SIZE, MAX_TILES, 4
+    )
+    assert [s.shape for s in scores] == [(len(reference(f)), 2) for f in files]
+    np.testing.assert_allclose(scores[3][:, 0], reference(files[3]), rtol=1e-6)
+    np.testing.assert_allclose(scores[3][:, 1], -reference(files[3]), rtol=1e-6)
 
 
 def test_the_transform_applies_to_the_decoded_pixels_before_tiling(files: list[str]) -> None:

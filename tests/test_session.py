@@ -10,6 +10,7 @@ from typing import Any
 
 import mlflow
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.config import OmegaConfigLoader
@@ -20,10 +21,12 @@ from kedro.io import DataCatalog
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
-from ai_image_detection.onnx_export import onnx_metadata
+from ai_image_detection.onnx_export import onnx_metadata, onnx_predict
 from ai_image_detection.pipeline_registry import register_pipelines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = ("small_cnn", "clip_vit_b16", "efficientnet_lite0")
+"""The default run's candidates: the NPR network from scratch and two probes of pretrained backbones."""
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +136,8 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
         evaluation
     )
     detector = (project_copy / "data" / "06_models" / "detector.onnx").read_bytes()
-    assert onnx_metadata(detector)["candidate"] == "small_cnn"
     export = json.loads((project_copy / "data" / "08_reporting" / "export_report.json").read_text())
+    assert onnx_metadata(detector)["candidate"] == export["candidate"] in CANDIDATES
     assert export["parity_max_abs_difference"] <= export["parity_tolerance"]
     assert export["registry"]["alias_moved"], "the first registered model becomes champion"
     assert export["shipped_precision"] == "fp32"
@@ -158,11 +161,11 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     assert len(parents) == 1, "one run per `kedro run`; the data-only sample_data run opened none"
-    assert sorted(child.info.run_name for child in children) == [
-        "small_cnn",
-        "small_cnn/without-realcugan",
-        "small_cnn/without-simulator",
-    ]
+    assert sorted(child.info.run_name for child in children) == sorted(
+        f"{candidate}{fold}"
+        for candidate in CANDIDATES
+        for fold in ("", "/without-realcugan", "/without-simulator")
+    )
     assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
     assert "augmentation/augmentation_grid.png" in [
         a.path for a in tracking.list_artifacts(parents[0].info.run_id, "augmentation")
@@ -194,6 +197,32 @@ def test_the_run_holds_a_family_out_and_judges_on_it(finished_run: Path) -> None
     export = json.loads((data / "08_reporting" / "export_report.json").read_text())
     assert export["registry"]["challenger"]["unseen_roc_auc"] is not None
     assert "Generator families it never saw" in (data / "08_reporting" / "model_card.md").read_text()
+    assert sorted(headline["candidate"].unique()) == sorted(CANDIDATES), (
+        "every candidate's folds side by side"
+    )
+
+
+@pytest.mark.slow
+def test_the_shipped_model_attributes_to_the_families_it_was_trained_on(finished_run: Path) -> None:
+    data = finished_run / "data"
+    detector = (data / "06_models" / "detector.onnx").read_bytes()
+    families = json.loads(onnx_metadata(detector)["families"])
+    assert families[0] == "human" and "waifu2x" not in families, "the unseen family is no column"
+    [probability, attribution] = onnx_predict(
+        detector,
+        np.zeros((2, *[int(onnx_metadata(detector)[k]) for k in ("input_height", "input_width")], 3)),
+    )
+    assert probability.shape == (2, 1) and attribution.shape == (2, len(families))
+    for candidate in CANDIDATES:
+        report = json.loads((data / "08_reporting" / "evaluation" / f"{candidate}.json").read_text())
+        assert report["attribution"]["families"] == families
+        assert 0 <= report["attribution"]["validation"]["accuracy"] <= 1
+    for probe in ("clip_vit_b16", "efficientnet_lite0"):
+        cached = pd.read_parquet(data / "04_feature" / "tile_features" / f"{probe}.parquet")
+        manifest = pd.read_parquet(data / "03_primary" / "image_manifest.parquet")
+        assert set(cached["path"]) == set(
+            manifest.loc[manifest["split"].isin(["train", "validation"]), "path"]
+        )
 
 
 @pytest.mark.slow

@@ -6,9 +6,12 @@ out its pairs whole, so that neither the family nor the twins' crops of it reach
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 
-from ai_image_detection.contract import UNKNOWN_GENERATOR, generator_family
+from ai_image_detection.contract import HUMAN_FAMILY, UNKNOWN_GENERATOR, generator_family
 
 
 def families_of(manifest: pd.DataFrame) -> pd.Series:
@@ -64,3 +67,30 @@ def without_family(manifest: pd.DataFrame, family: str) -> pd.DataFrame:
     fold = manifest[manifest["split"] != "test"].copy()
     fold.loc[held_out_pairs(fold, [family]) & fold["split"].isin(["train", "validation"]), "split"] = "unseen"
     return fold
+
+
+def attribution_families(manifest: pd.DataFrame) -> list[str]:
+    """The attribution columns a model trained on ``manifest`` gets: ``human``, then its AI families.
+
+    Empty when no AI image of train and validation has a known generator (nothing to attribute to).
+    """
+    families = trained_ai_families(manifest)
+    return [HUMAN_FAMILY, *families] if families else []
+
+
+def family_targets(rows: pd.DataFrame, families: Sequence[str]) -> np.ndarray:
+    """The attribution target of each row: its column in ``families``, or -1 when it has none.
+
+    A human image is ``human``; an AI image is its generator family, or -1 (ignored by the
+    loss, left out of attribution accuracy) when that family is unknown or not a column.
+
+    Args:
+        rows: Rows with ``label`` and ``generator``.
+        families: Output of :func:`attribution_families`.
+
+    Returns:
+        ``int32`` targets aligned with ``rows``.
+    """
+    column = {name: index for index, name in enumerate(families)}
+    names = families_of(rows).where(rows["label"] == 1, HUMAN_FAMILY)
+    return names.map(lambda name: column.get(name, -1)).to_numpy(dtype=np.int32)

@@ -11,13 +11,16 @@ quality, is what lets a detector survive re-shared (re-compressed, resized) imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
+
+from ai_image_detection.families import family_targets
 
 Augment = Callable[[tf.Tensor], tf.Tensor]
 
@@ -193,6 +196,7 @@ def make_dataset(
     params: AugmentationParams,
     seed: int,
     augment: Augment | None = None,
+    families: Sequence[str] = (),
 ) -> tf.data.Dataset:
     """Build the tf.data pipeline of one split: decode, crop, (augment), batch, prefetch.
 
@@ -204,9 +208,12 @@ def make_dataset(
         params: Caching, shuffling and resizing settings.
         seed: Shuffle seed (order is deterministic for a seed).
         augment: Per-image augmentation (training split only; ``None`` for evaluation).
+        families: Attribution columns of the model (:func:`~ai_image_detection.families.
+            attribution_families`); empty for a model without attribution.
 
     Returns:
-        Batches of ``(images [B, S, S, 3] float32 0–255, labels [B] float32)``.
+        Batches of ``(images [B, S, S, 3] float32 0–255, labels [B] float32)``; with families,
+        the targets are ``(labels, family targets [B] int32)`` (-1 where there is none).
 
     Raises:
         ValueError: If the split has no labelled rows.
@@ -219,7 +226,8 @@ def make_dataset(
     training = split == "train"
     paths = tf.constant(rows["path"].astype(str).to_numpy())
     labels = tf.constant(rows["label"].astype("float32").to_numpy())
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    targets = (labels, tf.constant(family_targets(rows, families))) if families else labels
+    dataset = tf.data.Dataset.from_tensor_slices((paths, targets))
     dataset = dataset.map(lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
     if params.cache:
         dataset = dataset.cache()
@@ -231,7 +239,7 @@ def make_dataset(
         # Sequential on purpose: random crops and augmentations then draw in element order, so
         # a seed reproduces the exact stream (parallel calls would race for the random state).
         # Decoding, the expensive part, stays parallel.
-        def crop_and_augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def crop_and_augment(image: tf.Tensor, label: Any) -> tuple[tf.Tensor, Any]:
             image = fit_to_size(image, image_size, training=True, resize=params.resize)
             return (augment(image) if augment is not None else image), label
 
@@ -284,6 +292,12 @@ def perturb(image: tf.Tensor, perturbation: Perturbation) -> tf.Tensor:
     kernel = tf.tile((taps[:, None] * taps[None, :])[:, :, None, None], (1, 1, 3, 1))
     padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
     return tf.nn.depthwise_conv2d(padded, kernel, strides=(1, 1, 1, 1), padding="VALID")[0]
+
+
+def perturbed_pixels(pixels: np.ndarray, perturbation: Perturbation) -> np.ndarray:
+    """A decoded uint8 image after a perturbation, back to uint8 as a re-shared file would be."""
+    changed = perturb(tf.constant(pixels, dtype=tf.float32), perturbation).numpy()
+    return np.clip(np.rint(changed), 0, 255).astype(np.uint8)
 
 
 def make_prediction_dataset(

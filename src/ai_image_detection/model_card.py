@@ -78,6 +78,24 @@ def _answers(evaluation: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _attribution(attribution: dict[str, Any]) -> str:
+    if not attribution.get("families"):
+        return "No attribution head: the training data named no generator family."
+    lines = [
+        f"Columns: {', '.join(attribution['families'])}. Accuracy of the closest family on images of "
+        "families it was trained on (unseen families cannot be named right and are left out):",
+        "",
+        "| split | images | accuracy | per family |",
+        "|---|---|---|---|",
+    ]
+    for split in ("validation", "test"):
+        if split in attribution:
+            part = attribution[split]
+            per_family = ", ".join(f"{name} {value:.2f}" for name, value in part["per_family"].items())
+            lines.append(f"| {split} | {part['images']} | {part['accuracy']:.3f} | {per_family} |")
+    return "\n".join(lines)
+
+
 def render_model_card(
     export_report: dict[str, Any],
     evaluation: dict[str, Any],
@@ -121,8 +139,9 @@ def render_model_card(
   at most the target false-positive rate and at least the target precision of "human" answers);
   the single forced-choice threshold is {evaluation["threshold"]:.4f} (maximises
   {evaluation["threshold_objective"]} on validation).
-- Artefact: ONNX, input `image` float32 NHWC raw 0-255 RGB, output `probability_ai` [N, 1];
-  shipped precision **{export_report.get("shipped_precision", "fp32")}**.
+- Artefact: ONNX, input `image` float32 NHWC raw 0-255 RGB, output `probability_ai` [N, 1]
+  (then `family_probabilities` [N, K] when it attributes); shipped precision
+  **{export_report.get("shipped_precision", "fp32")}**.
 - Selection: {export_report["reason"]}.
 - Export parity: max |Keras - ONNX| = {export_report["parity_max_abs_difference"]:.2g} on
   {export_report["parity_images"]} validation images (tolerance {export_report["parity_tolerance"]:g}).
@@ -150,10 +169,14 @@ content twins) at its own validation-chosen band.
 ## Per generator family (this model)
 {_family_table(evaluation["families"])}
 
+## Attribution (which training family an image most resembles)
+{_attribution(evaluation.get("attribution", {}))}
+
 ## Robustness (validation, at the chosen threshold)
 {_metrics_table(robustness)}
 
 ## int8 variant
+{quantization.get("method", "static")} quantisation (the better of static and dynamic on validation).
 Validation F1 {quantization["f1_fp32"]:.4f} (fp32) vs {quantization["f1_int8"]:.4f} (int8),
 {quantization["f1_change_points"]:+.2f} points; {quantization["speedup_batch1"]:.2f}x faster at batch 1 and
 {quantization["speedup_batch32"]:.2f}x at batch 32 (ONNX Runtime, this CPU); calibrated on

@@ -9,7 +9,11 @@ version travel in the ONNX metadata, so serving never hard-codes them.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,7 +22,14 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from ai_image_detection.contract import CLASS_NAMES, INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.contract import (
+    CLASS_NAMES,
+    FAMILIES_KEY,
+    FAMILY_OUTPUT_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+)
+from ai_image_detection.models.heads import model_families
 
 
 class ParityError(AssertionError):
@@ -29,22 +40,29 @@ def export_onnx(model: keras.Model, opset: int, metadata: Mapping[str, str]) -> 
     """Convert a detector to ONNX with a dynamic batch and the contract's names.
 
     Args:
-        model: A detector taking ``[N, H, W, 3]`` raw RGB and returning ``[N, 1]``.
+        model: A detector taking ``[N, H, W, 3]`` raw RGB and returning ``[N, 1]`` (and the
+            attribution ``[N, K]`` when it has that head).
         opset: ONNX opset.
-        metadata: Extra metadata (threshold, run id, data version, ...); the input size and
-            class names are always added.
+        metadata: Extra metadata (threshold, run id, data version, ...); the input size, the
+            class names and (with attribution) the family names are always added.
 
     Returns:
         The serialised ONNX model.
     """
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
-    signature = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    proto.graph.output[0].name = _rename_output(proto, OUTPUT_NAME)
+    with tempfile.TemporaryDirectory(prefix="onnx-export-") as folder:
+        saved = Path(folder) / "detector.keras"
+        model.save(saved)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as converter:
+            proto = onnx.load_from_string(converter.submit(_convert, str(saved), opset).result())
+    families = model_families(model)
+    for index, name in enumerate([OUTPUT_NAME, FAMILY_OUTPUT_NAME][: len(proto.graph.output)]):
+        _rename_output(proto, index, name)
     entries = {
         "input_height": str(height),
         "input_width": str(width),
         "class_names": json.dumps(CLASS_NAMES),
+        **({FAMILIES_KEY: json.dumps(families)} if families else {}),
         **metadata,
     }
     onnx.helper.set_model_props(proto, entries)
@@ -52,12 +70,29 @@ def export_onnx(model: keras.Model, opset: int, metadata: Mapping[str, str]) -> 
     return bytes(proto.SerializeToString())
 
 
-def _rename_output(proto: onnx.ModelProto, name: str) -> str:
-    """Rename the graph's single output (and the node that produces it) to ``name``."""
-    old = proto.graph.output[0].name
+def _convert(saved_model: str, opset: int) -> bytes:
+    """tf2onnx's conversion of a saved detector, run in a process of its own.
+
+    Converting a model of CLIP ViT-B/16's size makes tf2onnx (TensorFlow's freezing and graph
+    optimisation, then its own passes) peak at about 40 times the weights (13 GB); in a child
+    process all of it goes back to the system when the conversion ends, instead of staying in the
+    run's heap where it would add up with every later step.
+    """
+    import ai_image_detection.models  # noqa: F401, PLC0415  registers the custom layers for loading
+
+    model = keras.saving.load_model(saved_model)
+    height, width = int(model.input_shape[1]), int(model.input_shape[2])
+    signature = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    return bytes(proto.SerializeToString())
+
+
+def _rename_output(proto: onnx.ModelProto, index: int, name: str) -> None:
+    """Rename the graph's ``index``-th output (and the node that produces it) to ``name``."""
+    old = proto.graph.output[index].name
     for node in proto.graph.node:
         node.output[:] = [name if output == old else output for output in node.output]
-    return name
+    proto.graph.output[index].name = name
 
 
 def onnx_metadata(onnx_model: bytes) -> dict[str, str]:
@@ -65,14 +100,14 @@ def onnx_metadata(onnx_model: bytes) -> dict[str, str]:
     return {prop.key: prop.value for prop in onnx.load_from_string(onnx_model).metadata_props}
 
 
-def onnx_predict(onnx_model: bytes, images: np.ndarray) -> np.ndarray:
-    """Run the ONNX model on CPU with ONNX Runtime: ``[N, H, W, 3]`` → ``[N, 1]``."""
+def onnx_predict(onnx_model: bytes, images: np.ndarray) -> list[np.ndarray]:
+    """Run the ONNX model on CPU with ONNX Runtime: ``[N, H, W, 3]`` → every output, in graph order."""
     session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: images.astype(np.float32)})[0])
+    return [np.asarray(output) for output in session.run(None, {INPUT_NAME: images.astype(np.float32)})]
 
 
 def check_parity(model: keras.Model, onnx_model: bytes, images: np.ndarray, tolerance: float) -> float:
-    """Fail unless Keras and ONNX Runtime agree to ``tolerance`` on ``images``.
+    """Fail unless Keras and ONNX Runtime agree to ``tolerance`` on ``images``, on every output.
 
     Args:
         model: The Keras detector.
@@ -86,15 +121,24 @@ def check_parity(model: keras.Model, onnx_model: bytes, images: np.ndarray, tole
     Raises:
         ParityError: With the numbers, when the largest difference exceeds ``tolerance``.
     """
-    expected = model.predict(images, verbose=0)
+    predicted = model.predict(images, verbose=0)
+    expected = [np.asarray(p) for p in (predicted if isinstance(predicted, list | tuple) else [predicted])]
     actual = onnx_predict(onnx_model, images)
-    if actual.shape != expected.shape:
-        raise ParityError(f"ONNX output shape {actual.shape} differs from Keras {expected.shape}")
-    difference = float(np.max(np.abs(actual - expected)))
-    if difference > tolerance:
-        worst = int(np.argmax(np.abs(actual - expected).ravel()))
+    if [a.shape for a in actual] != [e.shape for e in expected]:
         raise ParityError(
-            f"ONNX and Keras disagree by {difference:.3g} (> {tolerance:g}); worst image #{worst}: "
-            f"Keras {expected.ravel()[worst]:.6f}, ONNX {actual.ravel()[worst]:.6f}"
+            f"ONNX output shapes {[a.shape for a in actual]} differ from Keras {[e.shape for e in expected]}"
         )
-    return difference
+    largest = 0.0
+    for name, onnx_output, keras_output in zip(
+        [OUTPUT_NAME, FAMILY_OUTPUT_NAME], actual, expected, strict=False
+    ):
+        gap = np.abs(onnx_output - keras_output)
+        difference = float(np.max(gap))
+        if difference > tolerance:
+            worst = int(np.argmax(gap.ravel()))
+            raise ParityError(
+                f"ONNX and Keras disagree on {name} by {difference:.3g} (> {tolerance:g}); worst entry "
+                f"#{worst}: Keras {keras_output.ravel()[worst]:.6f}, ONNX {onnx_output.ravel()[worst]:.6f}"
+            )
+        largest = max(largest, difference)
+    return largest

@@ -1,9 +1,13 @@
-"""Static int8 quantisation of the ONNX detector with ONNX Runtime.
+"""int8 quantisation of the ONNX detector with ONNX Runtime, two ways.
 
-The convolutions and matrix products get int8 weights (per output channel) and int8
-activations calibrated on real training images (QDQ format, which ONNX Runtime fuses into
-integer kernels on CPU). The contract is unchanged: float32 raw RGB in, float32 P(AI) out, the
-same metadata plus ``quantization``.
+*Static* (:func:`quantize_int8`): the convolutions and matrix products get int8 weights (per
+output channel) and int8 activations calibrated on real training images (QDQ format, which ONNX
+Runtime fuses into integer kernels on CPU): what a convolutional network needs.
+*Dynamic* (:func:`quantize_int8_dynamic`): int8 weights of the matrix products, activations
+quantised per batch at run time: what a transformer needs (its activations have outliers that
+one calibrated range per tensor clips; CLIP ViT-B/16 lost 24 points of F1 static, none dynamic).
+The export pipeline makes both and keeps the better. The contract is unchanged: float32 raw RGB
+in, float32 outputs, the same metadata plus ``quantization``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from onnxruntime.quantization import (
     QuantFormat,
     QuantType,
     quant_pre_process,
+    quantize_dynamic,
     quantize_static,
 )
 
@@ -29,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 QUANTIZATION_NOTE = "int8 static QDQ, per-channel weights, activations calibrated on training images"
+DYNAMIC_QUANTIZATION_NOTE = (
+    "int8 dynamic: per-channel int8 weights of the matrix products, activations per batch"
+)
 
 
 class _ImageBatches(CalibrationDataReader):
@@ -77,7 +85,38 @@ def quantize_int8(onnx_model: bytes, calibration_images: np.ndarray, batch_size:
             calibrate_method=CalibrationMethod.MinMax,
         )
         proto = onnx.load(str(quantized))
-    metadata = {p.key: p.value for p in onnx.load_from_string(onnx_model).metadata_props}
-    onnx.helper.set_model_props(proto, {**metadata, "quantization": QUANTIZATION_NOTE})
     logger.info("int8 model: %d calibration images", len(calibration_images))
+    return _with_metadata(proto, onnx_model, QUANTIZATION_NOTE)
+
+
+def quantize_int8_dynamic(onnx_model: bytes) -> bytes:
+    """Quantise the matrix products' weights to int8 (per channel); activations per batch at run time.
+
+    Args:
+        onnx_model: The float32 export.
+
+    Returns:
+        The serialised int8 model, with the float model's metadata and a ``quantization`` entry.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        source, prepared, quantized = (
+            Path(scratch) / name for name in ("f32.onnx", "prep.onnx", "int8.onnx")
+        )
+        source.write_bytes(onnx_model)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(
+            str(prepared),
+            str(quantized),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
+        proto = onnx.load(str(quantized))
+    return _with_metadata(proto, onnx_model, DYNAMIC_QUANTIZATION_NOTE)
+
+
+def _with_metadata(proto: onnx.ModelProto, float_model: bytes, note: str) -> bytes:
+    """``proto`` with the float model's metadata and ``quantization: note``, serialised."""
+    metadata = {p.key: p.value for p in onnx.load_from_string(float_model).metadata_props}
+    onnx.helper.set_model_props(proto, {**metadata, "quantization": note})
     return bytes(proto.SerializeToString())

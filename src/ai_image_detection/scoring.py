@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -22,18 +22,44 @@ if TYPE_CHECKING:  # Keras is not needed to score with an ONNX model (the regist
     import keras
 
 CropScorer = Callable[[np.ndarray], np.ndarray]
-"""P(AI) ``[N]`` of crops ``[N, S, S, 3]`` (raw 0–255 RGB, float32)."""
+"""What a model makes of crops ``[N, S, S, 3]`` (raw 0–255 RGB, float32): P(AI) ``[N]``, or one
+row per crop (``[N, K]``: attribution, features)."""
 Transform = Callable[[np.ndarray], np.ndarray]
 """A change to a decoded uint8 ``[H, W, 3]`` image before tiling (e.g. a robustness perturbation)."""
 
 _DECODING_LIMITS = ImageLimits(min_side=1)
 
 
+def probability_output(outputs: Any) -> Any:
+    """The ``probability_ai`` part of a detector's outputs (a list when it also attributes)."""
+    return outputs[0] if isinstance(outputs, list | tuple) else outputs
+
+
 def keras_scorer(model: keras.Model) -> CropScorer:
-    """The :data:`CropScorer` of a Keras detector (its raw output, one call per batch)."""
+    """The :data:`CropScorer` of a Keras detector: its raw P(AI) ``[N]``, one call per batch."""
 
     def score(crops: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_on_batch(crops))[:, 0]
+        return np.asarray(probability_output(model.predict_on_batch(crops)), dtype=np.float64)[:, 0]
+
+    return score
+
+
+def keras_outputs(model: keras.Model) -> CropScorer:
+    """Every output of a Keras detector side by side: ``[N, 1 + K]``, P(AI) first, then the families."""
+
+    def score(crops: np.ndarray) -> np.ndarray:
+        outputs = model.predict_on_batch(crops)
+        parts = outputs if isinstance(outputs, list | tuple) else [outputs]
+        return np.concatenate([np.asarray(part, dtype=np.float64) for part in parts], axis=1)
+
+    return score
+
+
+def keras_features(model: keras.Model) -> CropScorer:
+    """The :data:`CropScorer` of a feature extractor: its float32 features ``[N, D]``."""
+
+    def score(crops: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(crops), dtype=np.float32)
 
     return score
 
@@ -65,7 +91,7 @@ def score_files(
     transform: Transform | None = None,
     description: str = "scoring images",
 ) -> list[np.ndarray]:
-    """P(AI) of every tile of every file, the tiles of several files batched together.
+    """What ``score_crops`` makes of every tile of every file, the tiles of several files batched together.
 
     Args:
         score_crops: The model, on a batch of crops.
@@ -77,7 +103,8 @@ def score_files(
         description: Label of the progress bar.
 
     Returns:
-        One array of tile scores per file, in ``paths`` order (an image's score is their mean).
+        One array per file, in ``paths`` order, one entry (or row) per tile: an image's score
+        is the mean of its tiles' scores.
     """
     counts: list[int] = []
     pending: list[np.ndarray] = []
@@ -85,7 +112,7 @@ def score_files(
 
     def flush() -> None:
         crops = np.concatenate(pending)
-        scores.append(np.asarray(score_crops(crops.astype(np.float32)), dtype=np.float64).reshape(-1))
+        scores.append(np.asarray(score_crops(crops.astype(np.float32))))
         pending.clear()
 
     for path in tqdm(paths, desc=description, unit="image", leave=False):
@@ -96,5 +123,6 @@ def score_files(
             flush()
     if pending:
         flush()
-    flat = np.concatenate(scores) if scores else np.zeros(0)
-    return np.split(flat, np.cumsum(counts)[:-1]) if counts else []
+    if not counts:
+        return []
+    return np.split(np.concatenate(scores), np.cumsum(counts)[:-1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ai_image_detection.models.loss import BCEWithPriorPenalty
+from ai_image_detection.models.loss import BCEWithPriorPenalty, MaskedSparseCategoricalCrossentropy
 
 Y_TRUE = np.array([[1.0], [0.0], [1.0], [0.0]], dtype=np.float32)
 Y_PRED = np.array([[0.9], [0.2], [0.6], [0.4]], dtype=np.float32)
@@ -67,3 +67,13 @@ def _mean_prediction_after_training(alpha: float) -> float:
 def test_a_larger_alpha_moves_the_mean_prediction_towards_beta() -> None:
     plain, penalised = _mean_prediction_after_training(0.0), _mean_prediction_after_training(20.0)
     assert abs(penalised - 0.5) < abs(plain - 0.5) - 0.1, (plain, penalised)
+
+
+def test_the_attribution_loss_ignores_targets_without_a_family() -> None:
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]], dtype=np.float32)
+    loss = MaskedSparseCategoricalCrossentropy()
+    counted = float(loss(np.array([0, 1, -1]), probabilities))
+    assert counted == pytest.approx(-(np.log(0.7) + np.log(0.8)) / 2, rel=1e-5), (
+        "mean over the two that count"
+    )
+    assert float(loss(np.array([-1, -1, -1]), probabilities)) == 0.0

@@ -1,8 +1,9 @@
 """Served models the tests make themselves: a tiny small_cnn exported to ONNX, in the BentoML store.
 
-``test-detector`` carries today's contract (the inconclusive band, its tiling, its calibration);
-``test-detector-legacy`` is the same network with only the metadata of models exported before
-the band existed, and must still serve (one process holds one ASGI app of the service: BentoML's
+``test-detector`` carries today's contract (the inconclusive band, its tiling, its calibration, and
+an attribution output ``family_probabilities`` with its ``families``); ``test-detector-legacy`` is
+the same network without attribution and with only the metadata of models exported before the band
+existed, and must still serve (one process holds one ASGI app of the service: BentoML's
 metrics are process-global, so the legacy model is served by its own scorer, in process).
 """
 
@@ -32,6 +33,8 @@ from starlette.testclient import TestClient
 
 from ai_image_detection.contract import (
     CALIBRATION_KEY,
+    FAMILIES_KEY,
+    FAMILY_OUTPUT_NAME,
     INPUT_NAME,
     MAX_TILES_KEY,
     OUTPUT_NAME,
@@ -55,12 +58,17 @@ MODEL_MAX_TILES = 9
 SETTING_MAX_TILES = 3
 """``AIID_MAX_TILES``: lower than the model's, so it applies to the legacy model only."""
 CALIBRATION = {"method": "temperature", "temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03}
+FAMILIES = ["human", "diffusion", "gan"]
+"""The test model's attribution columns: each family follows one colour channel (red, green, blue)."""
+FAMILY_WEIGHTS = 0.2 * (np.eye(3) - 1 / 3)
+"""Family logits from the mean colour: a channel 10 levels above the other two leads their logits by 2."""
 CONTRACT = {
     THRESHOLD_KEY: str(THRESHOLD),
     THRESHOLD_HUMAN_KEY: str(THRESHOLD_HUMAN),
     THRESHOLD_AI_KEY: str(THRESHOLD_AI),
     MAX_TILES_KEY: str(MODEL_MAX_TILES),
     CALIBRATION_KEY: json.dumps(CALIBRATION),
+    FAMILIES_KEY: json.dumps(FAMILIES),
 }
 """The test model's metadata, as the export pipeline writes it (input size and class names added)."""
 SERVICE_ENV = {
@@ -97,8 +105,47 @@ def spread_scores(model: keras.Model, images: np.ndarray) -> None:
     head.bias.assign(scale * (head.bias - np.median(logits)))
 
 
+def family_rows(crops: np.ndarray) -> np.ndarray:
+    """What the test model's attribution output computes: ``softmax(mean colour @ FAMILY_WEIGHTS)``."""
+    logits = crops.astype(np.float64).mean(axis=(1, 2)) @ FAMILY_WEIGHTS
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def with_attribution(network: bytes) -> bytes:
+    """The network with the attribution output grafted on: ``family_probabilities`` of each image.
+
+    Built with ``onnx.helper`` from the input (the export pipeline's network has no such head yet):
+    the image's mean colour, through :data:`FAMILY_WEIGHTS`, through a softmax (:func:`family_rows`).
+    """
+    proto = onnx.load_from_string(network)
+    proto.graph.initializer.append(
+        onnx.numpy_helper.from_array(FAMILY_WEIGHTS.astype(np.float32), "attribution/weights")
+    )
+    proto.graph.node.extend(
+        [
+            onnx.helper.make_node(
+                "ReduceMean", [INPUT_NAME], ["attribution/colour"], axes=[1, 2], keepdims=0
+            ),
+            onnx.helper.make_node(
+                "MatMul", ["attribution/colour", "attribution/weights"], ["attribution/logits"]
+            ),
+            onnx.helper.make_node("Softmax", ["attribution/logits"], [FAMILY_OUTPUT_NAME], axis=-1),
+        ]
+    )
+    proto.graph.output.append(
+        onnx.helper.make_tensor_value_info(FAMILY_OUTPUT_NAME, onnx.TensorProto.FLOAT, ["N", len(FAMILIES)])
+    )
+    onnx.checker.check_model(proto)
+    return bytes(proto.SerializeToString())
+
+
 @pytest.fixture(scope="session")
-def detector_onnx() -> bytes:
+def network_onnx() -> bytes:
+    """The tiny small_cnn as the export pipeline exports it (P(AI) only), with today's metadata.
+
+    Its ``families`` name the output that :func:`with_attribution` adds.
+    """
     keras.utils.set_random_seed(0)
     model = build_detector(DetectorSpec(architecture="small_cnn", image_size=INPUT_SIZE, widths=[4, 8]))
     spread_scores(model, np.stack([photo(INPUT_SIZE, INPUT_SIZE, seed) for seed in range(16)]))
@@ -106,9 +153,15 @@ def detector_onnx() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def legacy_onnx(detector_onnx: bytes) -> bytes:
-    """The same network with a pre-band model's metadata: no band, tiling or calibration."""
-    proto = onnx.load_from_string(detector_onnx)
+def detector_onnx(network_onnx: bytes) -> bytes:
+    """The test model: the network with its attribution output."""
+    return with_attribution(network_onnx)
+
+
+@pytest.fixture(scope="session")
+def legacy_onnx(network_onnx: bytes) -> bytes:
+    """The network alone with a pre-band model's metadata: no band, tiling, calibration or attribution."""
+    proto = onnx.load_from_string(network_onnx)
     kept = {prop.key: prop.value for prop in proto.metadata_props if prop.key not in CONTRACT}
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {**kept, THRESHOLD_KEY: str(THRESHOLD)})

@@ -1,7 +1,11 @@
-"""How a score becomes an answer: the band's edges, the confidence that is (or is not) claimed, the words."""
+"""How a score becomes an answer: the band's edges, the confidence that is (or is not) claimed, the words.
+
+A model that attributes also answers the closest training family: the largest of its tiles' mean.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ai_image_detection.serving.answers import ImageFacts, judge, summary
@@ -16,7 +20,9 @@ MODEL = ModelDescription(
     thresholds=Thresholds(human=0.4, ai=0.6),
     max_tiles=9,
     calibration=CALIBRATION,
+    families=None,
 )
+ATTRIBUTING = MODEL.model_copy(update={"families": ["human", "diffusion", "gan"]})
 FACTS = ImageFacts(width=200, height=100, format="JPEG", frames=1, exif_rotated=False)
 
 
@@ -73,6 +79,36 @@ def test_an_uncalibrated_model_without_a_band_says_so() -> None:
     assert (answer.label, answer.confidence, answer.calibrated) == ("ai", 0.5, False)
     assert any("no calibration" in note for note in answer.notes)
     assert "threshold 50.0%" in summary("inconclusive", 0.5, None, legacy.thresholds)
+
+
+def test_a_model_without_attribution_answers_none() -> None:
+    answer = judge(0.8, 1, FACTS, MODEL)
+    assert (answer.closest_family, answer.closest_family_probability, answer.family_probabilities) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_the_closest_family_is_the_largest_of_the_tiles_mean() -> None:
+    tiles = np.array([[0.1, 0.5, 0.4], [0.1, 0.5, 0.4], [0.0, 0.1, 0.9]])  # diffusion wins 2 tiles of 3
+    answer = judge(0.8, len(tiles), FACTS, ATTRIBUTING, tiles.mean(axis=0).tolist())
+    expected = {"human": 0.2 / 3, "diffusion": 1.1 / 3, "gan": 1.7 / 3}
+    assert answer.family_probabilities == pytest.approx(expected)
+    assert list(answer.family_probabilities or {}) == ["human", "diffusion", "gan"], "the model's order"
+    assert answer.closest_family == "gan", "the largest mean, not the most tiles won"
+    assert answer.closest_family_probability == pytest.approx(1.7 / 3)
+
+
+@pytest.mark.parametrize(
+    ("model", "family_probabilities"),
+    [(MODEL, [0.2, 0.8]), (ATTRIBUTING, None), (ATTRIBUTING, [0.2, 0.8])],
+)
+def test_family_probabilities_must_match_the_models_families(
+    model: ModelDescription, family_probabilities: list[float] | None
+) -> None:
+    with pytest.raises(ValueError, match="do not match the model's families"):
+        judge(0.8, 1, FACTS, model, family_probabilities)
 
 
 def test_the_image_notes_are_kept() -> None:

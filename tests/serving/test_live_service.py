@@ -14,7 +14,7 @@ from pathlib import Path
 import bentoml
 import httpx
 import pytest
-from conftest import SERVICE_ENV, encode, photo, serving
+from conftest import FAMILIES, SERVICE_ENV, encode, photo, serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -45,6 +45,7 @@ def test_real_server_answers_clients_and_batches_concurrent_requests(
     with bentoml.SyncHTTPClient(live_server) as client:
         verdict = client.predict(image=image)
     assert verdict["label"] in {"ai", "inconclusive", "human"} and verdict["model_version"] == "7"
+    assert verdict["closest_family"] in FAMILIES and list(verdict["family_probabilities"]) == FAMILIES
 
     before_sum, before_count = batch_sizes(httpx.get(f"{live_server}/metrics").text)
 

@@ -1,4 +1,8 @@
-"""The served model's metadata, read in one place: today's contract, older models' fallbacks, clear errors."""
+"""The served model's metadata, read in one place: today's contract, older models' fallbacks, clear errors.
+
+Whether a model attributes depends on its outputs too: their shapes are given as ONNX Runtime
+reports them (``[N, K]`` with a named batch dimension).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,16 @@ import logging
 
 import pytest
 
-from ai_image_detection.serving.model_contract import ModelDescription, describe_model, square_input_size
+from ai_image_detection.serving.model_contract import (
+    ModelDescription,
+    OutputShapes,
+    describe_model,
+    square_input_size,
+)
 from ai_image_detection.serving.settings import ServingSettings
 
 CALIBRATION = {"method": "temperature", "temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03}
+FAMILIES = ["human", "diffusion", "gan"]
 CURRENT = {
     "input_height": "96",
     "input_width": "96",
@@ -20,12 +30,20 @@ CURRENT = {
     "threshold_ai": "0.7",
     "max_tiles": "5",
     "calibration": json.dumps(CALIBRATION),
+    "families": json.dumps(FAMILIES),
 }
 LEGACY = {"input_height": "96", "input_width": "96", "threshold": "0.52"}
+OUTPUTS: OutputShapes = {"probability_ai": ["unk__0", 1], "family_probabilities": ["unk__0", 3]}
+"""A model that attributes: P(AI) and three families."""
+PROBABILITY_ONLY: OutputShapes = {"probability_ai": ["unk__0", 1]}
+"""A model exported before attribution."""
 
 
-def describe(contract: dict[str, str], environ: dict[str, str] | None = None) -> ModelDescription:
-    return describe_model(contract, "ai-image-detector", "3", ServingSettings.from_env(environ or {}))
+def describe(
+    contract: dict[str, str], environ: dict[str, str] | None = None, outputs: OutputShapes = OUTPUTS
+) -> ModelDescription:
+    settings = ServingSettings.from_env(environ or {})
+    return describe_model(contract, outputs, "ai-image-detector", "3", settings)
 
 
 def test_a_current_model_is_described_by_its_metadata_alone(caplog: pytest.LogCaptureFixture) -> None:
@@ -34,14 +52,16 @@ def test_a_current_model_is_described_by_its_metadata_alone(caplog: pytest.LogCa
     assert (model.input_size, model.threshold, model.max_tiles) == (96, 0.52, 5)
     assert (model.thresholds.human, model.thresholds.ai) == (0.35, 0.7)
     assert model.calibration == CALIBRATION
+    assert model.families == FAMILIES
     assert model.metadata_fallbacks == [] and not caplog.records
 
 
 def test_an_older_model_falls_back_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        model = describe(LEGACY, {"AIID_MAX_TILES": "7"})
+        model = describe(LEGACY, {"AIID_MAX_TILES": "7"}, PROBABILITY_ONLY)
     assert (model.thresholds.human, model.thresholds.ai) == (0.52, 0.52), "no band: both edges at threshold"
     assert (model.max_tiles, model.calibration) == (7, None), "tiling from AIID_MAX_TILES"
+    assert model.families is None, "no attribution output: no attribution"
     assert len(model.metadata_fallbacks) == 3
     assert "AIID_MAX_TILES=7" in caplog.text and "threshold_human" in caplog.text
     assert "calibration" in caplog.text and "ai-image-detector v3" in caplog.text
@@ -78,6 +98,15 @@ def test_the_default_setting_is_not_reported_as_ignored(caplog: pytest.LogCaptur
         ({"calibration": "[1.7]"}, "'calibration' must be a JSON object"),
         ({"input_height": None}, "no 'input_height'"),
         ({"input_width": "128"}, "96x128; the service crops square tiles only"),
+        ({"families": "human, diffusion, gan"}, "'families' is not JSON"),
+        ({"families": '{"human": 0}'}, "'families' must be a JSON list of family names"),
+        ({"families": '["human", 2, "gan"]'}, "'families' must be a JSON list of family names"),
+        ({"families": '["human", "gan"]'}, "names 2 families .* has 3 columns"),
+        (
+            {"families": '["gan", "human", "diffusion"]'},
+            r"with 'human' \(the column of human-made images\) first",
+        ),
+        ({"families": '["human", "gan", "gan"]'}, "the names must be distinct"),
     ],
 )
 def test_malformed_metadata_is_refused_at_load_naming_the_key(
@@ -88,6 +117,33 @@ def test_malformed_metadata_is_refused_at_load_naming_the_key(
         del contract[key]
     with pytest.raises(ValueError, match=message):
         describe(contract)
+
+
+def test_an_attribution_output_of_unfixed_width_is_refused() -> None:
+    outputs = {**OUTPUTS, "family_probabilities": ["unk__0", "families"]}
+    with pytest.raises(ValueError, match=r"'family_probabilities' has shape \['unk__0', 'families'\]"):
+        describe(CURRENT, outputs=outputs)
+
+
+@pytest.mark.parametrize(
+    ("contract", "outputs", "has", "lacks"),
+    [
+        (CURRENT, PROBABILITY_ONLY, "the metadata 'families'", "the output 'family_probabilities'"),
+        (
+            {key: value for key, value in CURRENT.items() if key != "families"},
+            OUTPUTS,
+            "the output 'family_probabilities'",
+            "the metadata 'families'",
+        ),
+    ],
+)
+def test_half_an_attribution_is_none_and_logged(
+    contract: dict[str, str], outputs: OutputShapes, has: str, lacks: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = describe(contract, outputs=outputs)
+    assert model.families is None and model.metadata_fallbacks == []
+    assert f"has {has} but not {lacks}: it answers without attribution" in caplog.text
 
 
 def test_the_input_side_defaults_to_square() -> None:

@@ -1,7 +1,7 @@
 """The HTTP API through ``Service.to_asgi()``: every endpoint; every kind of bad input gets a clear 4xx.
 
-Answers are ``human``, ``inconclusive`` or ``ai`` by the model's band; a model exported before the
-band (``legacy_client``) still serves.
+Answers are ``human``, ``inconclusive`` or ``ai`` by the model's band, with the closest training
+family for a model that attributes; a model exported before the band or before attribution still serves.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from types import ModuleType
 import aiohttp
 import bentoml
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 from conftest import (
     CALIBRATION,
+    FAMILIES,
     INPUT_SIZE,
     MODEL_MAX_TILES,
     SETTING_MAX_TILES,
@@ -29,13 +31,16 @@ from conftest import (
     THRESHOLD_AI,
     THRESHOLD_HUMAN,
     encode,
+    family_rows,
     photo,
+    store,
 )
 from PIL import Image
 from starlette.testclient import TestClient
 
-from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME, Verdict, verdict
+from ai_image_detection.contract import FAMILIES_KEY, INPUT_NAME, OUTPUT_NAME, Verdict, verdict
 from ai_image_detection.scoring import score_files
+from ai_image_detection.tiling import tile_crops
 
 
 def upload(data: bytes, name: str = "upload.jpg", content_type: str = "image/jpeg") -> dict[str, tuple]:
@@ -65,6 +70,19 @@ def test_predict_answers_a_verdict_with_its_model(client: TestClient) -> None:
         f"not by AIID_MAX_TILES={SETTING_MAX_TILES}"
     )
     assert answer["summary"]
+
+
+def test_the_closest_family_is_the_largest_mean_of_the_tiles_family_probabilities(client: TestClient) -> None:
+    pixels = np.zeros((32, 96, 3), dtype=np.uint8)  # one row of three tiles
+    pixels[:, :64] = (120, 124, 120)  # two tiles leaning to diffusion (green)
+    pixels[:, 64:] = (100, 100, 200)  # one tile clearly gan (blue)
+    rows = family_rows(tile_crops(pixels, INPUT_SIZE, MODEL_MAX_TILES))
+    assert len(rows) == 3 and np.bincount(rows.argmax(axis=1)).argmax() == 1, "diffusion wins 2 tiles of 3"
+    answer = client.post("/predict", files=upload(encode(pixels, "PNG"), "x.png", "image/png")).json()
+    assert list(answer["family_probabilities"]) == FAMILIES, "named in the model's order, human first"
+    assert list(answer["family_probabilities"].values()) == pytest.approx(rows.mean(axis=0), abs=1e-5)
+    assert answer["closest_family"] == "gan", "the largest mean, not the family most tiles lean to"
+    assert answer["closest_family_probability"] == pytest.approx(rows.mean(axis=0)[2], abs=1e-5)
 
 
 @pytest.mark.parametrize("label", ["human", "inconclusive", "ai"])
@@ -215,6 +233,7 @@ def test_annotate_returns_the_image_with_its_verdict(client: TestClient) -> None
     annotated = Image.open(io.BytesIO(response.content))
     assert (annotated.format, annotated.size) == ("JPEG", (160, 90))
     assert '"label"' in response.headers["x-verdict"]
+    assert json.loads(response.headers["x-verdict"])["closest_family"] in FAMILIES
     assert_error(client.post("/annotate", files=upload(b"")), 400, "empty")
 
 
@@ -272,6 +291,7 @@ def test_info_and_health(client: TestClient) -> None:
     assert (info["input_size"], info["max_files"], info["max_bytes"]) == (INPUT_SIZE, 4, 3_000_000)
     assert (info["threshold"], info["thresholds"], info["max_tiles"]) == (THRESHOLD, BAND, MODEL_MAX_TILES)
     assert (info["calibration"], info["metadata_fallbacks"]) == (CALIBRATION, [])
+    assert info["families"] == FAMILIES
     assert "JPEG" in info["formats"]
     assert client.get("/readyz").status_code == 200
     assert client.get("/livez").status_code == 200
@@ -286,11 +306,11 @@ class FlakyScorer:
         self.to_async = self
 
     async def score(self, crops: np.ndarray) -> np.ndarray:
-        """Fail with the next failure, if any; else a score of 0.25 per crop."""
+        """Fail with the next failure, if any; else a score of 0.25 per crop (no attribution)."""
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
-        return np.full(len(crops), 0.25, dtype=np.float32)
+        return np.full((len(crops), 1), 0.25, dtype=np.float32)
 
     async def describe(self) -> dict[str, object]:
         """The test model's description, as the scorer gives it."""
@@ -302,6 +322,7 @@ class FlakyScorer:
             "thresholds": BAND,
             "max_tiles": MODEL_MAX_TILES,
             "calibration": CALIBRATION,
+            "families": None,
         }
 
 
@@ -315,7 +336,7 @@ def test_a_dropped_scorer_connection_is_sent_again(service_module: ModuleType) -
     scorer = FlakyScorer([aiohttp.ServerDisconnectedError()])
     crops = np.zeros((3, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
     scores = asyncio.run(detector_with(service_module, scorer)._scores(crops))
-    assert scores.tolist() == [0.25, 0.25, 0.25] and scorer.calls == 2
+    assert scores.tolist() == [[0.25], [0.25], [0.25]] and scorer.calls == 2
 
 
 @pytest.mark.parametrize(
@@ -335,9 +356,26 @@ def test_an_overloaded_or_unreachable_scorer_is_a_503(
     assert (refused.value.code, refused.value.status) == ("overloaded", 503)
 
 
+def test_the_scorer_answers_each_crops_probability_and_family_probabilities(
+    service_module: ModuleType, detector_onnx: bytes
+) -> None:
+    scorer = service_module.Scorer.inner()
+    crops = np.stack([photo(INPUT_SIZE, INPUT_SIZE, seed) for seed in range(3)])
+    rows = scorer.score(crops)
+    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run([OUTPUT_NAME], {INPUT_NAME: crops.astype(np.float32)})
+    assert rows.shape == (3, 1 + len(FAMILIES))
+    assert rows[:, 0] == pytest.approx(probabilities[:, 0], abs=1e-6)
+    assert rows[:, 1:] == pytest.approx(family_rows(crops), abs=1e-5)
+    assert scorer.describe().families == FAMILIES
+
+
 def test_the_scorer_refuses_crops_of_another_size(service_module: ModuleType) -> None:
     scorer = service_module.Scorer.inner()
-    assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (2,)
+    assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (
+        2,
+        1 + len(FAMILIES),
+    )
     with pytest.raises(ValueError, match=rf"\[N, {INPUT_SIZE}, {INPUT_SIZE}, 3\]"):
         scorer.score(np.zeros((2, INPUT_SIZE + 1, INPUT_SIZE, 3), dtype=np.uint8))
 
@@ -425,6 +463,9 @@ def test_the_openapi_document_describes_the_three_verdicts(service_module: Modul
     assert verdict_schema["confidence"]["nullable"] is True, "confidence may be null"
     assert "inconclusive" in verdict_schema["confidence"]["description"]
     assert set(schemas["Thresholds"]["properties"]) == {"human", "ai"}
+    for field in ("closest_family", "closest_family_probability", "family_probabilities"):
+        assert verdict_schema[field]["nullable"] is True, f"{field} is null without attribution"
+    assert "not which generator made it" in verdict_schema["closest_family"]["description"]
     predict = document["paths"]["/predict"]["post"]
     answer = predict["responses"][200]["content"]["application/json"]["schema"]
     assert answer["properties"]["label"]["enum"] == ["human", "inconclusive", "ai"]
@@ -472,9 +513,38 @@ def test_a_model_exported_before_the_band_still_serves(
     assert answer["tiles"] == SETTING_MAX_TILES, "no max_tiles in its metadata: AIID_MAX_TILES applies"
     assert answer["calibrated"] is False
     assert any("no calibration" in note for note in answer["notes"])
+    assert (answer["closest_family"], answer["closest_family_probability"]) == (None, None), "no attribution"
+    assert answer["family_probabilities"] is None
     info = asyncio.run(detector.info()).model_dump()  # type: ignore[attr-defined]
-    assert (info["max_tiles"], info["calibration"]) == (SETTING_MAX_TILES, None)
+    assert (info["max_tiles"], info["calibration"], info["families"]) == (SETTING_MAX_TILES, None, None)
     assert len(info["metadata_fallbacks"]) == 3
+
+
+def test_a_model_whose_metadata_does_not_name_its_families_serves_without_attribution(
+    service_module: ModuleType, detector_onnx: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proto = onnx.load_from_string(detector_onnx)
+    kept = {prop.key: prop.value for prop in proto.metadata_props if prop.key != FAMILIES_KEY}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, kept)
+    unnamed = store("test-detector-unnamed", proto.SerializeToString(), "8")
+
+    class UnnamedScorer(service_module.Scorer.inner):  # type: ignore[name-defined,misc]
+        bento_model = bentoml.models.BentoModel(unnamed)
+
+    with caplog.at_level(logging.WARNING):
+        scorer = UnnamedScorer()
+    assert "has the output 'family_probabilities' but not the metadata 'families'" in caplog.text
+    assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (2, 1)
+    detector = detector_with(service_module, InProcessScorer(scorer))  # type: ignore[arg-type]
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(encode(photo(200, 120)))
+    answer = asyncio.run(detector.predict(image)).model_dump()  # type: ignore[attr-defined]
+    assert (answer["model_version"], answer["closest_family"], answer["family_probabilities"]) == (
+        "8",
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(

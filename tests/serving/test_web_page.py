@@ -1,7 +1,8 @@
 """The web page in Debian's Chromium (Playwright), against a real ``bentoml serve``.
 
-Upload an image, see the verdict, download the annotated image, reload, find it in the history;
-a score inside the model's band is shown as inconclusive, with the band on the bar.
+Upload an image, see the verdict and the closest training family, download the annotated image,
+reload, find it in the history; a score inside the model's band is shown as inconclusive, with the
+band on the bar; an answer without attribution shows no family.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
-from conftest import THRESHOLD_AI, THRESHOLD_HUMAN
+from conftest import FAMILIES, INPUT_SIZE, MODEL_MAX_TILES, THRESHOLD_AI, THRESHOLD_HUMAN, family_rows
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from ai_image_detection.contract import Verdict
+from ai_image_detection.tiling import tile_crops
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -66,6 +70,13 @@ def test_upload_verdict_download_and_history_survives_a_reload(
     expect(card.locator(".verdict")).to_contain_text("Likely AI-generated", timeout=30_000)
     expect(card.locator(".probability")).to_contain_text("%")
     expect(card.locator(".details")).to_contain_text(re.compile(r"Confidence\s*\d+\.\d%"))
+    pixels = np.asarray(Image.open(io.BytesIO(verdict_images["ai"][0])).convert("RGB"))
+    rows = family_rows(tile_crops(pixels, INPUT_SIZE, MODEL_MAX_TILES))
+    closest = FAMILIES[int(rows.mean(axis=0).argmax())]
+    family = card.locator(".closest-family")
+    expect(family).to_contain_text(re.compile(rf"closest family: {closest} \(\d+\.\d%\)"))
+    expect(family).to_contain_text("not proof of which generator made it")
+    expect(family).to_have_attribute("title", re.compile("not a finding of which generator made it"))
 
     with page.expect_download() as download_info:
         card.locator("button.download-annotated").click()
@@ -135,3 +146,34 @@ def test_a_score_in_the_band_is_shown_as_inconclusive_with_the_band_on_the_bar(
     entry = page.locator('#history li.history-item[data-filename="unsure.png"]')
     expect(entry).to_have_attribute("data-label", "inconclusive")
     expect(entry.locator(".history-verdict")).to_have_text("Inconclusive")
+
+
+@pytest.mark.parametrize("attribution", ["null", "absent"])
+@pytest.mark.slow
+def test_an_answer_without_attribution_shows_no_family(
+    page: Page,
+    live_server: str,
+    tmp_path: Path,
+    verdict_images: dict[Verdict, tuple[bytes, float]],
+    attribution: str,
+) -> None:
+    """A model without attribution answers nulls; a service from before attribution, no such fields.
+
+    The page is given the service's real answer with the fields changed (Chromium does not let an
+    intercepted upload be sent on, so the answer is asked for here).
+    """
+    png = verdict_images["human"][0]
+    real = httpx.post(f"{live_server}/predict", files={"image": ("plain.png", png)}, timeout=60).json()
+    fields = ("closest_family", "closest_family_probability", "family_probabilities")
+    answer = {key: value for key, value in real.items() if key not in fields}
+    if attribution == "null":
+        answer.update(dict.fromkeys(fields))
+    page.route("**/predict", lambda route: route.fulfill(json=answer))
+
+    image = tmp_path / "plain.png"
+    image.write_bytes(png)
+    page.set_input_files("#file-input", str(image))
+    card = page.locator('.result-card[data-filename="plain.png"]')
+    expect(card.locator(".verdict")).to_contain_text("Likely human-made", timeout=30_000)
+    expect(card.locator(".closest-family")).to_have_count(0)
+    assert "closest family" not in card.inner_text()

@@ -32,16 +32,17 @@ class PlattCalibration(keras.layers.Layer):
 
 
 def calibrated_detector(model: keras.Model, scaling: PlattScaling) -> keras.Model:
-    """The detector with its output calibrated: same input, output ``sigmoid(a · logit(p) + b)``.
+    """The detector with P(AI) calibrated: same input, first output ``sigmoid(a · logit(p) + b)``.
 
     Args:
-        model: A trained detector (raw 0–255 RGB in, P(AI) out).
+        model: A trained detector (raw 0–255 RGB in, P(AI) out, and attribution when it has it).
         scaling: The fitted calibration.
 
     Returns:
-        A model sharing ``model``'s layers and weights.
+        A model sharing ``model``'s layers and weights; the attribution output passes unchanged.
     """
-    calibrated = PlattCalibration(scaling.slope, scaling.intercept, dtype="float32", name="calibrated")(
-        model.output
+    first, *others = model.outputs
+    calibrated = PlattCalibration(scaling.slope, scaling.intercept, dtype="float32", name="calibrated")(first)
+    return keras.Model(
+        model.inputs, [calibrated, *others] if others else calibrated, name=f"{model.name}_calibrated"
     )
-    return keras.Model(model.inputs, calibrated, name=f"{model.name}_calibrated")

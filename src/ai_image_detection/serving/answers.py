@@ -3,10 +3,15 @@
 A calibrated score below the model's ``threshold_human`` is ``human``, at or above ``threshold_ai``
 it is ``ai`` (:func:`ai_image_detection.contract.verdict`), and in between, where validation showed
 the model is unreliable, the answer is ``inconclusive``: no class, and no confidence.
+
+A model that attributes also says which of its training families (``human`` and the generator
+families) the image most resembles: its ``closest_family``, a resemblance rather than a finding of
+which generator made the image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +53,24 @@ class ImageVerdict(BaseModel):
         description="Calibrated probability of the stated class (`probability_ai` for `ai`, "
         "1 - `probability_ai` for `human`); null for `inconclusive`.",
         # BentoML's OpenAPI keeps only the first branch of `anyOf`: say "or null" the OpenAPI 3.0 way
+        json_schema_extra={"nullable": True},
+    )
+    closest_family: str | None = Field(
+        description="Which of the families the model was trained on (`human` and the generator "
+        "families) the image most resembles: the largest entry of `family_probabilities`. It says "
+        "what the image looks like to the model, not which generator made it (an image from a "
+        "generator outside training resembles some family too); null for a model without attribution.",
+        json_schema_extra={"nullable": True},
+    )
+    closest_family_probability: float | None = Field(
+        description="The probability of `closest_family` in `family_probabilities`; null for a model "
+        "without attribution.",
+        json_schema_extra={"nullable": True},
+    )
+    family_probabilities: dict[str, float] | None = Field(
+        description="The model's attribution: each family it was trained on (`human` first) with its "
+        "probability, the mean over the image's tiles (as `probability_ai` is); they sum to 1. Null "
+        "for a model without attribution.",
         json_schema_extra={"nullable": True},
     )
     thresholds: Thresholds = Field(description="The model's inconclusive band.")
@@ -159,20 +182,51 @@ def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: Mode
     return notes
 
 
-def judge(probability_ai: float, tiles: int, facts: ImageFacts, model: ModelDescription) -> ImageVerdict:
+def _attribution(
+    family_probabilities: Sequence[float] | None, model: ModelDescription
+) -> dict[str, float] | None:
+    """Each of the model's families with its probability, or None for a model without attribution.
+
+    Raises:
+        ValueError: If the probabilities are not one for each of the model's families.
+    """
+    names, probabilities = model.families, family_probabilities
+    if names is None and probabilities is None:
+        return None
+    if names is None or probabilities is None or len(probabilities) != len(names):
+        raise ValueError(f"family probabilities {probabilities} do not match the model's families {names}")
+    return dict(zip(names, map(float, probabilities), strict=True))
+
+
+def judge(
+    probability_ai: float,
+    tiles: int,
+    facts: ImageFacts,
+    model: ModelDescription,
+    family_probabilities: Sequence[float] | None = None,
+) -> ImageVerdict:
     """The answer for an image whose tiles scored ``probability_ai`` on average.
 
     Args:
         probability_ai: Mean calibrated P(AI) of the image's tiles.
         tiles: How many tiles were averaged.
         facts: Size, format and frames of the decoded image.
-        model: The served model (band, threshold, calibration).
+        model: The served model (band, threshold, calibration, families).
+        family_probabilities: Mean of the tiles' family probabilities, in the order of
+            ``model.families``; None for a model without attribution.
 
     Returns:
         The verdict: ``confidence`` is the calibrated probability of the stated class, or None
-        when the score lies in the inconclusive band.
+        when the score lies in the inconclusive band; ``closest_family`` is the most probable family.
+
+    Raises:
+        ValueError: If ``family_probabilities`` is not one probability for each of ``model.families``.
     """
     label = verdict(probability_ai, model.thresholds.human, model.thresholds.ai)
+    attribution = _attribution(family_probabilities, model)
+    closest, closest_probability = (
+        (None, None) if attribution is None else max(attribution.items(), key=lambda item: item[1])
+    )
     confidence = {"ai": probability_ai, "human": 1.0 - probability_ai}.get(label)
     described: dict[str, Any] = model.model_dump(
         include={"model_name", "model_version", "input_size", "threshold", "thresholds"}
@@ -183,6 +237,9 @@ def judge(probability_ai: float, tiles: int, facts: ImageFacts, model: ModelDesc
         summary=summary(label, probability_ai, confidence, model.thresholds),
         probability_ai=probability_ai,
         confidence=confidence,
+        closest_family=closest,
+        closest_family_probability=closest_probability,
+        family_probabilities=attribution,
         calibrated=model.calibration is not None,
         tiles=tiles,
         width=facts.width,

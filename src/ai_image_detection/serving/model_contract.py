@@ -6,19 +6,26 @@ did: the input size, the tiling (``max_tiles``), the inconclusive band (``thresh
 output was calibrated. Models exported before the band existed carry only ``threshold`` and the
 input size; they still serve, with the band collapsed onto ``threshold`` and the tiling from the
 ``AIID_MAX_TILES`` setting, and the fallbacks are logged and listed in the description.
+
+A model that attributes has a second output, ``family_probabilities``, whose columns the metadata
+names (``families``, ``human`` first); a model without that output or without the names (every
+export before attribution) is described with ``families`` null and answers without attribution.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from ai_image_detection.contract import (
     CALIBRATION_KEY,
+    FAMILIES_KEY,
+    FAMILY_OUTPUT_NAME,
+    HUMAN_FAMILY,
     MAX_TILES_KEY,
     THRESHOLD_AI_KEY,
     THRESHOLD_HUMAN_KEY,
@@ -29,6 +36,10 @@ from ai_image_detection.serving.settings import ENV_PREFIX, ServingSettings
 logger = logging.getLogger(__name__)
 
 MAX_TILES_VARIABLE = f"{ENV_PREFIX}MAX_TILES"
+
+OutputShapes = Mapping[str, Sequence[int | str | None]]
+"""The model's outputs by name, with their shapes as ONNX Runtime reports them (a named or unknown
+dimension is a string or None)."""
 
 
 class Thresholds(BaseModel):
@@ -53,6 +64,12 @@ class ModelDescription(BaseModel):
         description="How the output was calibrated (method, parameters, ECE before and after), "
         "or null when the model's metadata does not say.",
         json_schema_extra={"nullable": True},  # BentoML's OpenAPI keeps only the first `anyOf` branch
+    )
+    families: list[str] | None = Field(
+        description="The families the model attributes images to, in the column order of its "
+        "`family_probabilities` output: `human` first, then the generator families it was trained "
+        "on; null for a model without attribution.",
+        json_schema_extra={"nullable": True},
     )
     metadata_fallbacks: list[str] = Field(
         default_factory=list,
@@ -186,13 +203,69 @@ def _calibration(contract: Mapping[str, str], fallbacks: list[str]) -> dict[str,
     return record
 
 
+def _families(contract: Mapping[str, str], outputs: OutputShapes, model: str) -> list[str] | None:
+    """The names of the attribution output's columns, or None for a model that does not attribute.
+
+    A model attributes when it has the output ``family_probabilities`` and its metadata names its
+    columns (``families``); a model with only one of the two answers without attribution (logged).
+
+    Raises:
+        ValueError: If ``families`` is not a JSON list of distinct names with ``human`` first, one
+            for each column of the output, or the output's number of columns is not fixed.
+    """
+    shape = outputs.get(FAMILY_OUTPUT_NAME)
+    if shape is None or FAMILIES_KEY not in contract:
+        if shape is not None or FAMILIES_KEY in contract:
+            has, lacks = (
+                (f"the output {FAMILY_OUTPUT_NAME!r}", f"the metadata {FAMILIES_KEY!r}")
+                if shape is not None
+                else (f"the metadata {FAMILIES_KEY!r}", f"the output {FAMILY_OUTPUT_NAME!r}")
+            )
+            logger.warning("%s has %s but not %s: it answers without attribution", model, has, lacks)
+        return None
+    raw = contract[FAMILIES_KEY]
+    try:
+        families = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"the model's metadata {FAMILIES_KEY!r} is not JSON ({error}): {raw!r}") from None
+    if not isinstance(families, list) or not all(isinstance(name, str) for name in families):
+        raise ValueError(
+            f"the model's metadata {FAMILIES_KEY!r} must be a JSON list of family names such as "
+            f'["{HUMAN_FAMILY}", "diffusion", "gan"]; got {raw!r}'
+        )
+    match list(shape):
+        case [_, int() as columns]:
+            pass
+        case _:
+            raise ValueError(
+                f"the model's output {FAMILY_OUTPUT_NAME!r} has shape {list(shape)}; it must be [N, K] "
+                "with K, the number of families, fixed"
+            )
+    if len(families) != columns:
+        raise ValueError(
+            f"the model's metadata {FAMILIES_KEY!r} names {len(families)} families {families}, but its "
+            f"output {FAMILY_OUTPUT_NAME!r} has {columns} columns; it must name one for each column"
+        )
+    if families[:1] != [HUMAN_FAMILY] or len(set(families)) != len(families):
+        raise ValueError(
+            f"the model's metadata {FAMILIES_KEY!r} is {families}; the names must be distinct, "
+            f"with {HUMAN_FAMILY!r} (the column of human-made images) first"
+        )
+    return families
+
+
 def describe_model(
-    contract: Mapping[str, str], model_name: str, model_version: str, settings: ServingSettings
+    contract: Mapping[str, str],
+    outputs: OutputShapes,
+    model_name: str,
+    model_version: str,
+    settings: ServingSettings,
 ) -> ModelDescription:
     """Read the served model's ONNX metadata into its description, with fallbacks for older models.
 
     Args:
         contract: The ONNX model's metadata (``custom_metadata_map``).
+        outputs: The model's outputs and their shapes (whether it attributes, and to how many families).
         model_name: Registered model name.
         model_version: Registered model version.
         settings: The serving settings (``max_tiles`` is the fallback tiling).
@@ -202,7 +275,8 @@ def describe_model(
 
     Raises:
         ValueError: If the metadata lacks the input size or ``threshold``, or a value is malformed
-            (the message names the key, its value and what is accepted).
+            (the message names the key, its value and what is accepted), or ``families`` does not
+            fit the attribution output.
     """
     if THRESHOLD_KEY not in contract:
         raise ValueError(
@@ -220,6 +294,7 @@ def describe_model(
         thresholds=_thresholds(contract, threshold, fallbacks),
         max_tiles=_max_tiles(contract, settings, label, fallbacks),
         calibration=_calibration(contract, fallbacks),
+        families=_families(contract, outputs, label),
         metadata_fallbacks=fallbacks,
     )
     for fallback in fallbacks:

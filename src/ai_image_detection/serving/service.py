@@ -9,7 +9,9 @@ The model is the registry's champion, imported into the BentoML store by
 ``kedro run --pipelines package``; its input size, tiling, thresholds and calibration come from its
 ONNX metadata (:mod:`ai_image_detection.serving.model_contract`), so that an image is scored exactly
 as evaluation scored it. Answers are ``human``, ``ai`` or ``inconclusive``
-(:mod:`ai_image_detection.serving.answers`).
+(:mod:`ai_image_detection.serving.answers`); a model that attributes (a second output,
+``family_probabilities``) also answers the training family an image most resembles, from the mean
+of its tiles' family probabilities as its score is the mean of their P(AI).
 
 Client mistakes never give a 500: each is a JSON ``{"error": {"code", "message"}}`` with a 4xx
 status (oversized bodies and malformed forms are refused by :class:`RequestGuard` before the
@@ -37,7 +39,7 @@ from starlette.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.contract import FAMILY_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.serving.answers import Explanation, ImageFacts, ImageVerdict, ServiceInfo, judge
 from ai_image_detection.serving.model_contract import ModelDescription, describe_model
 from ai_image_detection.serving.settings import ServingSettings
@@ -293,15 +295,17 @@ class Scorer:
         metadata = self.bento_model.info.metadata
         self.model = describe_model(
             self.session.get_modelmeta().custom_metadata_map,
+            {output.name: output.shape for output in self.session.get_outputs()},
             model_name=str(metadata.get("registered_model", self.bento_model.tag.name)),
             model_version=str(metadata.get("registered_version", self.bento_model.tag.version)),
             settings=SETTINGS,
         )
+        self.outputs = [OUTPUT_NAME] if self.model.families is None else [OUTPUT_NAME, FAMILY_OUTPUT_NAME]
         # the first run allocates and plans; BentoML serves only once __init__ has returned
         self._infer(np.zeros((1, self.model.input_size, self.model.input_size, 3), dtype=np.uint8))
         logger.info(
             "scoring with %s v%s (%d px, up to %d tiles; human below %.4f, ai from %.4f, forced-choice "
-            "threshold %.4f; calibration %s), batching %s",
+            "threshold %.4f; calibration %s; attribution %s), batching %s",
             self.model.model_name,
             self.model.model_version,
             self.model.input_size,
@@ -310,13 +314,16 @@ class Scorer:
             self.model.thresholds.ai,
             self.model.threshold,
             json.dumps(self.model.calibration),
+            "off" if self.model.families is None else f"to {json.dumps(self.model.families)}",
             f"up to {SETTINGS.max_batch_size} crops" if SETTINGS.batching else "off",
         )
 
     def _infer(self, crops: np.ndarray) -> np.ndarray:
-        """P(AI) for each crop ``[N, S, S, 3]``, straight from ONNX Runtime."""
-        (scores,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: crops.astype(np.float32)})
-        return np.asarray(scores, dtype=np.float32).reshape(-1)
+        """Each crop's row (:meth:`score`) for crops ``[N, S, S, 3]``, straight from ONNX Runtime."""
+        outputs = self.session.run(self.outputs, {INPUT_NAME: crops.astype(np.float32)})
+        return np.concatenate(
+            [np.asarray(output, dtype=np.float32).reshape(len(crops), -1) for output in outputs], axis=1
+        )
 
     @bentoml.api(
         batchable=SETTINGS.batching,
@@ -325,7 +332,11 @@ class Scorer:
         max_latency_ms=SETTINGS.max_latency_ms,
     )
     def score(self, crops: np.ndarray) -> np.ndarray:
-        """P(AI) for each crop of a uint8 ``[N, S, S, 3]`` array: the API every endpoint scores through."""
+        """A row per crop of a uint8 ``[N, S, S, 3]`` array: the API every endpoint scores through.
+
+        Each row is the crop's P(AI), then, for a model that attributes, its probability of each of
+        ``families`` (``[N, 1 + K]``); ``[N, 1]`` for a model without attribution.
+        """
         size = self.model.input_size
         if crops.shape[1:] != (size, size, 3):
             raise ValueError(f"crops must be [N, {size}, {size}, 3], got {list(crops.shape)}")
@@ -393,7 +404,9 @@ class Detector:
         return self._model
 
     async def _scores(self, crops: np.ndarray) -> np.ndarray:
-        """P(AI) of each crop, from the scorer (through adaptive batching when it is on).
+        """Each crop's row from the scorer (through adaptive batching when it is on): ``[N, 1 + K]``.
+
+        Column 0 is the crop's P(AI); the others, for a model that attributes, its family probabilities.
 
         Raises:
             ClientError: 503 when the scorer sheds load or cannot be reached (the client should retry).
@@ -404,7 +417,7 @@ class Detector:
             message = "the service is at capacity (the model missed its latency target); retry shortly"
             logger.warning("shedding load: %s", busy)
             raise ClientError("overloaded", message, 503) from None
-        return np.asarray(scores, dtype=np.float32).reshape(-1)
+        return np.asarray(scores, dtype=np.float32).reshape(len(crops), -1)
 
     async def _call_scorer(self, crops: np.ndarray) -> Any:
         """``Scorer.score``, sent once more if the connection drops.
@@ -453,9 +466,14 @@ class Detector:
         return decoded, await self._judge(crops, _image_facts(decoded), model)
 
     async def _judge(self, crops: np.ndarray, facts: ImageFacts, model: ModelDescription) -> ImageVerdict:
-        """Score the crops of one image (their mean P(AI), as in evaluation); the verdict on it."""
-        probability = float(np.mean(await self._scores(crops)))
-        return judge(probability, len(crops), facts, model)
+        """Score the crops of one image; the verdict on it.
+
+        Its P(AI) is the mean of its crops' (as in evaluation), and so is its attribution (the mean of
+        their family probabilities) for a model that attributes.
+        """
+        mean = (await self._scores(crops)).mean(axis=0, dtype=np.float64)
+        families = None if model.families is None else mean[1:].tolist()
+        return judge(float(mean[0]), len(crops), facts, model, families)
 
     @bentoml.api
     @answers_client_errors
@@ -467,6 +485,12 @@ class Detector:
         with ``confidence`` null and a note: validation showed the model is unreliable there.
         Otherwise ``confidence`` is the calibrated probability of the stated class. ``summary``
         says it in one sentence.
+
+        For a model that attributes, ``family_probabilities`` maps each family it was trained on
+        (``human`` first) to its probability, averaged over the tiles, and ``closest_family`` (with
+        ``closest_family_probability``) is the largest: the training family the image most
+        resembles, not a finding of which generator made it. All three are null for a model
+        without attribution.
 
         Images larger than the model input are scored as the mean of an odd grid of native-
         resolution crops, tiled as evaluation tiled them (the model's ``max_tiles``); smaller ones
@@ -504,7 +528,8 @@ class Detector:
         A banner names the answer (``Inconclusive`` in amber inside the band) with P(AI), the
         confidence when there is one, and a bar with both thresholds marked. The ``X-Verdict``
         header carries the numbers as JSON (``label``, ``probability_ai``, ``confidence``,
-        ``thresholds``, ``threshold``, ``model_version``).
+        ``thresholds``, ``threshold``, ``model_version``, and ``closest_family`` with
+        ``closest_family_probability``, null for a model without attribution).
         """
         decoded, verdict = await self._image_and_verdict(image)
         band = (verdict.thresholds.human, verdict.thresholds.ai)
@@ -514,9 +539,20 @@ class Detector:
         with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as file:
             file.write(jpeg)
         context.response.background.add_task(Path(file.name).unlink, missing_ok=True)
-        context.response.headers["X-Verdict"] = verdict.model_dump_json(
-            include={"label", "probability_ai", "confidence", "thresholds", "threshold", "model_version"}
+        numbers = verdict.model_dump(
+            include={
+                "label",
+                "probability_ai",
+                "confidence",
+                "closest_family",
+                "closest_family_probability",
+                "thresholds",
+                "threshold",
+                "model_version",
+            }
         )
+        # ASCII-escaped: a header is Latin-1, and family names come from the model's metadata
+        context.response.headers["X-Verdict"] = json.dumps(numbers, separators=(",", ":"))
         return Path(file.name)
 
     @bentoml.api
@@ -538,7 +574,7 @@ class Detector:
         if max(height, width) <= size:
             method = "occlusion"
             crops, rows, cols = await asyncio.to_thread(occlusion_crops, pixels, size, SETTINGS.explain_grid)
-            scores = await self._scores(crops)
+            scores = (await self._scores(crops))[:, 0]
             grid = (scores[0] - scores[1:]).reshape(rows, cols)
             shading = occlusion_shading(grid)
         else:
@@ -546,7 +582,7 @@ class Detector:
             crops, rows, cols = await asyncio.to_thread(
                 explanation_crops, pixels, size, SETTINGS.explain_grid
             )
-            grid = shading = (await self._scores(crops)).reshape(rows, cols)
+            grid = shading = (await self._scores(crops))[:, 0].reshape(rows, cols)
         png = await asyncio.to_thread(heatmap_png, shading, width, height)
         return Explanation(
             **verdict.model_dump(),

@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from sklearn.datasets import images as sklearn_images
 
-from ai_image_detection.input_pipeline import build_augmenter, make_dataset
+from ai_image_detection.input_pipeline import Perturbation, build_augmenter, make_dataset, perturbed_pixels
 from ai_image_detection.models import BCEWithPriorPenalty, build_detector
+from ai_image_detection.models.heads import model_families
 from ai_image_detection.pipelines.ingestion.nodes import (
     IngestionParams,
     list_raw_files,
@@ -30,9 +31,12 @@ from ai_image_detection.pipelines.training.nodes import (
     HELD_OUT_SCORE_COLUMNS,
     CandidateParams,
     LeaveOneFamilyOutParams,
+    extract_features,
     leave_one_family_out,
+    leave_one_family_out_probe,
     manifest_version,
     train_candidate,
+    train_probe,
 )
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from tests.test_input_pipeline import project_params
@@ -158,6 +162,7 @@ def test_a_tiny_candidate_learns_and_is_tracked(manifest: pd.DataFrame, tracking
     assert child.data.tags["manifest_md5"] == "abc123"
     assert child.data.tags["git_commit"]
     assert child.data.tags["distribution"] == "mirrored (1 replica(s))", "MirroredStrategy on the CPU"
+    assert model_families(model) == [], "no generator column, nothing to attribute to: one output"
     for metric in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"):
         assert len(tracking.get_metric_history(child.info.run_id, metric)) == epochs_run
     assert [a.path for a in tracking.list_artifacts(child.info.run_id)] == ["model_summary.txt"]
@@ -366,3 +371,154 @@ def test_a_real_fold_is_trained_tracked_and_scored(
     assert set(held_out["generator"]) == {"gamma/m1", "camera/original"}
     assert len(held_out) == 12
     assert scores["probability_ai"].between(0, 1).all()
+
+
+# ------------------------------------------------------------------------------------------
+# Probes: cached features of a frozen extractor, heads trained on them
+# ------------------------------------------------------------------------------------------
+
+
+def colour_extractor(size: int) -> keras.Model:
+    """A frozen stand-in for a pretrained backbone: each tile's mean colour (AI tiles are brighter)."""
+    image = keras.Input((size, size, 3), name="image")
+    extractor = keras.Model(image, keras.layers.GlobalAveragePooling2D()(image), name="feature_extractor")
+    extractor.trainable = False
+    return extractor
+
+
+def probe_candidate(epochs: int = 60) -> CandidateParams:
+    return fold_candidate(epochs).model_copy(
+        update={
+            "probe": True,
+            "learning_rate": 0.05,
+            "weight_decay": 0.0,
+            "early_stopping_patience": 60,
+            "detector": fold_candidate().detector.model_copy(update={"dropout": 0.0}),
+        }
+    )
+
+
+@pytest.fixture
+def extractors(monkeypatch: pytest.MonkeyPatch) -> list[CandidateParams]:
+    """``feature_extractor`` replaced by :func:`colour_extractor`; records each build."""
+    built: list[CandidateParams] = []
+
+    def build(spec: Any) -> keras.Model:
+        built.append(spec)
+        return colour_extractor(spec.image_size)
+
+    monkeypatch.setattr(training_nodes, "feature_extractor", build)
+    return built
+
+
+def test_features_are_cached_for_every_train_and_validation_tile(
+    family_manifest: pd.DataFrame, extractors: list[CandidateParams]
+) -> None:
+    features = extract_features(family_manifest, probe_candidate(), max_tiles=9, seed=0)
+    trained = family_manifest[family_manifest["split"].isin(["train", "validation"])]
+    assert set(features["path"]) == set(trained["path"]), "no test or unseen image is cached"
+    assert (features.groupby("path")["tile"].count() == 1).all(), "a 40 px image is one 32 px tile"
+    row = features.iloc[0]
+    centre = np.asarray(Image.open(row["path"]).convert("RGB"))[4:36, 4:36].reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(row["features"], centre, rtol=1e-5)
+    assert set(features["view"]) == {"clean"}
+    assert len(extractors) == 1
+
+
+def test_training_tiles_get_one_reshared_view_each(
+    family_manifest: pd.DataFrame, extractors: list[CandidateParams]
+) -> None:
+    degradations = [{"kind": "blur", "sigma": 2.0}, {"kind": "jpeg", "quality": 40}]
+    candidate = probe_candidate().model_copy(
+        update={"reshared_views": [Perturbation.model_validate(d) for d in degradations]}
+    )
+    features = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
+    views = features[features["view"] != "clean"]
+    train = family_manifest.loc[family_manifest["split"] == "train", "path"]
+    assert sorted(views["path"]) == sorted(train), (
+        "one re-shared view per training image, none for validation"
+    )
+    assert set(views["view"]) == {"blur_2", "jpeg_40"}, "both drawn, named by their setting"
+    again = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
+    pd.testing.assert_frame_equal(views[["path", "view"]], again.loc[views.index, ["path", "view"]])
+    row = views[views["view"] == "blur_2"].iloc[0]
+    pixels = np.asarray(Image.open(row["path"]).convert("RGB"))
+    blurred = perturbed_pixels(pixels, candidate.reshared_views[0])[4:36, 4:36].reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(row["features"], blurred, rtol=1e-5)
+
+
+def test_only_a_probe_caches_features(family_manifest: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="probes only"):
+        extract_features(family_manifest, fold_candidate(), max_tiles=9, seed=0)
+
+
+@pytest.mark.slow
+def test_a_probe_trains_its_heads_and_ships_them_behind_the_extractor(
+    family_manifest: pd.DataFrame, extractors: list[CandidateParams], tracking: MlflowClient
+) -> None:
+    features = extract_features(family_manifest, probe_candidate(), max_tiles=9, seed=0)
+    with mlflow.start_run(run_name="kedro run") as parent:
+        detector, history = train_probe(family_manifest, features, probe_candidate(), 42, "abc123", "probe")
+
+    assert model_families(detector) == ["human", "alpha", "beta", "gamma"]
+    validation = family_manifest[family_manifest["split"] == "validation"]
+    images = np.stack([np.asarray(Image.open(p).convert("RGB"))[4:36, 4:36] for p in validation["path"]])
+    probability, families = detector.predict(images.astype(np.float32), verbose=0)
+    labels = validation["label"].astype(int).to_numpy()
+    assert probability[labels == 1].min() > probability[labels == 0].max(), "brighter = AI, learnt"
+    assert (np.argmax(families[labels == 0], axis=1) == 0).all(), "human images attributed to human"
+    assert min(history["val_probability_ai_loss"]) < history["val_probability_ai_loss"][0]
+    [child] = tracking.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert child.data.tags["attribution_families"] == "human,alpha,beta,gamma"
+    assert child.data.params["candidate.probe"] == "True"
+
+
+def test_a_probe_without_cached_features_for_an_image_stops(
+    family_manifest: pd.DataFrame, extractors: list[CandidateParams], tracking: MlflowClient
+) -> None:
+    features = extract_features(family_manifest, probe_candidate(), max_tiles=9, seed=0)
+    with pytest.raises(ValueError, match="1 train/validation images have no cached features"):
+        train_probe(family_manifest, features.iloc[1:], probe_candidate(), 42, "abc123", "probe")
+
+
+@pytest.mark.slow
+def test_probe_folds_hold_each_family_out_of_the_heads(
+    family_manifest: pd.DataFrame,
+    extractors: list[CandidateParams],
+    tracking: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    features = extract_features(family_manifest, probe_candidate(), max_tiles=9, seed=0)
+    trained_on: list[pd.DataFrame] = []
+    fit = training_nodes._fit_probe_head
+
+    def recording_fit(manifest: pd.DataFrame, *args: Any) -> Any:
+        trained_on.append(manifest)
+        return fit(manifest, *args)
+
+    monkeypatch.setattr(training_nodes, "_fit_probe_head", recording_fit)
+    with mlflow.start_run(run_name="kedro run"):
+        scores = leave_one_family_out_probe(
+            family_manifest,
+            features,
+            probe_candidate(),
+            42,
+            "abc123",
+            LeaveOneFamilyOutParams(families=["alpha", "beta"], epochs=40),
+            "probe",
+        )
+
+    assert list(scores.columns) == HELD_OUT_SCORE_COLUMNS
+    assert extractors == [probe_candidate().detector], "folds reuse the cache: the extractor ran once"
+    for family, fold in zip(("alpha", "beta"), trained_on, strict=True):
+        trained = fold[fold["split"].isin(["train", "validation"])]
+        assert not trained["generator"].str.startswith(f"{family}/").any()
+        held = scores[(scores["fold"] == family) & (scores["split"] == "held_out")]
+        assert set(held["generator"]) == {f"{family}/m1", "camera/original"}
+        ai, human = (
+            held.loc[held["label"] == 1, "probability_ai"],
+            held.loc[held["label"] == 0, "probability_ai"],
+        )
+        assert ai.min() > human.max(), f"brightness transfers to the unseen family {family}"

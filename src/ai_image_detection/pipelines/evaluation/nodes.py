@@ -14,14 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
 from ai_image_detection.contract import generator_family
-from ai_image_detection.input_pipeline import Perturbation, make_prediction_dataset, perturb
+from ai_image_detection.families import family_targets
+from ai_image_detection.input_pipeline import Perturbation, make_prediction_dataset, perturbed_pixels
 from ai_image_detection.metrics import (
     ThresholdObjective,
     answer_shares,
@@ -30,7 +30,8 @@ from ai_image_detection.metrics import (
     choose_threshold,
     expected_calibration_error,
 )
-from ai_image_detection.scoring import keras_scorer, score_files
+from ai_image_detection.models.heads import model_families
+from ai_image_detection.scoring import keras_outputs, keras_scorer, score_files
 
 logger = logging.getLogger(__name__)
 
@@ -80,19 +81,24 @@ def score_images(model: keras.Model, image_manifest: pd.DataFrame, params: Evalu
     """Score every validation, test and unseen-family image as the service does (tiles, raw model).
 
     Args:
-        model: A trained detector (raw 0–255 RGB in, probability of AI out).
+        model: A trained detector (raw 0–255 RGB in, probability of AI out, attribution when it
+            has that head).
         image_manifest: The manifest.
         params: Tiles per image and batch size.
 
     Returns:
-        ``path, source_path, label, split, generator, pair`` and ``tile_scores`` (the raw
-        P(AI) of each tile) for the rows of those splits.
+        ``path, source_path, label, split, generator, pair``, ``tile_scores`` (the raw P(AI) of
+        each tile) and ``family_probabilities`` (the mean of the tiles' attribution rows, empty
+        without attribution) for the rows of those splits.
     """
     rows = image_manifest[image_manifest["split"].isin(SCORED_SPLITS)].reset_index(drop=True)
     tiles = score_files(
-        keras_scorer(model), rows["path"].tolist(), _input_size(model), params.max_tiles, params.batch_size
+        keras_outputs(model), rows["path"].tolist(), _input_size(model), params.max_tiles, params.batch_size
     )
-    return rows[PREDICTION_COLUMNS].assign(tile_scores=[t.tolist() for t in tiles])
+    return rows[PREDICTION_COLUMNS].assign(
+        tile_scores=[t[:, 0].tolist() for t in tiles],
+        family_probabilities=[t[:, 1:].mean(axis=0).tolist() for t in tiles],
+    )
 
 
 def calibrate(raw_scores: pd.DataFrame, params: EvaluationParams) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -111,7 +117,7 @@ def calibrate(raw_scores: pd.DataFrame, params: EvaluationParams) -> tuple[pd.Da
     validation = (raw_scores["split"] == "validation").to_numpy()
     labels = raw_scores.loc[validation, "label"].astype(int).to_numpy()
     scaling = fit_platt([t for t, keep in zip(tiles, validation, strict=True) if keep], labels)
-    predictions = raw_scores[PREDICTION_COLUMNS].assign(
+    predictions = raw_scores[[*PREDICTION_COLUMNS, "family_probabilities"]].assign(
         raw_probability_ai=[float(np.mean(t)) for t in tiles],
         probability_ai=scaling.image_scores(tiles),
     )
@@ -153,7 +159,8 @@ def evaluate_candidate(
         ``threshold`` (the single best cut), ``threshold_human``/``threshold_ai`` (the band),
         ``calibration``, per split (``validation``, ``test`` when labelled, ``unseen``) the
         metrics ``at_threshold``, ``at_0.5`` and ``answers`` (shares of human / inconclusive /
-        ai), ``families`` (one row per split and generator family), ``robustness`` (validation
+        ai), ``families`` (one row per split and generator family), ``attribution`` (accuracy of
+        the closest family on seen families, :func:`attribution_report`), ``robustness`` (validation
         metrics per perturbation at the threshold), ``seconds_per_image``, ``parameters`` and
         ``size_mb``.
     """
@@ -181,6 +188,7 @@ def evaluate_candidate(
                 "answers": answer_shares(p, *band),
             }
     report["families"] = family_table(predictions, band).to_dict("records")
+    report["attribution"] = attribution_report(predictions, model_families(model))
     report["robustness"] = {"none": report["validation"]["at_threshold"]}
     paths = validation["path"].tolist()
     scaling = PlattScaling(calibration["slope"], calibration["intercept"])
@@ -191,7 +199,7 @@ def evaluate_candidate(
             _input_size(model),
             params.max_tiles,
             params.batch_size,
-            transform=functools.partial(_perturbed, perturbation=perturbation),
+            transform=functools.partial(perturbed_pixels, perturbation=perturbation),
             description=f"robustness: {name}",
         )
         report["robustness"][name] = binary_metrics(labels, scaling.image_scores(tiles), threshold)
@@ -258,10 +266,38 @@ def family_table(predictions: pd.DataFrame, band: tuple[float, float]) -> pd.Dat
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
 
 
-def _perturbed(pixels: np.ndarray, perturbation: Perturbation) -> np.ndarray:
-    """A decoded image after a robustness perturbation, back to uint8 as a re-shared file would be."""
-    changed = perturb(tf.constant(pixels, dtype=tf.float32), perturbation).numpy()
-    return np.clip(np.rint(changed), 0, 255).astype(np.uint8)
+def attribution_report(predictions: pd.DataFrame, families: list[str]) -> dict[str, Any]:
+    """How often the closest family is the right one, on families the model was trained on.
+
+    Counted on validation and test images whose family is one of the model's columns (human
+    images count as ``human``); unseen families cannot be right and are left out.
+
+    Args:
+        predictions: With ``label``, ``generator``, ``split`` and ``family_probabilities``.
+        families: The model's attribution columns (empty: no attribution).
+
+    Returns:
+        ``families`` and, per split, ``images``, ``accuracy`` and ``per_family`` accuracy;
+        ``{"families": []}`` for a model without attribution.
+    """
+    report: dict[str, Any] = {"families": families}
+    if not families:
+        return report
+    for split in ("validation", "test"):
+        rows = predictions[(predictions["split"] == split) & predictions["label"].notna()]
+        targets = family_targets(rows, families)
+        counted = rows[targets >= 0]
+        if counted.empty:
+            continue
+        rows_of_probabilities = np.stack(list(counted["family_probabilities"]))
+        right = (np.argmax(rows_of_probabilities, axis=1) == targets[targets >= 0]).astype(np.float64)
+        truth = np.asarray(families)[targets[targets >= 0]]
+        report[split] = {
+            "images": len(counted),
+            "accuracy": float(right.mean()),
+            "per_family": {str(name): float(right[truth == name].mean()) for name in np.unique(truth)},
+        }
+    return report
 
 
 def _input_size(model: keras.Model) -> int:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Node, Pipeline
 
 from ai_image_detection.pipelines import bind
 from ai_image_detection.pipelines.training.nodes import (
+    extract_features,
     leave_one_family_out,
+    leave_one_family_out_probe,
     manifest_version,
     train_candidate,
+    train_probe,
 )
+
+
+def _candidates(conf_source: Path | None) -> dict[str, dict[str, Any]]:
+    loader = OmegaConfigLoader(
+        conf_source=str(conf_source or Path.cwd() / "conf"), base_env="base", default_run_env="local"
+    )
+    return dict(loader["parameters"]["training"]["candidates"])
 
 
 def candidate_names(conf_source: Path | None = None) -> list[str]:
@@ -21,10 +32,12 @@ def candidate_names(conf_source: Path | None = None) -> list[str]:
     Namespaces must be known when the pipeline is built, before parameters are resolved, so
     the list is read from the configuration files (``--params`` cannot add candidates).
     """
-    loader = OmegaConfigLoader(
-        conf_source=str(conf_source or Path.cwd() / "conf"), base_env="base", default_run_env="local"
-    )
-    return list(loader["parameters"]["training"]["candidates"])
+    return list(_candidates(conf_source))
+
+
+def probe_names(conf_source: Path | None = None) -> list[str]:
+    """The candidates that are probes (``probe: true``): their pipeline caches features first."""
+    return [name for name, settings in _candidates(conf_source).items() if settings.get("probe", False)]
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -32,8 +45,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     version = Pipeline(
         [Node(manifest_version, "image_manifest@bytes", "manifest_md5", name="manifest_version_node")]
     )
+    probes = set(probe_names())
     return version + sum(
-        (_candidate_pipeline(name) for name in candidate_names()),
+        (
+            _probe_pipeline(name) if name in probes else _candidate_pipeline(name)
+            for name in candidate_names()
+        ),
         start=Pipeline([]),
     )
 
@@ -72,6 +89,49 @@ def _candidate_pipeline(name: str) -> Pipeline:
             "params:augmentation": "params:augmentation",
             "params:training.seed": "params:training.seed",
             "params:training.distribution": "params:training.distribution",
+            "params:training.leave_one_family_out": "params:training.leave_one_family_out",
+            "params:evaluation.max_tiles": "params:evaluation.max_tiles",
+        },
+    )
+
+
+def _probe_pipeline(name: str) -> Pipeline:
+    """A probe: cache the frozen backbone's features once, then train the heads and every fold on them."""
+    recipe = ["image_manifest@pandas", "tile_features", "params:candidate", "params:training.seed"]
+    base = Pipeline(
+        [
+            Node(
+                extract_features,
+                [
+                    "image_manifest@pandas",
+                    "params:candidate",
+                    "params:evaluation.max_tiles",
+                    "params:training.seed",
+                ],
+                "tile_features",
+                name="extract_features_node",
+            ),
+            Node(
+                bind(train_probe, candidate_name=name),
+                [*recipe, "manifest_md5"],
+                ["trained_model", "training_history"],
+                name="train_candidate_node",
+            ),
+            Node(
+                bind(leave_one_family_out_probe, candidate_name=name),
+                [*recipe, "manifest_md5", "params:training.leave_one_family_out"],
+                "held_out_family_scores",
+                name="leave_one_family_out_node",
+            ),
+        ]
+    )
+    return Pipeline(
+        base,
+        namespace=name,
+        inputs={"image_manifest@pandas", "manifest_md5"},
+        parameters={
+            "params:candidate": f"params:training.candidates.{name}",
+            "params:training.seed": "params:training.seed",
             "params:training.leave_one_family_out": "params:training.leave_one_family_out",
             "params:evaluation.max_tiles": "params:evaluation.max_tiles",
         },

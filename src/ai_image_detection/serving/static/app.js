@@ -4,7 +4,9 @@
  *   POST /info      JSON {}                        -> model and limits
  *   POST /predict   multipart field "image"        -> verdict JSON: label "human" | "inconclusive" | "ai",
  *                                                     probability_ai, thresholds {human, ai}, confidence
- *                                                     (null when inconclusive), summary, notes
+ *                                                     (null when inconclusive), summary, notes,
+ *                                                     closest_family + closest_family_probability
+ *                                                     (null for a model without attribution)
  *   POST /explain   multipart field "image"        -> verdict + heatmap_png data URL
  *   POST /annotate  multipart field "image"        -> image/jpeg with the verdict drawn on it
  * Each selected file gets its own result card and its own /predict request (4 at a time).
@@ -26,6 +28,10 @@
     inconclusive: "Inconclusive",
   };
   const VERDICT_ICON = { ai: "⚠", human: "✓", inconclusive: "?" };
+  const FAMILY_CAPTION =
+    "Which of the model's training families (human-made, or a generator family it was trained on) " +
+    "the image most resembles. It is not a finding of which generator made it: an image from any " +
+    "other generator resembles one of these families too.";
 
   const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -707,6 +713,10 @@
         thresholds: bandOf(verdict),
         threshold: verdict.threshold,
         summary: typeof verdict.summary === "string" ? verdict.summary : "",
+        closest_family: typeof verdict.closest_family === "string" ? verdict.closest_family : null,
+        closest_family_probability: Number.isFinite(verdict.closest_family_probability)
+          ? verdict.closest_family_probability
+          : null,
         model_name: verdict.model_name,
         model_version: verdict.model_version,
         time: new Date().toISOString(),
@@ -744,6 +754,25 @@
 
   function detailRow(term, value) {
     return [el("dt", { text: term }), el("dd", { text: value })];
+  }
+
+  /** "closest family: gan (61.2%)" with its caption, or null for a model without attribution. */
+  function closestFamily(verdict) {
+    const name = verdict.closest_family;
+    const probability = verdict.closest_family_probability;
+    if (typeof name !== "string" || !name || !Number.isFinite(probability)) return null;
+    return el(
+      "div",
+      { className: "closest-family", title: FAMILY_CAPTION },
+      el(
+        "p",
+        { className: "closest-family-line" },
+        "closest family: ",
+        el("strong", { className: "closest-family-name", text: name }),
+        ` (${formatPercent(probability)})`,
+      ),
+      el("p", { className: "closest-family-caption", text: "the training family it most resembles, not proof of which generator made it" }),
+    );
   }
 
   function showVerdict(context, verdict) {
@@ -857,6 +886,7 @@
         el("span", { className: "verdict-icon", "aria-hidden": "true", text: VERDICT_ICON[label] }),
         verdictText,
       ),
+      closestFamily(verdict),
       el(
         "p",
         { className: "probability-line" },
