@@ -407,7 +407,7 @@ def extract_features(
     The one expensive step of a probe, done once per run: the heads of the candidate and of all
     its leave-one-family-out folds train on this table in seconds. Tiles are cut as the service
     cuts them (:mod:`ai_image_detection.tiling`), so a head scores exactly the crops it will see.
-    Each training image also gets one ``reshared`` view view after one degradation drawn
+    Each training image also gets one ``reshared`` view, after one degradation drawn
     from ``candidate.reshared_views`` (seeded), when there are any.
 
     Args:
@@ -427,13 +427,12 @@ def extract_features(
         raise ValueError("features are cached for probes only (probe: true)")
     rows = image_manifest[image_manifest["split"].isin(FEATURE_SPLITS) & image_manifest["label"].notna()]
     extractor = feature_extractor(candidate.detector)
-    views = [("clean", rows["path"].tolist(), None)]
+    views: list[tuple[str, list[str], Perturbation | None]] = [("clean", rows["path"].tolist(), None)]
     if candidate.reshared_views:
         train = rows.loc[rows["split"] == "train", "path"].to_numpy()
         drawn = np.random.default_rng(seed).integers(len(candidate.reshared_views), size=len(train))
-        for index, degradation in enumerate(candidate.reshared_views):
-            name = _view_name(degradation)
-            views.append((name, train[drawn == index].tolist(), degradation))
+        for index, drawn_degradation in enumerate(candidate.reshared_views):
+            views.append((_view_name(drawn_degradation), train[drawn == index].tolist(), drawn_degradation))
     tables = []
     for view, paths, degradation in views:
         tiles = score_files(
