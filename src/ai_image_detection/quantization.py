@@ -68,11 +68,7 @@ def quantize_int8(onnx_model: bytes, calibration_images: np.ndarray, batch_size:
     if len(calibration_images) == 0:
         raise ValueError("int8 calibration needs at least one image, got none")
     with tempfile.TemporaryDirectory() as scratch:
-        source, prepared, quantized = (
-            Path(scratch) / name for name in ("f32.onnx", "prep.onnx", "int8.onnx")
-        )
-        source.write_bytes(onnx_model)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        prepared, quantized = _prepared(onnx_model, Path(scratch)), Path(scratch) / "int8.onnx"
         quantize_static(
             str(prepared),
             str(quantized),
@@ -99,11 +95,7 @@ def quantize_int8_dynamic(onnx_model: bytes) -> bytes:
         The serialised int8 model, with the float model's metadata and a ``quantization`` entry.
     """
     with tempfile.TemporaryDirectory() as scratch:
-        source, prepared, quantized = (
-            Path(scratch) / name for name in ("f32.onnx", "prep.onnx", "int8.onnx")
-        )
-        source.write_bytes(onnx_model)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        prepared, quantized = _prepared(onnx_model, Path(scratch)), Path(scratch) / "int8.onnx"
         quantize_dynamic(
             str(prepared),
             str(quantized),
@@ -113,6 +105,14 @@ def quantize_int8_dynamic(onnx_model: bytes) -> bytes:
         )
         proto = onnx.load(str(quantized))
     return _with_metadata(proto, onnx_model, DYNAMIC_QUANTIZATION_NOTE)
+
+
+def _prepared(onnx_model: bytes, scratch: Path) -> Path:
+    """The float model written to ``scratch`` and pre-processed for quantisation (shapes, fusions)."""
+    source, prepared = scratch / "f32.onnx", scratch / "prep.onnx"
+    source.write_bytes(onnx_model)
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def _with_metadata(proto: onnx.ModelProto, float_model: bytes, note: str) -> bytes:

@@ -123,7 +123,7 @@ def test_registry_weight_backbones_keep_the_contract(monkeypatch: pytest.MonkeyP
         return _tiny_feature_map(64)
 
     monkeypatch.setattr(zoo, "efficientnet_lite_backbone", lite)
-    monkeypatch.setattr(zoo, "clip_vit_b16_encoder", lambda cache_dir: _tiny_embedding())
+    monkeypatch.setattr(zoo, "clip_vit_b16_encoder", lambda cache_dir, class_token_layers: _tiny_embedding())
 
     lite_model = build_detector(
         DetectorSpec(architecture="efficientnet_lite0", weights=str(tmp_path), image_size=64)

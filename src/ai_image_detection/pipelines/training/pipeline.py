@@ -80,19 +80,7 @@ def _candidate_pipeline(name: str) -> Pipeline:
             ),
         ]
     )
-    return Pipeline(
-        base,
-        namespace=name,
-        inputs={"image_manifest@pandas", "manifest_md5"},
-        parameters={
-            "params:candidate": f"params:training.candidates.{name}",
-            "params:augmentation": "params:augmentation",
-            "params:training.seed": "params:training.seed",
-            "params:training.distribution": "params:training.distribution",
-            "params:training.leave_one_family_out": "params:training.leave_one_family_out",
-            "params:evaluation.max_tiles": "params:evaluation.max_tiles",
-        },
-    )
+    return _namespaced(base, name)
 
 
 def _probe_pipeline(name: str) -> Pipeline:
@@ -125,14 +113,15 @@ def _probe_pipeline(name: str) -> Pipeline:
             ),
         ]
     )
+    return _namespaced(base, name)
+
+
+def _namespaced(base: Pipeline, name: str) -> Pipeline:
+    """``base`` in the candidate's namespace: its parameters are its own, every other one shared."""
+    shared = {p for p in base.inputs() if p.startswith("params:") and p != "params:candidate"}
     return Pipeline(
         base,
         namespace=name,
         inputs={"image_manifest@pandas", "manifest_md5"},
-        parameters={
-            "params:candidate": f"params:training.candidates.{name}",
-            "params:training.seed": "params:training.seed",
-            "params:training.leave_one_family_out": "params:training.leave_one_family_out",
-            "params:evaluation.max_tiles": "params:evaluation.max_tiles",
-        },
+        parameters={"params:candidate": f"params:training.candidates.{name}", **{p: p for p in shared}},
     )
