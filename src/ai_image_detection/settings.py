@@ -1,6 +1,10 @@
-"""Kedro project settings (hooks come from installed plugins: kedro-mlflow registers its own)."""
+"""Kedro project settings (kedro-mlflow registers its own hooks as a plugin)."""
 
 from kedro.config import OmegaConfigLoader
+
+from ai_image_detection.hooks import SettingsChecks
+
+HOOKS = (SettingsChecks(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

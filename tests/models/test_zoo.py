@@ -141,6 +141,8 @@ def test_registry_weight_backbones_need_their_weights_and_size() -> None:
         DetectorSpec(architecture="efficientnet_lite1", weights=None, image_size=240)
     with pytest.raises(ValueError, match="clip_vit_b16 takes 224 px crops, not image_size 96"):
         DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=96)
+    with pytest.raises(ValueError, match=r"class_token_layers \[12\]: clip_vit_b16 has blocks 0..11"):
+        DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=224, class_token_layers=[12])
 
 
 def test_unreachable_registry_weights_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,6 +97,11 @@ class DetectorSpec(BaseModel):
             )
         if self.class_token_layers and self.architecture != "clip_vit_b16":
             raise ValueError("class_token_layers is a clip_vit_b16 setting")
+        blocks = CLIP_VIT_B16.num_layers
+        if any(not -blocks <= layer < blocks for layer in self.class_token_layers):
+            raise ValueError(
+                f"class_token_layers {self.class_token_layers}: clip_vit_b16 has blocks 0..{blocks - 1}"
+            )
         if self.architecture == "clip_vit_b16" and self.image_size != CLIP_IMAGE_SIZE:
             raise ValueError(
                 f"clip_vit_b16 takes {CLIP_IMAGE_SIZE} px crops, not image_size {self.image_size}"

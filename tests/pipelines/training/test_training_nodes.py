@@ -447,6 +447,35 @@ def test_training_tiles_get_one_reshared_view_each(
     np.testing.assert_allclose(row["features"], blurred, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"probe": True}, "no pretrained weights here"),
+        (
+            {"reshared_views": [{"kind": "jpeg", "quality": 70}]},
+            "reshared_views are cached features of a probe",
+        ),
+        (
+            {
+                "detector": {
+                    "architecture": "clip_vit_b16",
+                    "weights": "imagenet",
+                    "image_size": 224,
+                    "class_token_layers": [2],
+                }
+            },
+            "class_token_layers are the features a probe reads",
+        ),
+    ],
+)
+def test_probe_settings_on_a_candidate_that_ignores_them_are_an_error(
+    settings: dict[str, Any], message: str
+) -> None:
+    config = {**fold_candidate().model_dump(mode="json"), **settings}
+    with pytest.raises(ValueError, match=message):
+        CandidateParams.model_validate(config)
+
+
 def test_only_a_probe_caches_features(family_manifest: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="probes only"):
         extract_features(family_manifest, fold_candidate(), max_tiles=9, seed=0)

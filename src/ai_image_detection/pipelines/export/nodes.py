@@ -23,6 +23,7 @@ from ai_image_detection.contract import (
     THRESHOLD_KEY,
 )
 from ai_image_detection.families import trained_ai_families, unseen_ai_families
+from ai_image_detection.hooks import check_latency_budgets
 from ai_image_detection.inference_cost import images_per_second, onnx_runner
 from ai_image_detection.input_pipeline import make_prediction_dataset
 from ai_image_detection.metrics import binary_metrics
@@ -183,12 +184,7 @@ def select_candidate(
     Raises:
         ValueError: If no candidate fits the budget.
     """
-    unbudgeted = sorted(set(onnx_latency) - set(params.latency_budget_ms))
-    if unbudgeted:
-        raise ValueError(
-            f"export.latency_budget_ms has no budget for {unbudgeted}: state one per candidate "
-            "(ms per model input, ONNX Runtime, batch 1) in parameters_export.yml"
-        )
+    check_latency_budgets(params.latency_budget_ms, onnx_latency)
     table = candidate_comparison.set_index("candidate").assign(
         onnx_ms=pd.Series(onnx_latency), budget_ms=pd.Series(params.latency_budget_ms)
     )

@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ai_image_detection.contract import OUTPUT_NAME
 from ai_image_detection.families import (
@@ -83,6 +83,22 @@ class CandidateParams(BaseModel):
             "drawn per image (seeded), so its heads learn what survives re-sharing"
         ),
     )
+
+    @model_validator(mode="after")
+    def _probe_settings_only_on_probes(self) -> CandidateParams:
+        """Settings that only a probe reads are an error elsewhere, not silently ignored."""
+        if self.probe and self.detector.weights is None:
+            raise ValueError(
+                f"a probe freezes its backbone, and {self.detector.architecture} has no pretrained "
+                "weights here (detector.weights is null): a frozen random backbone learns nothing"
+            )
+        if not self.probe and self.reshared_views:
+            raise ValueError("reshared_views are cached features of a probe: set probe: true or drop them")
+        if not self.probe and self.detector.class_token_layers:
+            raise ValueError(
+                "class_token_layers are the features a probe reads: set probe: true or drop them"
+            )
+        return self
 
 
 HELD_OUT_SCORE_COLUMNS = ["fold", "path", "label", "split", "generator", "probability_ai"]
