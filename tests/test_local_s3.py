@@ -92,6 +92,62 @@ def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return _run([sys.executable, "-m", "dvc", *args], cwd)
 
 
+def _isolate_dvc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep DVC away from the user's global, system and site configuration and analytics."""
+    for name in [key for key in os.environ if key.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+
+
+@pytest.fixture
+def dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DVC repository (no git) whose committed remote ``s3`` points at the default endpoint."""
+    _isolate_dvc(monkeypatch, tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _dvc(["init", "--no-scm", "-q"], repo)
+    _dvc(["remote", "add", "-d", "s3", "s3://ai-image-detection/dvc"], repo)
+    _dvc(["remote", "modify", "s3", "endpointurl", "http://127.0.0.1:8333"], repo)
+    return repo
+
+
+@pytest.fixture
+def spawned_argvs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argument vector of every process this test spawns from now on (the spy passes them on)."""
+    argvs: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def record(args: object) -> None:
+        single = isinstance(args, str | bytes | os.PathLike)
+        argvs.append([os.fsdecode(arg) for arg in ([args] if single else args)])  # type: ignore[union-attr]
+
+    class RecordingPopen(real_popen):  # type: ignore[misc,valid-type]
+        def __init__(self, args: object, *rest: object, **kwargs: object) -> None:
+            record(args)
+            super().__init__(args, *rest, **kwargs)
+
+    def spawn_recorder(real: Callable[..., object]) -> Callable[..., object]:
+        def spawn(path: object, argv: object, *rest: object, **kwargs: object) -> object:
+            record(argv)
+            return real(path, argv, *rest, **kwargs)
+
+        return spawn
+
+    monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
+    monkeypatch.setattr(os, "posix_spawn", spawn_recorder(os.posix_spawn))
+    monkeypatch.setattr(os, "posix_spawnp", spawn_recorder(os.posix_spawnp))
+    monkeypatch.setattr(os, "system", lambda command: record(command) or pytest.fail("os.system used"))
+    return argvs
+
+
+def _local_remote(repo: Path, remote: str = "s3") -> dict[str, str]:
+    from dvc.config import Config as DvcConfig  # noqa: PLC0415 - DVC is slow to import
+
+    return dict(DvcConfig.load_file(str(repo / ".dvc/config.local"))["remote"].get(remote, {}))
+
+
 # --------------------------------------------------------------------------- settings and files
 
 
@@ -182,6 +238,69 @@ def test_configure_dvc_remote_needs_a_dvc_repository(tmp_path: Path) -> None:
     """Configuring a remote outside a DVC repository says so."""
     with pytest.raises(LocalS3Error, match="not a DVC repository"):
         configure_dvc_remote(S3ServerSettings(data_dir=tmp_path / "s3"), tmp_path)
+
+
+@pytest.mark.parametrize("existing_mode", [None, 0o644], ids=["new-file", "world-readable-file"])
+def test_configure_dvc_remote_writes_keys_privately_and_never_on_a_command_line(
+    dvc_repo: Path, tmp_path: Path, spawned_argvs: list[list[str]], existing_mode: int | None
+) -> None:
+    """``.dvc/config.local`` ends up mode 0600 with the keys; no spawned process saw a key."""
+    config_local = dvc_repo / ".dvc/config.local"
+    if existing_mode is not None:
+        config_local.write_text("[core]\n    autostage = true\n", encoding="utf-8")
+        config_local.chmod(existing_mode)
+    settings = S3ServerSettings(data_dir=tmp_path / "s3", s3_port=18333)
+    credentials = load_or_create_credentials(settings.data_dir)
+    _dvc(["remote", "list"], dvc_repo)  # proves the spy sees processes spawned by this test
+    spied = len(spawned_argvs)
+
+    old_umask = os.umask(0o022)  # a plain open() would create the file world-readable
+    try:
+        configure_dvc_remote(settings, dvc_repo)
+    finally:
+        os.umask(old_umask)
+
+    assert spied >= 1
+    assert config_local.stat().st_mode & 0o777 == 0o600
+    assert _local_remote(dvc_repo) == {
+        "access_key_id": credentials.access_key_id,
+        "secret_access_key": credentials.secret_access_key,
+        "endpointurl": "http://127.0.0.1:18333",
+    }
+    if existing_mode is not None:
+        assert "autostage = true" in config_local.read_text(encoding="utf-8")
+    for argv in spawned_argvs:
+        joined = " ".join(argv)
+        assert credentials.access_key_id not in joined, argv
+        assert credentials.secret_access_key not in joined, argv
+    committed = (dvc_repo / ".dvc/config").read_text(encoding="utf-8")
+    assert credentials.access_key_id not in committed
+    assert credentials.secret_access_key not in committed
+    # DVC itself reads the result: the merged remote has the local keys and endpoint.
+    listed = _dvc(["config", "--show-origin", "remote.s3.endpointurl"], dvc_repo).stdout
+    assert "config.local" in listed and "18333" in listed
+
+
+def test_configure_dvc_remote_drops_a_stale_endpoint_on_the_default_port(
+    dvc_repo: Path, tmp_path: Path
+) -> None:
+    """On the committed default port the local endpoint override is removed, the keys kept."""
+    _dvc(["remote", "modify", "--local", "s3", "endpointurl", "http://127.0.0.1:9999"], dvc_repo)
+    settings = S3ServerSettings(data_dir=tmp_path / "s3")
+
+    configure_dvc_remote(settings, dvc_repo)
+
+    local = _local_remote(dvc_repo)
+    assert "endpointurl" not in local
+    assert local["secret_access_key"] == load_or_create_credentials(settings.data_dir).secret_access_key
+    assert (dvc_repo / ".dvc/config.local").stat().st_mode & 0o777 == 0o600
+
+
+def test_configure_dvc_remote_refuses_an_undefined_remote(dvc_repo: Path, tmp_path: Path) -> None:
+    """An unknown remote is a clear error and leaves no ``config.local`` behind."""
+    with pytest.raises(LocalS3Error, match=r"remote 'elsewhere' is not defined.*\['s3'\]"):
+        configure_dvc_remote(S3ServerSettings(data_dir=tmp_path / "s3"), dvc_repo, remote="elsewhere")
+    assert not (dvc_repo / ".dvc/config.local").exists()
 
 
 def test_start_refuses_a_taken_port(make_s3_settings: Callable[[], S3ServerSettings]) -> None:
@@ -327,11 +446,7 @@ def test_dvc_push_and_pull_round_trip(
     s3_server: S3ServerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``dvc push`` then ``dvc pull`` from an empty cache restores identical bytes."""
-    for name in [key for key in os.environ if key.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
-    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    _isolate_dvc(monkeypatch, tmp_path)
     repo = tmp_path / "repo"
     repo.mkdir()
     _run([GIT, "init", "-q"], repo)
@@ -363,6 +478,7 @@ def test_dvc_push_and_pull_round_trip(
     credentials = load_or_create_credentials(s3_server.data_dir)
     assert credentials.secret_access_key not in committed
     assert credentials.secret_access_key in local
+    assert (repo / ".dvc/config.local").stat().st_mode & 0o777 == 0o600
     assert s3_server.endpoint_url in local
     listed = s3_client(s3_server).list_objects_v2(Bucket=s3_server.bucket, Prefix="dvc/")
     assert listed["KeyCount"] >= len(files)

@@ -38,13 +38,23 @@ class BytesDataset(AbstractDataset[bytes, bytes]):
             return handle.read()  # type: ignore[no-any-return]
 
     def save(self, data: bytes) -> None:
-        """Write ``data`` to the file, creating parent folders."""
+        """Write ``data`` to the file, creating parent folders; all or nothing.
+
+        The bytes go to ``<file>.partial`` first, which is then renamed over the file, so a
+        reader (or a crash) never sees half a file and a failed write keeps the previous one.
+        """
         if not isinstance(data, bytes | bytearray):
             raise DatasetError(f"BytesDataset saves bytes, got {type(data).__name__}")
         path = get_filepath_str(self._filepath, self._protocol)
+        partial = f"{path}.partial"
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        with self._fs.open(path, mode="wb") as handle:
-            handle.write(data)
+        try:
+            with self._fs.open(partial, mode="wb") as handle:
+                handle.write(data)
+            self._fs.mv(partial, path)
+        finally:
+            if self._fs.exists(partial):
+                self._fs.rm(partial)
 
     def _exists(self) -> bool:
         return bool(self._fs.exists(get_filepath_str(self._filepath, self._protocol)))

@@ -1,0 +1,144 @@
+"""The export pipeline's gate, int8 and registry nodes run together, as ``kedro run`` wires them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from ai_image_detection.datasets import BytesDataset
+from ai_image_detection.models import DetectorSpec, build_detector
+from ai_image_detection.onnx_export import ParityError
+from ai_image_detection.pipelines.export.nodes import ExportParams, export_candidates, register_detector
+from ai_image_detection.pipelines.export.pipeline import create_pipeline
+from ai_image_detection.pipelines.training.pipeline import candidate_names
+
+GATED = create_pipeline().only_nodes("verify_parity_node", "quantize_detector_node", "register_detector_node")
+NAMES = candidate_names()
+SELECTED = NAMES[0]
+CALIBRATION = {"method": "platt", "slope": 1.5, "intercept": -0.2, "ece_before": 0.2, "ece_after": 0.05}
+PREVIOUS = {"detector.onnx": b"the previous float32 detector", "detector.int8.onnx": b"the previous int8 one"}
+
+
+def params(*, ship_int8: bool, max_f1_drop: float = 1.0) -> ExportParams:
+    return ExportParams(
+        latency_budget_ms=dict.fromkeys(NAMES, 100.0),
+        latency_images=4,
+        quantization={"calibration_images": 6, "max_f1_drop": max_f1_drop, "ship_int8": ship_int8},
+        opset=17,
+        parity_tolerance=1e-4,
+        parity_images=8,
+        registered_model_name="ai-image-detector",
+        champion_alias="champion",
+        selection={"roc_auc_tolerance": 0.01, "fpr_tolerance": 0.01},
+    )
+
+
+@pytest.fixture(scope="module")
+def candidate(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, dict[str, bytes], pd.DataFrame]:
+    """A tiny calibrated candidate, its export, and a manifest of real image files."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for index, (split, generator) in enumerate(
+        [("train", "alpha/1"), ("train", "camera/original")] * 3
+        + [("validation", "alpha/1"), ("validation", "camera/original")] * 3
+        + [("unseen", "gamma/1"), ("unseen", "camera/original")] * 2
+    ):
+        path = folder / f"{index}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+        rows.append({"path": str(path), "split": split, "generator": generator, "label": int(index % 2 == 0)})
+    manifest = pd.DataFrame(rows)
+    table = pd.DataFrame(
+        {
+            "candidate": [SELECTED],
+            "threshold": [0.5],
+            "threshold_human": [0.4],
+            "threshold_ai": [0.6],
+            "max_tiles": [1],
+        }
+    )
+    keras.utils.set_random_seed(0)
+    model = build_detector(DetectorSpec(architecture="small_cnn", image_size=32, widths=[4]))
+    onnx = export_candidates(
+        params(ship_int8=False), table, "md5abc", manifest, model, CALIBRATION, names=[SELECTED]
+    )
+    return model, onnx, manifest
+
+
+def run_gated(
+    folder: Path,
+    export: ExportParams,
+    candidate: tuple[keras.Model, dict[str, bytes], pd.DataFrame],
+    calibration: dict[str, Any],
+) -> dict[str, Any]:
+    """The export report of the real gate, int8 and registry nodes, with the ONNX files in ``folder``."""
+    model, onnx, manifest = candidate
+    for name, content in PREVIOUS.items():
+        (folder / name).write_bytes(content)
+    catalog = DataCatalog(
+        datasets={
+            "params:export": MemoryDataset(export),
+            "candidate_onnx": MemoryDataset(onnx),
+            "model_selection": MemoryDataset(
+                {"candidate": SELECTED, "threshold": 0.5, "reason": "the only one"}
+            ),
+            "image_manifest@pandas": MemoryDataset(manifest),
+            **{f"{name}.trained_model": MemoryDataset(model, copy_mode="assign") for name in NAMES},
+            **{f"{name}.calibration": MemoryDataset(calibration) for name in NAMES},
+            "detector_onnx": BytesDataset(str(folder / "detector.onnx")),
+            "detector_int8_onnx": BytesDataset(str(folder / "detector.int8.onnx")),
+        }
+    )
+    outputs = SequentialRunner().run(GATED, catalog)
+    return dict(outputs["export_report"].load())
+
+
+def test_a_failed_parity_gate_stops_the_run_and_keeps_the_previous_models(
+    tmp_path: Path, candidate: tuple[keras.Model, dict[str, bytes], pd.DataFrame], tracking: MlflowClient
+) -> None:
+    not_what_was_exported = {**CALIBRATION, "slope": 5.0}
+    with pytest.raises(ParityError, match="ONNX and Keras disagree on probability_ai"):
+        run_gated(tmp_path, params(ship_int8=True), candidate, not_what_was_exported)
+    for name, content in PREVIOUS.items():
+        assert (tmp_path / name).read_bytes() == content, f"{name} is untouched"
+    assert tracking.search_registered_models() == [], "nothing is registered"
+
+
+def test_ship_int8_registers_the_int8_model_after_the_gate(
+    tmp_path: Path, candidate: tuple[keras.Model, dict[str, bytes], pd.DataFrame], tracking: MlflowClient
+) -> None:
+    report = run_gated(tmp_path, params(ship_int8=True), candidate, CALIBRATION)
+    assert report["shipped_precision"] == "int8", "any F1 drop is accepted here"
+    assert (tmp_path / "detector.onnx").read_bytes() == candidate[1][SELECTED], "the gated export is written"
+    champion = mlflow.onnx.load_model("models:/ai-image-detector@champion")
+    metadata = {prop.key: prop.value for prop in champion.metadata_props}
+    assert metadata["quantization"].startswith("int8"), "the champion is the int8 variant"
+    assert metadata["candidate"] == SELECTED
+
+
+def test_ship_int8_beyond_the_accepted_f1_drop_registers_float32(
+    candidate: tuple[keras.Model, dict[str, bytes], pd.DataFrame], tracking: MlflowClient
+) -> None:
+    _, onnx, manifest = candidate
+    lost_two_points = {"within_f1_tolerance": False, "f1_change_points": -2.0}
+    report = register_detector(
+        params(ship_int8=True, max_f1_drop=0.01),
+        onnx[SELECTED],
+        b"an int8 model that must not ship",
+        lost_two_points,
+        manifest,
+        {"candidate": SELECTED},
+    )
+    assert report["shipped_precision"] == "fp32"
+    champion = mlflow.onnx.load_model("models:/ai-image-detector@champion")
+    assert "quantization" not in {prop.key for prop in champion.metadata_props}
