@@ -23,6 +23,7 @@ from nbclient import NotebookClient
 
 from ai_image_detection.onnx_export import onnx_metadata, onnx_predict
 from ai_image_detection.pipeline_registry import register_pipelines
+from tests.test_data_safety import USER_FILES, _write
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("small_cnn", "clip_vit_b16", "efficientnet_lite0")
@@ -53,7 +54,11 @@ def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def finished_run(project_copy: Path) -> Path:
-    """``sample_data`` (small) then ``kedro run`` of the default pipeline, once for this module."""
+    """``sample_data`` (small) then ``kedro run`` of the default pipeline, once for this module.
+
+    A user's own raw files sit in ``data/01_raw`` (both layouts) all along.
+    """
+    _write(project_copy, USER_FILES)
     with KedroSession.create(
         project_path=project_copy, runtime_params={"sample_data": {"size": "small"}}
     ) as session:
@@ -107,6 +112,11 @@ def _has_parameter(parameters: Mapping[str, Any], dotted_key: str) -> bool:
             return False
         value = value[key]
     return True
+
+
+@pytest.mark.slow
+def test_the_users_raw_files_survive_the_runs_byte_identical(finished_run: Path) -> None:
+    assert {name: (finished_run / name).read_bytes() for name in USER_FILES} == USER_FILES
 
 
 @pytest.mark.slow
