@@ -354,6 +354,49 @@ def test_an_overloaded_or_unreachable_scorer_is_a_503(
     with pytest.raises(service_module.ClientError) as refused:
         asyncio.run(detector._scores(crops))
     assert (refused.value.code, refused.value.status) == ("overloaded", 503)
+    assert refused.value.retry_after_s == service_module.SETTINGS.retry_after_s
+
+
+class SlowScorer(FlakyScorer):
+    """A scorer that answers only once ``answer`` is set: requests queue up meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.answer = asyncio.Event()
+
+    async def score(self, crops: np.ndarray) -> np.ndarray:
+        """Wait for ``answer``, then 0.25 per crop."""
+        await self.answer.wait()
+        return await super().score(crops)
+
+
+def test_requests_queue_up_to_the_depth_and_one_more_is_told_when_to_retry(
+    service_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    depth = 3
+    monkeypatch.setattr(
+        service_module, "SETTINGS", service_module.SETTINGS.model_copy(update={"max_queued_requests": depth})
+    )
+    scorer = SlowScorer()
+    detector = detector_with(service_module, scorer)
+    crops = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+
+    async def burst() -> tuple[list[np.ndarray], Exception]:
+        queued = [asyncio.create_task(detector._scores(crops)) for _ in range(depth)]
+        await asyncio.sleep(0)  # all of them now wait for the model
+        with pytest.raises(service_module.ClientError) as refused:
+            await detector._scores(crops)
+        scorer.answer.set()
+        return await asyncio.gather(*queued), refused.value
+
+    answered, refused = asyncio.run(burst())
+    assert [scores.tolist() for scores in answered] == [[[0.25]]] * depth, "the queued requests are answered"
+    assert (refused.code, refused.status, refused.retry_after_s) == ("overloaded", 503, 2)
+    assert detector._waiting_for_model == 0
+    response = service_module.error_response(
+        refused.code, refused.message, refused.status, refused.retry_after_s
+    )
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
 
 
 def test_the_scorer_answers_each_crops_probability_and_family_probabilities(

@@ -89,21 +89,24 @@ R = TypeVar("R")
 class ClientError(Exception):
     """A request the service refuses: a stable ``code``, a message, and its 4xx status."""
 
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(self, code: str, message: str, status: int, retry_after_s: int | None = None) -> None:
         """Create the error.
 
         Args:
             code: Machine-readable reason (``"too_many_files"``, ``"not_an_image"``, ...).
             message: What is wrong and what would be accepted.
-            status: The HTTP status (4xx).
+            status: The HTTP status (4xx, or 503 when the client should come back).
+            retry_after_s: When to come back (``Retry-After``), for a 503.
         """
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.retry_after_s = retry_after_s
 
 
-def error_response(code: str, message: str, status: int) -> JSONResponse:
-    """The one shape of every error the service itself answers."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(code: str, message: str, status: int, retry_after_s: int | None = None) -> JSONResponse:
+    """The one shape of every error the service itself answers (with ``Retry-After`` when given)."""
+    headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def answers_client_errors(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -122,7 +125,9 @@ def answers_client_errors(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaita
             for argument in (*args, *kwargs.values()):
                 if isinstance(argument, bentoml.Context):  # BentoML applies its status to the response
                     argument.response.status_code = error.status
-            return error_response(error.code, error.message, error.status)  # type: ignore[return-value]
+            return error_response(  # type: ignore[return-value]
+                error.code, error.message, error.status, error.retry_after_s
+            )
 
     return endpoint
 
@@ -361,6 +366,7 @@ class Detector:
         self._warm = False
         self._warming = asyncio.Lock()
         self._decoding = asyncio.Semaphore(SETTINGS.max_decoding)
+        self._waiting_for_model = 0
 
     async def __is_ready__(self) -> bool:
         """``/readyz``: ready once the scorer has answered warm-up calls through its batch dispatcher.
@@ -399,7 +405,7 @@ class Detector:
             except (BentoMLException, aiohttp.ClientError) as unavailable:
                 logger.warning("the scorer cannot describe its model yet: %s", unavailable)
                 message = "the model is not loaded yet; retry shortly"
-                raise ClientError("starting", message, 503) from None
+                raise ClientError("starting", message, 503, SETTINGS.retry_after_s) from None
             self._model = ModelDescription.model_validate(described)
         return self._model
 
@@ -407,16 +413,29 @@ class Detector:
         """Each crop's row from the scorer (through adaptive batching when it is on): ``[N, 1 + K]``.
 
         Column 0 is the crop's P(AI); the others, for a model that attributes, its family probabilities.
+        Up to ``max_queued_requests`` calls wait for the model at once (load is queued, not shed);
+        one more is refused at once.
 
         Raises:
-            ClientError: 503 when the scorer sheds load or cannot be reached (the client should retry).
+            ClientError: 503 with ``Retry-After`` when the queue is full, the scorer sheds load or
+                cannot be reached (the client should retry).
         """
+        if self._waiting_for_model >= SETTINGS.max_queued_requests:
+            message = (
+                f"the service is at capacity ({SETTINGS.max_queued_requests} requests already wait "
+                "for the model); retry shortly"
+            )
+            logger.warning("queue full: refusing a request")
+            raise ClientError("overloaded", message, 503, SETTINGS.retry_after_s)
+        self._waiting_for_model += 1
         try:
             scores = await self._call_scorer(np.ascontiguousarray(crops, dtype=np.uint8))
         except (ServiceUnavailable, aiohttp.ClientError) as busy:
             message = "the service is at capacity (the model missed its latency target); retry shortly"
             logger.warning("shedding load: %s", busy)
-            raise ClientError("overloaded", message, 503) from None
+            raise ClientError("overloaded", message, 503, SETTINGS.retry_after_s) from None
+        finally:
+            self._waiting_for_model -= 1
         return np.asarray(scores, dtype=np.float32).reshape(len(crops), -1)
 
     async def _call_scorer(self, crops: np.ndarray) -> Any:
