@@ -18,8 +18,9 @@ What moto 5.2's CloudFormation does not do, and how these tests get around it:
   access block, logging or lifecycle); of ``AWS::ECR::Repository`` the lifecycle policy is not
   applied and the scan and encryption settings are dropped (moto expects the API's camelCase);
   ``AWS::IAM::Role`` ignores ``ManagedPolicyArns`` and the inline ``SecurityGroupEgress`` of a
-  security group is ignored; ``AWS::AutoScaling::ScalingPolicy`` is not supported. These are
-  checked in the template.
+  security group is ignored; ``AWS::AutoScaling::ScalingPolicy`` is not supported; the template's
+  ``Rules`` (the certificate that the default, load-balanced mode requires) are not evaluated. These
+  are checked in the template.
 * ``AWS::EC2::Instance`` ignores ``LaunchTemplate`` and fails without ``ImageId``, and
   ``AWS::SSM::Parameter`` reads ``Tags`` as a list where CloudFormation has a map. Two small patches
   of the in-process server (``_teach_moto``) supply what CloudFormation does: an instance launched
@@ -36,6 +37,7 @@ What moto 5.2's CloudFormation does not do, and how these tests get around it:
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import logging
 import os
@@ -52,12 +54,17 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.stub import Stubber
 from cfnlint.decode import decode
 
 from ai_image_detection import deploy
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "cloudformation.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
+RELEASE_WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
+SERVICE_SOURCE = ROOT / "src" / "ai_image_detection" / "serving" / "service.py"
+STATIC_DIR = SERVICE_SOURCE.parent / "static"
 STACK = "ai-image-detection-test"
 PROJECT = "ai-image-detection"
 REGION = "us-east-1"
@@ -65,6 +72,7 @@ ACCOUNT = "123456789012"  # moto's default account
 REPOSITORY_ARN = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{PROJECT}"
 GITHUB_ORG, GITHUB_REPO = "acme", "detector"
 OIDC_URL = "https://token.actions.githubusercontent.com"
+RELEASE_SUBJECT = f"repo:{GITHUB_ORG}/{GITHUB_REPO}:environment:production"  # the one the role trusts
 COMMAND_ID = "6f1c2b1e-0a4e-4d55-9a53-0c2f4c1d9e11"
 ECR_PUSH_ACTIONS = {
     "ecr:BatchCheckLayerAvailability",
@@ -200,14 +208,34 @@ def test_github_oidc_provider_is_conditional_and_trusted_by_the_release_role(
             {"Ref": "ExistingGitHubOidcProviderArn"},
         ]
     }
-    assert trust["Condition"]["StringEquals"] == {
-        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"
+    # one subject, compared exactly: jobs of this repository in the deployment environment, no tags
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": {
+                "Fn::Sub": "repo:${GitHubOrg}/${GitHubRepo}:environment:${GitHubEnvironment}"
+            },
+        }
     }
-    subjects = trust["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
-    assert subjects == [
-        {"Fn::Sub": "repo:${GitHubOrg}/${GitHubRepo}:ref:refs/tags/*"},
-        {"Fn::Sub": "repo:${GitHubOrg}/${GitHubRepo}:environment:${GitHubEnvironment}"},
-    ]
+    assert template["Parameters"]["GitHubEnvironment"]["Default"] == "production"
+
+
+def test_the_job_that_assumes_the_release_role_runs_in_the_production_environment() -> None:
+    workflow = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+    assuming = {
+        name: job
+        for name, job in workflow["jobs"].items()
+        for step in job.get("steps", [])
+        if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@")
+    }
+    assert list(assuming) == ["release"]
+    (job,) = assuming.values()
+    # the only subject the role trusts is repo:ORG/REPO:environment:production
+    assert job["environment"] == "production"
+    assert job["permissions"]["id-token"] == "write"
+    others = {name: job for name, job in workflow["jobs"].items() if name not in assuming}
+    assert all("id-token" not in (job.get("permissions") or {}) for job in others.values())
+    assert "id-token" not in workflow.get("permissions", {})
 
 
 def test_release_role_sends_commands_only_with_the_shell_document_to_project_instances(
@@ -318,25 +346,202 @@ def test_user_data_installs_docker_and_starts_the_released_image(template: dict[
 def test_single_instance_or_load_balanced_group(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     assert resources["Instance"]["Condition"] == "SingleInstance"
-    for name in ("AutoScalingGroup", "LoadBalancer", "TargetGroup", "HttpListener", "CpuTargetTracking"):
+    for name in (
+        "AutoScalingGroup",
+        "LoadBalancer",
+        "TargetGroup",
+        "HttpListener",
+        "HttpsListener",
+        "ApiRule",
+        "PageRule",
+        "RootRule",
+        "CpuTargetTracking",
+        "LoadBalancerSecurityGroup",
+        "InstanceIngressFromLoadBalancer",
+    ):
         assert resources[name]["Condition"] == "ScalingEnabled", name
     assert resources["TargetGroup"]["Properties"]["HealthCheckPath"] == "/readyz"
-    assert template["Parameters"]["EnableAutoScaling"]["Default"] == "false"
     assert template["Parameters"]["InstanceType"]["Default"] == "t3.large"
     assert template["Parameters"]["SubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
     assert template["Parameters"]["VpcId"]["Type"] == "AWS::EC2::VPC::Id"
 
 
-def test_security_groups_open_only_http_and_https(template: dict[str, Any]) -> None:
-    instance_rules = template["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"]
-    _, when_scaling, when_single = instance_rules["Fn::If"]
+def test_default_mode_is_https_with_a_required_certificate(template: dict[str, Any]) -> None:
+    parameters, resources = template["Parameters"], template["Resources"]
+    assert parameters["EnableAutoScaling"]["Default"] == "true"
+    # the certificate has no usable default: the rule refuses the default mode without one
+    assert parameters["CertificateArn"]["Default"] == ""
+    rule = template["Rules"]["LoadBalancerNeedsCertificate"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "EnableAutoScaling"}, "true"]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}]}
+    assert "CertificateArn" in assertion["AssertDescription"]
+
+    # port 80 redirects everything to HTTPS, permanently; nothing is forwarded on plain HTTP
+    http = resources["HttpListener"]["Properties"]
+    assert (http["Protocol"], http["Port"]) == ("HTTP", 80)
+    assert http["DefaultActions"] == [
+        {"Type": "redirect", "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}
+    ]
+    https = resources["HttpsListener"]["Properties"]
+    assert (https["Protocol"], https["Port"]) == ("HTTPS", 443)
+    assert https["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+    assert https["SslPolicy"].startswith("ELBSecurityPolicy-TLS13-")
+    # every other listener forwards nowhere; only the HTTPS listener's rules forward
+    listeners = _resources(template, "AWS::ElasticLoadBalancingV2::Listener")
+    assert set(listeners) == {"HttpListener", "HttpsListener"}
+    for rule_resource in _resources(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values():
+        assert rule_resource["Properties"]["ListenerArn"] == {"Ref": "HttpsListener"}
+
+    outputs = template["Outputs"]
+    assert outputs["ServiceUrl"]["Value"] == {
+        "Fn::If": [
+            "ScalingEnabled",
+            {"Fn::Sub": "https://${LoadBalancer.DNSName}"},
+            {"Fn::Sub": "http://${InstanceAddress}"},
+        ]
+    }
+    # the single instance cannot do TLS, and its outputs say so
+    warning = outputs["PlainHttpWarning"]
+    assert warning["Condition"] == "SingleInstance"
+    assert warning["Value"].startswith("PLAIN HTTP, NOT FOR PUBLIC USE")
+    assert "PLAIN HTTP" in parameters["EnableAutoScaling"]["Description"]
+    assert {"HasCertificate", "ScalingWithHttps"}.isdisjoint(template["Conditions"])
+
+
+def _detector_routes() -> tuple[set[str], str]:
+    """The Detector's API routes and the page's mount path, read from serving/service.py."""
+    tree = ast.parse(SERVICE_SOURCE.read_text())
+    (detector,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Detector"]
+    apis = {
+        f"/{node.name}"
+        for node in detector.body
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+        and any(ast.unparse(decorator) == "bentoml.api" for decorator in node.decorator_list)
+    }
+    (mount,) = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "SERVICE.mount_asgi_app"
+    ]
+    (path,) = [keyword.value for keyword in mount.keywords if keyword.arg == "path"]
+    assert isinstance(path, ast.Constant)
+    return apis, str(path.value)
+
+
+def _listener_rules(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each listener rule's path patterns and action, by name."""
+    rules = {}
+    for name, resource in _resources(template, "AWS::ElasticLoadBalancingV2::ListenerRule").items():
+        properties = resource["Properties"]
+        (condition,) = properties["Conditions"]
+        assert condition["Field"] == "path-pattern"
+        (action,) = properties["Actions"]
+        rules[name] = {
+            "paths": condition["PathPatternConfig"]["Values"],
+            "priority": properties["Priority"],
+            "action": action,
+        }
+    return rules
+
+
+def _forwarded(patterns: list[str], path: str) -> bool:
+    """Whether an ALB path pattern (``*`` any characters, ``?`` one, case-sensitive) matches ``path``."""
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+
+
+def test_load_balancer_forwards_only_the_api_and_the_page(template: dict[str, Any]) -> None:
+    rules = _listener_rules(template)
+    forward = {"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}
+    forwarding = [rule for rule in rules.values() if rule["action"] == forward]
+    forwarded = [path for rule in forwarding for path in rule["paths"]]
+    apis, page = _detector_routes()
+    assert page == "/ui"
+    assert sorted(forwarded) == sorted([*apis, page, f"{page}/*"])
+    assert apis == {"/predict", "/predict_batch", "/annotate", "/explain", "/info"}
+    # what the page calls
+    api_object = re.search(r"const API = \{(.*?)\};", (STATIC_DIR / "app.js").read_text())
+    assert api_object
+    page_calls = set(re.findall(r'"(/[^"]*)"', api_object.group(1)))
+    assert page_calls
+    assert page_calls <= apis
+    for path in ("/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css", *apis):
+        assert _forwarded(forwarded, path), path
+    # BentoML's own routes stay behind the listener's default action (the health checks of the target
+    # group reach the instances without a rule)
+    for path in (
+        "/metrics",
+        "/metrics/",
+        "/Metrics",
+        "/docs.json",
+        "/schema.json",
+        "/static_content/index.css",
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/predict/submit",
+        "/",
+    ):
+        assert not _forwarded(forwarded, path), path
+    # the bare address opens the page
+    (root,) = [rule for rule in rules.values() if rule["action"]["Type"] == "redirect"]
+    assert root["paths"] == ["/"]
+    assert root["action"]["RedirectConfig"]["Path"] == f"{page}/"
+    # anything else: 404 from the load balancer itself
+    (default,) = template["Resources"]["HttpsListener"]["Properties"]["DefaultActions"]
+    assert default["Type"] == "fixed-response"
+    assert default["FixedResponseConfig"]["StatusCode"] == "404"
+    assert json.loads(default["FixedResponseConfig"]["MessageBody"])["error"]["code"] == "not_found"
+    # ALB limits: at most five path values per rule, distinct priorities
+    assert all(len(rule["paths"]) <= 5 for rule in rules.values())
+    priorities = [rule["priority"] for rule in rules.values()]
+    assert len(set(priorities)) == len(priorities)
+    assert len(rules) == 3
+
+
+def test_security_groups_open_only_the_load_balancer_or_plain_http(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    instance_rules = resources["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    condition, when_scaling, when_single = instance_rules["Fn::If"]
+    assert condition == "ScalingEnabled"
+    # behind the load balancer: no CIDR reaches the instances, the service port takes its group only
     assert when_scaling == {"Ref": "AWS::NoValue"}
-    balancer_rules = template["Resources"]["LoadBalancerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
-    for rules in (when_single, balancer_rules):
-        assert sorted((r["FromPort"], r["ToPort"]) for r in rules) == [(80, 80), (443, 443)]
-        assert all(r["CidrIp"] == {"Ref": "AllowedCidr"} for r in rules)
-    (egress,) = template["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    ingresses = _resources(template, "AWS::EC2::SecurityGroupIngress")
+    assert list(ingresses) == ["InstanceIngressFromLoadBalancer"]
+    from_balancer = ingresses["InstanceIngressFromLoadBalancer"]["Properties"]
+    assert from_balancer["GroupId"] == {"Ref": "InstanceSecurityGroup"}
+    assert from_balancer["SourceSecurityGroupId"] == {"Ref": "LoadBalancerSecurityGroup"}
+    assert "CidrIp" not in from_balancer
+    service_port = resources["TargetGroup"]["Properties"]["Port"]
+    assert (from_balancer["IpProtocol"], from_balancer["FromPort"], from_balancer["ToPort"]) == (
+        "tcp",
+        service_port,
+        service_port,
+    )
+    assert f"-p {service_port}:3000" in _user_data(template)
+    # the load balancer: 80 (redirect) and 443 from AllowedCidr, out to the instances' group only
+    balancer = resources["LoadBalancerSecurityGroup"]["Properties"]
+    assert sorted((r["FromPort"], r["ToPort"]) for r in balancer["SecurityGroupIngress"]) == [
+        (80, 80),
+        (443, 443),
+    ]
+    assert all(r["CidrIp"] == {"Ref": "AllowedCidr"} for r in balancer["SecurityGroupIngress"])
+    (to_instances,) = balancer["SecurityGroupEgress"]
+    assert to_instances["DestinationSecurityGroupId"] == {"Ref": "InstanceSecurityGroup"}
+    assert (to_instances["FromPort"], to_instances["ToPort"]) == (service_port, service_port)
+    # the single instance: plain HTTP only (no TLS there, so no 443)
+    assert [(r["FromPort"], r["ToPort"], r["CidrIp"]) for r in when_single] == [
+        (80, 80, {"Ref": "AllowedCidr"})
+    ]
+    (egress,) = resources["InstanceSecurityGroup"]["Properties"]["SecurityGroupEgress"]
     assert (egress["FromPort"], egress["ToPort"]) == (443, 443)
+
+
+def test_metrics_are_served_only_behind_the_load_balancer(template: dict[str, Any]) -> None:
+    """The single instance publishes its port to clients, so BentoML's /metrics is off there."""
+    script = _user_data(template)
+    assert "METRICS_ENABLED=${EnableAutoScaling}" in script
+    assert '-e BENTOML_CONFIG_OVERRIDES="$BENTOML_OVERRIDES"' in script
 
 
 def test_checkov_skips_are_justified(template: dict[str, Any]) -> None:
@@ -447,6 +652,31 @@ def test_rollout_script_runs_the_new_tag_and_records_it(
     assert f"rmi {_REPOSITORY_URI}:v1" not in docker_log
 
 
+@pytest.mark.parametrize(
+    ("setting", "enabled"),
+    [
+        (None, "false"),  # not set: off
+        ("METRICS_ENABLED=false", "false"),  # the single instance (EnableAutoScaling=false)
+        ("METRICS_ENABLED=true", "true"),  # behind the load balancer
+        ("METRICS_ENABLED=yes", "false"),  # anything but "true": off
+    ],
+)
+def test_rollout_script_serves_metrics_only_when_told_the_port_is_private(
+    run_rollout: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    setting: str | None,
+    enabled: str,
+) -> None:
+    if setting:
+        with (tmp_path / "etc" / "rollout.env").open("a") as config:
+            config.write(f"{setting}\n")
+    assert run_rollout("v1").returncode == 0
+    run_line = next(line for line in _state(tmp_path, "docker.log").splitlines() if line.startswith("run "))
+    overrides = re.search(r" -e BENTOML_CONFIG_OVERRIDES=(\S+) ", run_line)
+    assert overrides, run_line
+    assert json.loads(overrides.group(1)) == {"services": {"metrics": {"enabled": json.loads(enabled)}}}
+
+
 def test_rollout_script_rolls_back_when_not_ready(
     run_rollout: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -506,7 +736,7 @@ def test_stack_parameters_keep_previous_values_and_reject_unknown_keys() -> None
     previous = {
         "ImageTag": "v1",  # given again: the new value
         "GitHubOrg": "acme",  # no default: kept
-        "EnableAutoScaling": "true",  # an earlier choice: kept
+        "EnableAutoScaling": "false",  # an earlier choice (the single instance, once the default): kept
         "InstanceType": "t3.large",  # equal to the default: left to the default
         "RootVolumeSize": "30",  # equal to the (numeric) default
         "Gone": "x",  # no longer in the template: dropped
@@ -970,7 +1200,10 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 @pytest.fixture
 def stack_params(aws: Callable[[str], Any]) -> list[str]:
-    """``--param`` options for a stack in a fresh VPC, reusing an OIDC provider made through IAM."""
+    """``--param`` options for a stack in a fresh VPC, reusing an OIDC provider made through IAM.
+
+    The default mode (the load balancer) needs a certificate: one requested from moto's ACM.
+    """
     ec2 = aws("ec2")
     vpc_id = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
     subnet_ids = [
@@ -984,6 +1217,7 @@ def stack_params(aws: Callable[[str], Any]) -> list[str]:
         ClientIDList=["sts.amazonaws.com"],
         ThumbprintList=["6938fd4d98bab03faadb97b34396831e3780aea1"],
     )["OpenIDConnectProviderArn"]
+    certificate_arn = aws("acm").request_certificate(DomainName="detector.example.com")["CertificateArn"]
     params = {
         # Given explicitly because moto reports the resolved AMI id as the parameter's value (AWS
         # reports the SSM name) and can reuse ("UsePreviousValue") only parameters given at creation.
@@ -994,8 +1228,12 @@ def stack_params(aws: Callable[[str], Any]) -> list[str]:
         "SubnetIds": ",".join(subnet_ids),
         "CreateGitHubOidcProvider": "false",
         "ExistingGitHubOidcProviderArn": provider_arn,
+        "CertificateArn": certificate_arn,
     }
     return [f"{key}={value}" for key, value in params.items()]
+
+
+SINGLE_INSTANCE = "EnableAutoScaling=false"
 
 
 def _deploy(params: list[str], *extra: str) -> int:
@@ -1022,17 +1260,21 @@ def _policy_document(document: Any) -> dict[str, Any]:
 
 @pytest.mark.slow
 @_MOTO_SKIPS
-def test_stack_creates_the_resources_of_the_template(
+def test_single_instance_stack_creates_the_resources_of_the_template(
     aws: Callable[[str], Any], stack_params: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="ai_image_detection.deploy"):
-        assert _deploy(stack_params) == 0
+        assert _deploy(stack_params, SINGLE_INSTANCE) == 0
     assert f"Creating stack {STACK}" in caplog.text
     outputs = _outputs(aws)
     assert outputs["StackName"] == STACK
     assert outputs["BucketName"] == f"{PROJECT}-{ACCOUNT}-{REGION}"
     assert outputs["RepositoryUri"] == f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{PROJECT}"
     assert "LoadBalancerDnsName" not in outputs
+    # plain HTTP, and the outputs (which deploy.py logs) say so
+    assert outputs["ServiceUrl"].startswith("http://")
+    assert outputs["PlainHttpWarning"].startswith("PLAIN HTTP, NOT FOR PUBLIC USE")
+    assert "Output PlainHttpWarning = PLAIN HTTP, NOT FOR PUBLIC USE" in caplog.text
 
     # bucket: encryption is what moto applies (versioning and public access block: template tests)
     encryption = aws("s3").get_bucket_encryption(Bucket=outputs["BucketName"])
@@ -1044,21 +1286,23 @@ def test_stack_creates_the_resources_of_the_template(
     assert repository["repositoryArn"] == REPOSITORY_ARN
     assert repository["imageTagMutability"] == "IMMUTABLE"
 
-    # the release role: federated through the OIDC provider, for this repository's tags and environment
+    # the release role: federated through the OIDC provider, for this repository's environment only
     iam = aws("iam")
     role_name = outputs["GitHubRoleArn"].rsplit("/", 1)[-1]
     (trust,) = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {
-        "Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    assert trust == {
+        "Effect": "Allow",
+        "Principal": {
+            "Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+        },
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {
+                "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                "token.actions.githubusercontent.com:sub": RELEASE_SUBJECT,
+            }
+        },
     }
-    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
-    assert trust["Condition"]["StringEquals"] == {
-        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"
-    }
-    assert trust["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"] == [
-        f"repo:{GITHUB_ORG}/{GITHUB_REPO}:ref:refs/tags/*",
-        f"repo:{GITHUB_ORG}/{GITHUB_REPO}:environment:production",
-    ]
     assert iam.list_role_policies(RoleName=role_name)["PolicyNames"] == ["release"]
     policy = _policy_document(iam.get_role_policy(RoleName=role_name, PolicyName="release")["PolicyDocument"])
     push = [s for s in policy["Statement"] if ECR_PUSH_ACTIONS & set(_as_list(s["Action"]))]
@@ -1085,12 +1329,11 @@ def test_stack_creates_the_resources_of_the_template(
     ]
     assert iam.list_attached_role_policies(RoleName=profile_role["RoleName"])["AttachedPolicies"] == []
 
-    # security group: HTTP and HTTPS from AllowedCidr, nothing else (no SSH)
+    # security group: plain HTTP from AllowedCidr, nothing else (no TLS here, no SSH)
     (group_id,) = [group["GroupId"] for group in instance["SecurityGroups"]]
     (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
-    assert sorted((p["IpProtocol"], p["FromPort"], p["ToPort"]) for p in group["IpPermissions"]) == [
-        ("tcp", 80, 80),
-        ("tcp", 443, 443),
+    assert [(p["IpProtocol"], p["FromPort"], p["ToPort"]) for p in group["IpPermissions"]] == [
+        ("tcp", 80, 80)
     ]
     assert all(p["IpRanges"] == [{"CidrIp": "0.0.0.0/0"}] for p in group["IpPermissions"])
 
@@ -1101,10 +1344,11 @@ def test_stack_creates_the_resources_of_the_template(
 @pytest.mark.slow
 @_MOTO_SKIPS
 def test_second_deploy_updates_the_same_stack(aws: Callable[[str], Any], stack_params: list[str]) -> None:
-    assert _deploy(stack_params) == 0
+    assert _deploy(stack_params, SINGLE_INSTANCE) == 0
     first = _outputs(aws)
-    assert _deploy(stack_params) == 0  # unchanged: AWS answers "No updates are to be performed"
-    assert _deploy([], "ImageTag=v2") == 0  # only one parameter: the others keep their values
+    assert _deploy(stack_params, SINGLE_INSTANCE) == 0  # unchanged: "No updates are to be performed"
+    # only one parameter: the others keep their values, EnableAutoScaling=false (not the default) too
+    assert _deploy([], "ImageTag=v2") == 0
 
     stacks = [s for s in aws("cloudformation").describe_stacks()["Stacks"] if s["StackName"] == STACK]
     assert len(stacks) == 1
@@ -1113,6 +1357,7 @@ def test_second_deploy_updates_the_same_stack(aws: Callable[[str], Any], stack_p
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert parameters["GitHubOrg"] == GITHUB_ORG
     assert parameters["ImageTag"] == "v2"
+    assert parameters["EnableAutoScaling"] == "false"
     assert deploy.stack_outputs(stack) == first
     buckets = [b["Name"] for b in aws("s3").list_buckets()["Buckets"]]
     assert sorted(buckets) == sorted([first["BucketName"], first["AccessLogBucketName"]])
@@ -1125,7 +1370,7 @@ def test_second_deploy_updates_the_same_stack(aws: Callable[[str], Any], stack_p
 def test_rollout_sends_the_rollout_command_to_the_tagged_instance(
     aws: Callable[[str], Any], stack_params: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _deploy(stack_params) == 0
+    assert _deploy(stack_params, SINGLE_INSTANCE) == 0
     outputs = _outputs(aws)
     # an instance of another project must not receive the command
     other = aws("ec2").run_instances(
@@ -1191,13 +1436,15 @@ def test_unknown_parameter_fails_before_touching_aws(
 
 @pytest.mark.slow
 @_MOTO_SKIPS
-def test_autoscaling_stack_puts_instances_behind_the_load_balancer(
+def test_default_stack_serves_https_behind_the_load_balancer(
     aws: Callable[[str], Any], stack_params: list[str]
 ) -> None:
-    assert _deploy(stack_params, "EnableAutoScaling=true", "MinSize=2", "MaxSize=3", "DesiredCapacity=2") == 0
+    certificate_arn = next(p.split("=", 1)[1] for p in stack_params if p.startswith("CertificateArn="))
+    assert _deploy(stack_params, "MinSize=2", "MaxSize=3", "DesiredCapacity=2") == 0  # no EnableAutoScaling
     outputs = _outputs(aws)
     assert "InstanceId" not in outputs
-    assert outputs["ServiceUrl"] == f"http://{outputs['LoadBalancerDnsName']}"
+    assert "PlainHttpWarning" not in outputs
+    assert outputs["ServiceUrl"] == f"https://{outputs['LoadBalancerDnsName']}"
 
     (group,) = aws("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
     assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (2, 3, 2)
@@ -1208,9 +1455,54 @@ def test_autoscaling_stack_puts_instances_behind_the_load_balancer(
     assert group["TargetGroupARNs"] == [target_group["TargetGroupArn"]]
     (balancer,) = elbv2.describe_load_balancers()["LoadBalancers"]
     assert balancer["DNSName"] == outputs["LoadBalancerDnsName"]
-    (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
-    assert (listener["Protocol"], listener["Port"]) == ("HTTP", 80)
-    assert listener["DefaultActions"][0]["Type"] == "forward"
+    listeners = {
+        listener["Port"]: listener
+        for listener in elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    }
+    assert sorted(listeners) == [80, 443]
+    # HTTP: a 301 to HTTPS for every path
+    http = listeners[80]
+    assert http["Protocol"] == "HTTP"
+    (redirect,) = http["DefaultActions"]
+    assert redirect["Type"] == "redirect"
+    assert redirect["RedirectConfig"]["Protocol"] == "HTTPS"
+    assert redirect["RedirectConfig"]["Port"] == "443"
+    assert redirect["RedirectConfig"]["StatusCode"] == "HTTP_301"
+    assert [
+        r for r in elbv2.describe_rules(ListenerArn=http["ListenerArn"])["Rules"] if not r["IsDefault"]
+    ] == []
+    # HTTPS: the certificate, the API and the page forwarded, everything else 404
+    https = listeners[443]
+    assert https["Protocol"] == "HTTPS"
+    assert [c["CertificateArn"] for c in https["Certificates"]] == [certificate_arn]
+    (not_found,) = https["DefaultActions"]
+    assert not_found["Type"] == "fixed-response"
+    assert not_found["FixedResponseConfig"]["StatusCode"] == "404"
+    forwarded = sorted(
+        path
+        for rule in elbv2.describe_rules(ListenerArn=https["ListenerArn"])["Rules"]
+        if not rule["IsDefault"] and rule["Actions"][0]["Type"] == "forward"
+        for condition in rule["Conditions"]
+        for path in condition["PathPatternConfig"]["Values"]
+    )
+    assert forwarded == ["/annotate", "/explain", "/info", "/predict", "/predict_batch", "/ui", "/ui/*"]
+    assert {
+        a["TargetGroupArn"]
+        for r in elbv2.describe_rules(ListenerArn=https["ListenerArn"])["Rules"]
+        for a in r["Actions"]
+        if a["Type"] == "forward"
+    } == {target_group["TargetGroupArn"]}
+
+    # the instances' group: the service port from the load balancer's group, no address range
+    ec2 = aws("ec2")
+    (balancer_group_id,) = balancer["SecurityGroups"]
+    (instance_group,) = ec2.describe_security_groups(
+        Filters=[{"Name": "tag:Name", "Values": [f"{PROJECT}-instances"]}]
+    )["SecurityGroups"]
+    (permission,) = instance_group["IpPermissions"]
+    assert (permission["IpProtocol"], permission["FromPort"], permission["ToPort"]) == ("tcp", 80, 80)
+    assert [pair["GroupId"] for pair in permission["UserIdGroupPairs"]] == [balancer_group_id]
+    assert permission["IpRanges"] == []
 
     # the group's instances carry the project tag, so a rollout finds them all
     running = deploy.find_instances(aws("ec2"), PROJECT)

@@ -14,7 +14,8 @@ Command line::
 
     python -m ai_image_detection.deploy stack --stack-name ai-image-detection \
         --param GitHubOrg=acme --param GitHubRepo=detector \
-        --param VpcId=vpc-0123 --param SubnetIds=subnet-0aaa,subnet-0bbb
+        --param VpcId=vpc-0123 --param SubnetIds=subnet-0aaa,subnet-0bbb \
+        --param CertificateArn=arn:aws:acm:eu-west-1:123456789012:certificate/0123abcd-...
     python -m ai_image_detection.deploy rollout --tag 1.4.0 --instance-timeout 600
 
 Both use boto3's usual credential chain. ``--endpoint-url`` (default: the ``AWS_ENDPOINT_URL``
