@@ -376,6 +376,42 @@ def test_lossless_webp_is_accepted_and_marked_for_normalisation() -> None:
     np.testing.assert_array_equal(np.asarray(decoded.pixels), pixels)
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_web_formats_are_accepted_upright(fmt: str) -> None:
+    stored = Image.new("RGB", (64, 32), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 16, 16))  # mark the stored top-left corner red
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = 6  # "rotate 90 degrees clockwise to display"
+    data = _encode(stored, fmt, quality=95, exif=exif.tobytes())
+
+    decoded = decode_image(data, ImageLimits(min_side=16))
+
+    assert decoded.format == fmt
+    assert decoded.needs_normalisation is True, "ingestion stores them as PNG"
+    assert decoded.pixels.size == (32, 64), "turned once, as a viewer shows it"
+    pixels = _pixels(decoded)
+    np.testing.assert_allclose(pixels[4, 27], (255, 0, 0), atol=40)  # the red corner is top right
+    np.testing.assert_allclose(pixels[4, 4], (0, 0, 255), atol=40)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_web_formats_obey_the_header_pixel_limit(fmt: str) -> None:
+    data = _encode(Image.fromarray(_noise(400, 300, seed=14)), fmt, quality=50)
+    images_before = Image.core.get_stats()["new_count"]
+
+    error = _reject(data, ImageLimits(max_pixels=100_000))
+
+    assert error.reason == "too_many_pixels"
+    assert "400x300" in str(error)
+    assert Image.core.get_stats()["new_count"] == images_before, "refused before any pixel is decoded"
+
+
+def test_truncated_heif_is_corrupt() -> None:
+    data = _encode(Image.fromarray(_noise(64, 64, seed=15)), "HEIF", quality=90)
+
+    assert _reject(data[: len(data) * 2 // 3]).reason == "corrupt"
+
+
 def test_unreadable_exif_is_corrupt_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     def hostile_exif(image: Image.Image) -> Image.Image:
         raise struct.error("unpack requires a buffer of 12 bytes")

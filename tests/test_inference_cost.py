@@ -61,3 +61,37 @@ def test_throughput_needs_a_whole_batch() -> None:
 
 def test_machine_peak_is_a_positive_rate() -> None:
     assert machine_peak_gflops(size=128, repeats=2) > 0
+
+
+def tokens_then_dense() -> bytes:
+    """A ViT-like reshape whose target shape is computed at run time, then a matrix product.
+
+    ``image [N, 8, 8, 3] -> [64 N, 3] -> MatMul [3, 5]``: the token count comes out of arithmetic
+    on the input's shape, which ONNX shape inference does not follow.
+    """
+    weight = numpy_helper.from_array(np.ones((3, 5), dtype=np.float32), "w")
+    three = numpy_helper.from_array(np.array([3.0], dtype=np.float32), "three")
+    nodes = [
+        helper.make_node("Shape", ["image"], ["shape"]),
+        helper.make_node("Cast", ["shape"], ["shape_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceProd", ["shape_f"], ["size_f"], keepdims=1),
+        helper.make_node("Div", ["size_f", "three"], ["tokens_f"]),
+        helper.make_node("Cast", ["tokens_f"], ["tokens"], to=TensorProto.INT64),
+        helper.make_node("Concat", ["tokens", "three_i"], ["target"], axis=0),
+        helper.make_node("Reshape", ["image", "target"], ["sequence"]),
+        helper.make_node("MatMul", ["sequence", "w"], ["probability_ai"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tokens",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 8, 8, 3])],
+        [helper.make_tensor_value_info("probability_ai", TensorProto.FLOAT, None)],
+        [weight, three, numpy_helper.from_array(np.array([3], dtype=np.int64), "three_i")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def test_flops_of_shapes_known_only_at_run_time_are_counted() -> None:
+    assert gflops_per_image(tokens_then_dense()) == pytest.approx(2 * 64 * 3 * 5 / 1e9)

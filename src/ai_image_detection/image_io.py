@@ -14,10 +14,12 @@ from typing import Final
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+register_heif_opener()  # HEIC/HEIF (what phones save) through pillow-heif; Pillow reads AVIF itself
 
-SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "HEIF", "AVIF"})
 """Formats accepted by content (Pillow's sniffing), whatever the file name says."""
 
 PLAIN_FORMATS: Final = frozenset({"JPEG", "PNG"})

@@ -74,8 +74,10 @@ def images_per_second(
 def gflops_per_image(onnx_model: bytes) -> float:
     """Floating-point operations for one image, counted on the ONNX graph (2 per multiply-add).
 
-    Convolutions (including transposed) and matrix products are counted from the shapes that
-    ONNX shape inference gives at batch 1; element-wise work is left out, as is usual.
+    Convolutions (including transposed) and matrix products are counted from their shapes at
+    batch 1: those ONNX shape inference gives, and, for tensors it cannot infer (shapes computed
+    at run time, as in a ViT's reshapes), those of one run on a blank image. Element-wise work is
+    left out, as is usual.
 
     Args:
         onnx_model: A float32 model obeying the contract.
@@ -94,10 +96,13 @@ def gflops_per_image(onnx_model: bytes) -> float:
         dims = value.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = [d.dim_value for d in dims]
+    counted = [node for node in proto.graph.node if node.op_type in _COUNTED_OPS]
+    unknown = {name for node in counted for name in (node.input[0], node.input[1], node.output[0])} - set(
+        shapes
+    )
+    shapes |= _run_time_shapes(proto, sorted(unknown))
     flops = 0
-    for node in proto.graph.node:
-        if node.op_type not in _COUNTED_OPS:
-            continue
+    for node in counted:
         try:
             out = shapes[node.output[0]]
             weight = shapes[node.input[1]]
@@ -115,6 +120,22 @@ def gflops_per_image(onnx_model: bytes) -> float:
             macs = int(np.prod(out)) * int(inner)
         flops += 2 * macs
     return flops / 1e9
+
+
+def _run_time_shapes(proto: onnx.ModelProto, names: list[str]) -> dict[str, list[int]]:
+    """The shapes of the float tensors ``names`` in one ONNX Runtime run on a blank batch-1 image."""
+    if not names:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names
+    )
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = session.get_inputs()[0]
+    blank = np.zeros([1, *image.shape[1:]], dtype=np.float32)
+    tensors = session.run(names, {image.name: blank})
+    return {name: list(tensor.shape) for name, tensor in zip(names, tensors, strict=True)}
 
 
 def machine_peak_gflops(size: int = 2048, repeats: int = 5) -> float:

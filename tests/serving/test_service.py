@@ -126,7 +126,16 @@ def test_content_type_and_file_name_are_ignored(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("mode", "fmt"),
-    [("RGBA", "PNG"), ("L", "PNG"), ("I;16", "PNG"), ("P", "GIF"), ("CMYK", "JPEG"), ("RGB", "WEBP")],
+    [
+        ("RGBA", "PNG"),
+        ("L", "PNG"),
+        ("I;16", "PNG"),
+        ("P", "GIF"),
+        ("CMYK", "JPEG"),
+        ("RGB", "WEBP"),
+        ("RGB", "HEIF"),
+        ("RGB", "AVIF"),
+    ],
 )
 def test_any_mode_and_format_becomes_rgb(client: TestClient, mode: str, fmt: str) -> None:
     image = Image.fromarray(photo(64, 48)).convert(mode if mode != "I;16" else "I").convert(mode)

@@ -287,6 +287,8 @@ def _mixed_raw_files(raw: Path) -> dict[str, str | None]:
         "rgba.png": (_encode(Image.fromarray(rgba, mode="RGBA"), "PNG"), None),
         "rotated.jpg": (_encode(Image.fromarray(_noise(64, 40, 6)), "JPEG", exif=exif.tobytes()), None),
         "picture.webp": (_encode(Image.fromarray(_noise(48, 40, seed=7)), "WEBP", lossless=True), None),
+        "phone.heic": (_encode(Image.fromarray(_noise(48, 40, seed=9)), "HEIF", quality=90), None),
+        "web.avif": (_encode(Image.fromarray(_noise(48, 40, seed=10)), "AVIF", quality=90), None),
         "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "corrupt"),
         "empty.jpg": (b"", "empty"),
         "notes.jpg": (b"not an image at all\n", "not_an_image"),
@@ -371,6 +373,8 @@ def test_validate_files_describes_each_valid_file(validated: Validated) -> None:
         "rgba.png": "PNG",
         "rotated.jpg": "JPEG",
         "picture.webp": "WEBP",
+        "phone.heic": "HEIF",
+        "web.avif": "AVIF",
     }
     assert info.loc["cmyk.jpg", "mode"] == "CMYK"
     assert info.loc["rgba.png", "mode"] == "RGBA"
@@ -382,7 +386,7 @@ def test_validate_files_describes_each_valid_file(validated: Validated) -> None:
 
 def test_validate_files_points_at_lossless_normalised_copies(validated: Validated) -> None:
     valid, params = validated.valid, validated.params
-    normalised = {"cmyk.jpg", "rgba.png", "rotated.jpg", "picture.webp"}
+    normalised = {"cmyk.jpg", "rgba.png", "rotated.jpg", "picture.webp", "phone.heic", "web.avif"}
 
     for row in valid.itertuples(index=False):
         if Path(row.path).name not in normalised:
