@@ -2,9 +2,10 @@
 
 import logging
 
-from benchmarks import inference, ingestion_scale, input_pipeline, serving_load
+from benchmarks import environment, inference, ingestion_scale, input_pipeline, serving_load
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
+environment.main()
 input_pipeline.main()
 inference.main()
 serving_load.main()
