@@ -206,8 +206,12 @@ def model_compute(
 
 
 def main() -> None:
-    """Run and record under ``"serving"``."""
-    record("serving", run())
+    """Run and record under ``"serving"`` (``"serving <tag>"`` for another model than the default).
+
+    Another model: ``AIID_MODEL_TAG=<bentoml model tag> python -m benchmarks.serving_load``.
+    """
+    default = MODEL_TAG == ServingSettings.model_fields["model_tag"].default
+    record("serving" if default else f"serving {MODEL_TAG}", {"model_tag": MODEL_TAG, **run()})
 
 
 if __name__ == "__main__":

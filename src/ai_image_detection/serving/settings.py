@@ -19,9 +19,11 @@ class ServingSettings(BaseModel):
         batching: Make the scorer's ``score`` API batchable, so that crops of concurrent
             requests share one model call (off only to measure what batching buys).
         max_batch_size: Largest batch the dispatcher forms, in crops.
-        max_latency_ms: Latency target of the batch dispatcher; it refuses crops it expects to
-            miss it. Generous by default (load is queued, not shed): the queue's bound is
-            ``max_queued_requests``, and this only catches a model far slower than expected.
+        max_latency_ms: Latency target of BentoML's batch dispatcher, which refuses requests it
+            expects to miss it. Ten minutes by default, so that in effect it never refuses: load
+            is queued, and its bound is ``max_queued_requests``. (Until it has timed a few calls
+            the dispatcher assumes 2 s per request, so a target of seconds would refuse a burst
+            that arrives just after a start.)
         max_queued_requests: Requests that may wait for the model at once (the queue depth); one
             more is refused at once with 503 ``overloaded`` and ``Retry-After``.
         retry_after_s: The ``Retry-After`` of a refused request, in seconds.
@@ -43,7 +45,7 @@ class ServingSettings(BaseModel):
     model_tag: str = "ai-image-detector:latest"
     batching: bool = True
     max_batch_size: int = Field(default=64, ge=2)
-    max_latency_ms: int = Field(default=30_000, ge=1)
+    max_latency_ms: int = Field(default=600_000, ge=1)
     max_queued_requests: int = Field(default=128, ge=1)
     retry_after_s: int = Field(default=2, ge=1)
     max_bytes: int = Field(default=10_000_000, ge=1)
