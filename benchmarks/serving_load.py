@@ -32,8 +32,8 @@ import bentoml
 import httpx
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from ai_image_detection.image_io import ImageLimits, decode_image
 from ai_image_detection.inference_cost import (
     gflops_per_image,
     images_per_second,
@@ -154,9 +154,10 @@ def onnx_runtime_alone(onnx_model: bytes, paths: list[str]) -> float:
     """
     metadata = onnx_metadata(onnx_model)
     size, max_tiles = int(metadata["input_height"]), int(metadata.get("max_tiles", 1))
-    crops = np.concatenate(
-        [tile_crops(np.asarray(Image.open(path).convert("RGB")), size, max_tiles) for path in paths]
-    )
+    settings = ServingSettings()
+    limits = ImageLimits(settings.min_side, settings.max_pixels)
+    decoded = [decode_image(Path(path).read_bytes(), limits) for path in paths]
+    crops = np.concatenate([tile_crops(np.asarray(image.pixels), size, max_tiles) for image in decoded])
     return images_per_second(onnx_runner(onnx_model), crops, min(32, len(crops)), min_seconds=5.0)
 
 
@@ -165,7 +166,7 @@ def run(requests_per_level: int = 384) -> dict[str, object]:
     if not MANIFEST.exists():
         raise FileNotFoundError(f"{MANIFEST} is missing: run `make run` first")
     manifest = pd.read_parquet(MANIFEST)
-    paths = manifest.loc[manifest["split"] == "validation", "path"].tolist()
+    paths = manifest.loc[manifest["split"] == "validation", "path"].head(requests_per_level).tolist()
     images = [Path(path).read_bytes() for path in paths]
     onnx_model = Path(bentoml.models.get(MODEL_TAG).path_of("model.onnx")).read_bytes()
     peak = machine_peak_gflops()  # before any server runs, on an idle machine

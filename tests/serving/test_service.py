@@ -353,6 +353,7 @@ def test_a_dropped_scorer_connection_is_sent_again(service_module: ModuleType) -
     [
         [ServiceUnavailable("process is overloaded")],
         [aiohttp.ServerDisconnectedError(), aiohttp.ServerDisconnectedError()],
+        [TimeoutError()],
     ],
 )
 def test_an_overloaded_or_unreachable_scorer_is_a_503(

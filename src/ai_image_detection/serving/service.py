@@ -87,7 +87,7 @@ R = TypeVar("R")
 
 
 class ClientError(Exception):
-    """A request the service refuses: a stable ``code``, a message, and its 4xx status."""
+    """A request the service refuses: a stable ``code``, a message, a status (4xx, or 503 to retry)."""
 
     def __init__(self, code: str, message: str, status: int, retry_after_s: int | None = None) -> None:
         """Create the error.
@@ -371,9 +371,9 @@ class Detector:
     async def __is_ready__(self) -> bool:
         """``/readyz``: ready once the scorer has answered warm-up calls through its batch dispatcher.
 
-        BentoML's dispatcher learns how long a call takes from its first dozen calls; until then it
-        overestimates and refuses most of a burst with 503. Warming it before reporting ready keeps
-        the first burst after a start or a rollout from being refused.
+        BentoML's dispatcher fits how long a call takes on its first dozen calls, and the model's
+        first runs allocate and plan. Doing both before reporting ready means the first burst after
+        a start or a rollout meets a dispatcher that batches and a model that is warm.
         """
         async with self._warming:
             if not self._warm:
@@ -417,8 +417,8 @@ class Detector:
         one more is refused at once.
 
         Raises:
-            ClientError: 503 with ``Retry-After`` when the queue is full, the scorer sheds load or
-                cannot be reached (the client should retry).
+            ClientError: 503 with ``Retry-After`` when the queue is full, or the scorer sheds load,
+                does not answer within its timeout or cannot be reached (the client should retry).
         """
         if self._waiting_for_model >= SETTINGS.max_queued_requests:
             message = (
@@ -430,8 +430,9 @@ class Detector:
         self._waiting_for_model += 1
         try:
             scores = await self._call_scorer(np.ascontiguousarray(crops, dtype=np.uint8))
-        except (ServiceUnavailable, aiohttp.ClientError) as busy:
-            message = "the service is at capacity (the model missed its latency target); retry shortly"
+        except (ServiceUnavailable, aiohttp.ClientError, TimeoutError) as busy:
+            # TimeoutError: the call waited for the model longer than the scorer's request timeout
+            message = "the service is at capacity (the model could not answer in time); retry shortly"
             logger.warning("shedding load: %s", busy)
             raise ClientError("overloaded", message, 503, SETTINGS.retry_after_s) from None
         finally:

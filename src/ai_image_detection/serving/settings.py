@@ -21,9 +21,11 @@ class ServingSettings(BaseModel):
         max_batch_size: Largest batch the dispatcher forms, in crops.
         max_latency_ms: Latency target of BentoML's batch dispatcher, which refuses requests it
             expects to miss it. Ten minutes by default, so that in effect it never refuses: load
-            is queued, and its bound is ``max_queued_requests``. (Until it has timed a few calls
-            the dispatcher assumes 2 s per request, so a target of seconds would refuse a burst
-            that arrives just after a start.)
+            is queued, and its bound is ``max_queued_requests``. (The dispatcher predicts a
+            request's wait from the number of requests queued, not their crops: after the
+            warm-up's calls of ``max_tiles`` crops each, or before any call at 2 s a request, it
+            overstates a burst of one-crop requests many times, and a target of seconds refused
+            most of a 32-client burst of CLIP requests just after a start.)
         max_queued_requests: Requests that may wait for the model at once (the queue depth); one
             more is refused at once with 503 ``overloaded`` and ``Retry-After``.
         retry_after_s: The ``Retry-After`` of a refused request, in seconds.

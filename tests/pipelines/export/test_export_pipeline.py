@@ -21,6 +21,7 @@ from ai_image_detection.onnx_export import ParityError
 from ai_image_detection.pipelines.export.nodes import ExportParams, export_candidates, register_detector
 from ai_image_detection.pipelines.export.pipeline import create_pipeline
 from ai_image_detection.pipelines.training.pipeline import candidate_names
+from tests.pipelines.export.test_export_nodes import PARAMS
 
 GATED = create_pipeline().only_nodes("verify_parity_node", "quantize_detector_node", "register_detector_node")
 NAMES = candidate_names()
@@ -30,16 +31,13 @@ PREVIOUS = {"detector.onnx": b"the previous float32 detector", "detector.int8.on
 
 
 def params(*, ship_int8: bool, max_f1_drop: float = 1.0) -> ExportParams:
-    return ExportParams(
-        latency_budget_ms=dict.fromkeys(NAMES, 100.0),
-        latency_images=4,
-        quantization={"calibration_images": 6, "max_f1_drop": max_f1_drop, "ship_int8": ship_int8},
-        opset=17,
-        parity_tolerance=1e-4,
-        parity_images=8,
-        registered_model_name="ai-image-detector",
-        champion_alias="champion",
-        selection={"roc_auc_tolerance": 0.01, "fpr_tolerance": 0.01},
+    """The node tests' export parameters, with a budget for this project's candidates and the int8 choice."""
+    quantization = {"calibration_images": 6, "max_f1_drop": max_f1_drop, "ship_int8": ship_int8}
+    return PARAMS.model_copy(
+        update={
+            "latency_budget_ms": dict.fromkeys(NAMES, 100.0),
+            "quantization": PARAMS.quantization.model_copy(update=quantization),
+        }
     )
 
 
