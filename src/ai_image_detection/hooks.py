@@ -45,6 +45,6 @@ class SettingsChecks:
         after every candidate has trained.
         """
         if EXPORT_PARAMS in pipeline.inputs() and CANDIDATES_PARAMS in catalog:
-            check_latency_budgets(
-                catalog.load(EXPORT_PARAMS)["latency_budget_ms"], catalog.load(CANDIDATES_PARAMS)
-            )
+            export = catalog.load(EXPORT_PARAMS)  # a mapping, or ExportParams once Kedro validated it
+            budgets = export["latency_budget_ms"] if isinstance(export, Mapping) else export.latency_budget_ms
+            check_latency_budgets(budgets, catalog.load(CANDIDATES_PARAMS))
