@@ -36,7 +36,7 @@ GENERATED_FILES = [
 ]
 
 
-def _write(root: Path, files: dict[str, bytes]) -> None:
+def write_files(root: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` (path relative to ``root``: content) under ``root``."""
     for name, content in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def _write(root: Path, files: dict[str, bytes]) -> None:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_clean_keeps_user_raw_data_byte_identical(tmp_path: Path) -> None:
-    _write(tmp_path, {**USER_FILES, **dict.fromkeys(GENERATED_FILES, b"generated")})
+    write_files(tmp_path, {**USER_FILES, **dict.fromkeys(GENERATED_FILES, b"generated")})
     for layer in ("02_intermediate", "08_reporting"):
         (tmp_path / "data" / layer).mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / layer / ".gitkeep").write_bytes(b"")
@@ -105,7 +105,7 @@ def test_dvc_repro_and_checkout_keep_user_raw_data_byte_identical(tmp_path: Path
             shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
     params = tmp_path / "conf" / "base" / "parameters_sample_data.yml"
     params.write_text(params.read_text().replace("size: default", "size: small", 1))
-    _write(tmp_path, USER_FILES)
+    write_files(tmp_path, USER_FILES)
     binaries = str(Path(sys.executable).parent)
     environment = {
         **os.environ,

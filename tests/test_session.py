@@ -23,7 +23,7 @@ from nbclient import NotebookClient
 
 from ai_image_detection.onnx_export import onnx_metadata, onnx_predict
 from ai_image_detection.pipeline_registry import register_pipelines
-from tests.test_data_safety import USER_FILES, _write
+from tests.test_data_safety import USER_FILES, write_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("small_cnn", "clip_vit_b16", "efficientnet_lite0")
@@ -58,7 +58,7 @@ def finished_run(project_copy: Path) -> Path:
 
     A user's own raw files sit in ``data/01_raw`` (both layouts) all along.
     """
-    _write(project_copy, USER_FILES)
+    write_files(project_copy, USER_FILES)
     with KedroSession.create(
         project_path=project_copy, runtime_params={"sample_data": {"size": "small"}}
     ) as session:
