@@ -6,15 +6,15 @@
 # Data, the MLflow store and credentials come in at run time (volumes, environment); none is baked in.
 # Without a mount it runs in /app (its own conf/, data/), as the unprivileged user below.
 
-# ---- build: the locked environment, without the dev tools ----
+# ---- build: the locked environment, without the dev, serving and ops groups ----
 FROM python:3.11.13-slim-bookworm AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never PIP_NO_CACHE_DIR=1
 WORKDIR /app
 RUN pip install --no-cache-dir "uv==0.13.9"
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --locked --no-dev --no-install-project --no-group serving
+RUN uv sync --locked --no-default-groups --no-install-project
 COPY src ./src
-RUN uv sync --locked --no-dev --no-group serving --no-editable
+RUN uv sync --locked --no-default-groups --no-editable
 
 # ---- run: the environment and the project's configuration, as an unprivileged user ----
 FROM python:3.11.13-slim-bookworm
