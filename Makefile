@@ -19,13 +19,14 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export BENTOML_DO_NOT_TRACK := True
 SERVICE := ai_image_detection.serving.service:Detector
 CHROMIUM := /usr/bin/chromium
+DOCKER_COMPOSE := /usr/bin/docker-compose
 # Debian's Vulkan loader and LLVM OpenMP: the ncnn up-scalers of the sample set run on the CPU through them
 MULTIARCH_LIB := /usr/lib/$(shell uname -m)-linux-gnu
 NCNN_LIBS := $(MULTIARCH_LIB)/libvulkan.so.1 $(MULTIARCH_LIB)/libomp.so.5
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean package serve bento
+.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean package serve bento stack rollout
 
 help:  ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,18 +71,23 @@ $(CHROMIUM):  # Debian's Chromium drives the web-page test (Playwright never dow
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
+$(DOCKER_COMPOSE):  # Debian's docker-compose checks compose.yaml (`docker-compose config`; no Docker engine)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+
 $(NCNN_LIBS) &:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libvulkan1 libomp5
 
-test: setup $(CHROMIUM) $(NCNN_LIBS)  ## install and run the whole test suite
+test: setup $(CHROMIUM) $(NCNN_LIBS) $(DOCKER_COMPOSE)  ## install and run the whole test suite
 	$(BIN)/python -m pytest
 
-lint: setup  ## ruff, mypy, and the shipping files: hadolint, actionlint, zizmor, cfn-lint, checkov
+lint: setup  ## ruff, mypy, and the shipping files: hadolint, shellcheck, actionlint, zizmor, cfn-lint, checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck ops/*.sh
 	$(BIN)/actionlint
 	$(BIN)/zizmor --offline --quiet .github/workflows
 	$(BIN)/cfn-lint deploy/cloudformation.yaml
@@ -92,10 +98,10 @@ format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 s3: setup  ## start the local S3 server (SeaweedFS on 127.0.0.1:8333, data in .s3/) and set DVC keys
-	$(BIN)/python -m ai_image_detection.local_s3 start
+	ops/local-s3.sh start
 
-s3-stop: setup  ## stop the local S3 server
-	$(BIN)/python -m ai_image_detection.local_s3 stop
+s3-stop:  ## stop the local S3 server
+	ops/local-s3.sh stop
 
 repro: setup  ## reproduce the DVC stages (dvc.yaml)
 	$(BIN)/dvc repro
@@ -123,6 +129,17 @@ serve: package  ## the service on http://127.0.0.1:3000 (web page /ui/, API docs
 bento: package  ## build the Bento offline (service, web page, champion model, Dockerfile)
 	$(BIN)/uv export --frozen --only-group serving --no-emit-project --no-hashes -q -o src/requirements-serving.txt
 	$(BIN)/bentoml build -f bentofile.yaml src
+
+# The AWS stack (docs/deploy.md): deploy/cloudformation.yaml with your parameters (copy
+# deploy/parameters.example.env to deploy/parameters.env), and a rollout of an image tag.
+STACK_NAME ?= ai-image-detection
+STACK_PARAMETERS ?= deploy/parameters.env
+
+stack: setup  ## create or update the AWS stack (aws cloudformation deploy) with STACK_PARAMETERS
+	STACK_NAME=$(STACK_NAME) ops/stack.sh $(STACK_PARAMETERS)
+
+rollout: setup  ## roll image TAG=... out to the stack (instance refresh with automatic rollback)
+	STACK_NAME=$(STACK_NAME) ops/rollout.sh $(TAG)
 
 mlflow.db:
 	@echo "no MLflow registry yet: run 'make run' first" >&2; exit 1

@@ -30,7 +30,7 @@ from ai_image_detection.inference_cost import (
 )
 from ai_image_detection.input_pipeline import make_prediction_dataset
 from ai_image_detection.metrics import binary_metrics
-from ai_image_detection.onnx_export import onnx_metadata
+from ai_image_detection.onnx_runtime import onnx_metadata
 from benchmarks.report import record
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import yaml
 
 from ai_image_detection.input_pipeline import AugmentationParams, build_augmenter, make_dataset
 from ai_image_detection.models import BCEWithPriorPenalty, build_detector
-from ai_image_detection.pipelines.training.nodes import CandidateParams
+from ai_image_detection.pipelines.training.params import CandidateParams
 from benchmarks.report import record
 
 logger = logging.getLogger(__name__)

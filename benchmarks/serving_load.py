@@ -40,7 +40,7 @@ from ai_image_detection.inference_cost import (
     machine_peak_gflops,
     onnx_runner,
 )
-from ai_image_detection.onnx_export import onnx_metadata
+from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.serving.settings import ServingSettings
 from ai_image_detection.tiling import tile_crops
 from benchmarks.report import record
@@ -51,7 +51,7 @@ MANIFEST = Path("data/03_primary/image_manifest.parquet")
 CLIENTS = (1, 8, 32, 64)
 REFERENCE_CLIENTS = "32"
 SERVICE = "ai_image_detection.serving.service:Detector"
-MODEL_TAG = ServingSettings.from_env().model_tag
+MODEL_TAG = ServingSettings().model_tag
 
 
 def _free_port() -> int:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import mlflow
 import pytest
+from botocore.client import BaseClient
+from botocore.config import Config
 from mlflow.tracking import MlflowClient
-
-from ai_image_detection import local_s3
-from ai_image_detection.local_s3 import S3ServerSettings, running_server
 
 _BENTOML_HOME = tempfile.mkdtemp(prefix="bentoml-home-")
 
@@ -45,7 +47,9 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mlflow
     mlflow.set_registry_uri(None)
 
 
-_PORT_RANGE = (20000, 30000)  # + GRPC_PORT_OFFSET stays below the usual ephemeral range
+LOCAL_S3_SCRIPT = Path(__file__).resolve().parents[1] / "ops" / "local-s3.sh"
+_GRPC_PORT_OFFSET = 10000  # weed puts each component's gRPC port at its HTTP port + 10000
+_PORT_RANGE = (20000, 30000)  # + _GRPC_PORT_OFFSET stays below the usual ephemeral range
 
 
 def _port_is_free(port: int) -> bool:
@@ -59,7 +63,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def find_free_ports(count: int, *, offset: int = local_s3.GRPC_PORT_OFFSET) -> list[int]:
+def find_free_ports(count: int, *, offset: int = _GRPC_PORT_OFFSET) -> list[int]:
     """Return ``count`` distinct free TCP ports ``p`` for which ``p + offset`` is free too.
 
     SeaweedFS puts each component's gRPC port at its HTTP port + 10000, so both must be free.
@@ -88,20 +92,104 @@ def find_free_ports(count: int, *, offset: int = local_s3.GRPC_PORT_OFFSET) -> l
     raise RuntimeError(f"found only {len(chosen)} of {count} free port pairs in {_PORT_RANGE}")
 
 
-def _settings_with_free_ports(data_dir: Path) -> S3ServerSettings:
-    s3, master, volume, filer, admin = find_free_ports(5)
-    return S3ServerSettings(
-        data_dir=data_dir,
-        s3_port=s3,
-        master_port=master,
-        volume_port=volume,
-        filer_port=filer,
-        admin_port=admin,
+@dataclass(frozen=True)
+class LocalS3:
+    """A SeaweedFS server run by ``ops/local-s3.sh``: its data directory, ports and bucket.
+
+    Attributes:
+        data_dir: The server's data directory (``LOCAL_S3_DIR``), created by the script.
+        ports: The HTTP port of each component, by the script's variable (``LOCAL_S3_PORT``, ...).
+        bucket: The bucket weed creates on start.
+    """
+
+    data_dir: Path
+    ports: dict[str, int]
+    bucket: str = "ai-image-detection"
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint, ``http://127.0.0.1:<LOCAL_S3_PORT>``."""
+        return f"http://127.0.0.1:{self.ports['LOCAL_S3_PORT']}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The generated keys, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
+        lines = (self.data_dir / "credentials").read_text(encoding="utf-8").splitlines()
+        return dict(line.split("=", 1) for line in lines)
+
+    @property
+    def pid(self) -> int:
+        """The pid in the script's pid file."""
+        return int((self.data_dir / "weed.pid").read_text(encoding="utf-8"))
+
+    def run(
+        self,
+        action: str,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        script: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``ops/local-s3.sh <action>`` for this server (from its data dir's parent, not a DVC repo).
+
+        Args:
+            action: ``start``, ``stop`` or ``status``.
+            cwd: Working directory; ``start`` writes DVC keys when it holds ``.dvc/``.
+            env: Extra environment variables.
+            script: Another copy of the script.
+
+        Returns:
+            The finished process, output captured.
+        """
+        settings = {"LOCAL_S3_DIR": str(self.data_dir), "LOCAL_S3_BUCKET": self.bucket}
+        settings |= {name: str(port) for name, port in self.ports.items()}
+        return subprocess.run(
+            [str(script or LOCAL_S3_SCRIPT), action],
+            cwd=cwd or self.data_dir.parent,
+            env={**os.environ, **settings, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    def client(self, access_key_id: str | None = None, secret_access_key: str | None = None) -> BaseClient:
+        """A boto3 S3 client for this server, signed with the generated keys unless others are given.
+
+        Args:
+            access_key_id: Another access key id.
+            secret_access_key: Another secret key.
+
+        Returns:
+            The client.
+        """
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=access_key_id or self.credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=secret_access_key or self.credentials["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+        )
+
+
+def new_local_s3(data_dir: Path) -> LocalS3:
+    """A not-yet-started server in ``data_dir`` on free loopback ports.
+
+    Args:
+        data_dir: Its data directory (need not exist).
+
+    Returns:
+        The server's settings.
+    """
+    names = ("PORT", "MASTER_PORT", "VOLUME_PORT", "FILER_PORT", "ADMIN_PORT")
+    return LocalS3(
+        data_dir, {f"LOCAL_S3_{name}": port for name, port in zip(names, find_free_ports(5), strict=True)}
     )
 
 
 def weed_pids(data_dir: Path) -> list[int]:
-    """Pids of ``weed mini`` processes serving ``data_dir`` (empty when none run).
+    """Pids of live ``weed mini`` processes serving ``data_dir`` (empty when none run).
 
     Args:
         data_dir: The server's data directory.
@@ -109,13 +197,15 @@ def weed_pids(data_dir: Path) -> list[int]:
     Returns:
         The matching pids.
     """
-    result = subprocess.run(
-        ["/usr/bin/pgrep", "-f", f"weed .*mini -dir={data_dir}( |$)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return [int(pid) for pid in result.stdout.split()]
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process has gone
+            continue
+        if b"mini" in argv and f"-dir={data_dir}".encode() in argv:
+            pids.append(int(cmdline.parent.name))
+    return pids
 
 
 @pytest.fixture(name="weed_pids")
@@ -125,23 +215,36 @@ def weed_pids_fixture() -> Callable[[Path], list[int]]:
 
 
 @pytest.fixture
-def make_s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], S3ServerSettings]:
-    """Factory of settings for a not-yet-started server: free ports, fresh data dir."""
+def make_local_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], LocalS3]]:
+    """Factory of not-yet-started servers (free ports, fresh data dir); stops them all afterwards."""
+    made: list[LocalS3] = []
 
-    def make() -> S3ServerSettings:
-        return _settings_with_free_ports(tmp_path_factory.mktemp("s3"))
+    def make() -> LocalS3:
+        made.append(new_local_s3(tmp_path_factory.mktemp("s3") / "data"))
+        return made[-1]
 
-    return make
+    yield make
+    for server in made:
+        server.run("stop")
+        leaked = weed_pids(server.data_dir)
+        for pid in leaked:
+            os.kill(pid, signal.SIGKILL)
+        assert not leaked, f"weed {leaked} of {server.data_dir} outlived its pid file"
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3ServerSettings]:
-    """A real SeaweedFS S3 server on free loopback ports, shared by the session.
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """A real SeaweedFS S3 server started by ``ops/local-s3.sh`` on free loopback ports, for the session.
 
     Yields:
-        The settings of the running server (endpoint, bucket, data dir with its keys).
+        The running server (endpoint, bucket, data dir with its generated keys).
     """
-    settings = _settings_with_free_ports(tmp_path_factory.mktemp("s3-session"))
-    with running_server(settings):
-        yield settings
-    assert weed_pids(settings.data_dir) == [], "weed is still running after the session"
+    server = new_local_s3(tmp_path_factory.mktemp("s3-session") / "data")
+    try:
+        started = server.run("start")
+        assert started.returncode == 0, f"{started.stdout}\n{started.stderr}"
+        yield server
+    finally:
+        stopped = server.run("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert weed_pids(server.data_dir) == [], "weed is still running after the session"

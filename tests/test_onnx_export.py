@@ -14,9 +14,9 @@ from ai_image_detection.onnx_export import (
     ParityError,
     check_parity,
     export_onnx,
-    onnx_metadata,
     onnx_predict,
 )
+from ai_image_detection.onnx_runtime import onnx_metadata
 
 
 @pytest.fixture(scope="module")

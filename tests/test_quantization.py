@@ -10,7 +10,8 @@ import pytest
 from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.inference_cost import onnx_runner
 from ai_image_detection.models import DetectorSpec, build_detector
-from ai_image_detection.onnx_export import export_onnx, onnx_metadata, onnx_predict
+from ai_image_detection.onnx_export import export_onnx, onnx_predict
+from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.quantization import (
     DYNAMIC_QUANTIZATION_NOTE,
     QUANTIZATION_NOTE,

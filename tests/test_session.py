@@ -21,7 +21,8 @@ from kedro.io import DataCatalog
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
-from ai_image_detection.onnx_export import onnx_metadata, onnx_predict
+from ai_image_detection.onnx_export import onnx_predict
+from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.pipeline_registry import register_pipelines
 from tests.test_data_safety import USER_FILES, write_files
 

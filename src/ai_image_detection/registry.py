@@ -28,7 +28,7 @@ from ai_image_detection.contract import (
 )
 from ai_image_detection.inference_cost import onnx_runner
 from ai_image_detection.metrics import binary_metrics
-from ai_image_detection.onnx_export import onnx_metadata
+from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.scoring import score_files
 
 DEFAULT_MAX_TILES = 9

@@ -3,8 +3,9 @@
 from kedro.config import OmegaConfigLoader
 
 from ai_image_detection.hooks import SettingsChecks
+from ai_image_detection.session_config import SESSION_CONFIG
 
-HOOKS = (SettingsChecks(),)
+HOOKS = (SESSION_CONFIG, SettingsChecks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

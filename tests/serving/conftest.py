@@ -26,7 +26,6 @@ import httpx
 import keras
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from PIL import Image
 from starlette.testclient import TestClient
@@ -46,7 +45,9 @@ from ai_image_detection.contract import (
 )
 from ai_image_detection.models import DetectorSpec, build_detector
 from ai_image_detection.onnx_export import export_onnx
+from ai_image_detection.onnx_runtime import onnx_session
 from ai_image_detection.pipelines.package.nodes import MODEL_FILE
+from ai_image_detection.serving.settings import ENV_PREFIX, ServingSettings
 from ai_image_detection.tiling import tile_crops
 
 MODEL_NAME = "test-detector"
@@ -82,6 +83,16 @@ SERVICE_ENV = {
 """What the service under test is told (as a container would be)."""
 BAND_MARGIN = 0.02
 """How far from a band edge a test image's score must be, so that its verdict is unambiguous."""
+
+
+def settings_from(environ: dict[str, str]) -> ServingSettings:
+    """The settings read from an environment whose ``AIID_*`` variables are exactly those of ``environ``."""
+    with pytest.MonkeyPatch.context() as environment:
+        for name in [name for name in os.environ if name.upper().startswith(ENV_PREFIX)]:
+            environment.delenv(name)
+        for name, value in environ.items():
+            environment.setenv(name, value)
+        return ServingSettings()
 
 
 def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -200,7 +211,7 @@ def verdict_images(detector_onnx: bytes) -> dict[Verdict, tuple[bytes, float]]:
     Scored as the service scores them (the model's tiling, the mean of the tiles' P(AI)); each score
     is at least ``BAND_MARGIN`` from a band edge.
     """
-    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    session = onnx_session(detector_onnx)
     found: dict[Verdict, tuple[bytes, float]] = {}
     for seed in range(100):
         pixels = photo(96, 64, seed)

@@ -134,10 +134,16 @@ def test_bento_builds_offline_with_the_model_page_openapi_and_dockerfile(
     model_version = served_model.split(":")[1]
     assert f"models/test-detector/{model_version}/model.onnx" in names
     assert "src/ai_image_detection/serving/static/index.html" in names
-    assert "src/ai_image_detection/serving/service.py" in names
+    assert {
+        "src/ai_image_detection/serving/service.py",
+        "src/ai_image_detection/serving/scorer.py",
+        "src/ai_image_detection/serving/http_guard.py",
+        "src/ai_image_detection/onnx_runtime.py",
+    } <= names, "every module the service imports (the venv's copy would hide a missing one here)"
     assert "apis/openapi.yaml" in names
     assert "USER" in dockerfile or "BENTO_USER" in dockerfile
     assert "onnxruntime==" in requirements and "tensorflow" not in requirements, "serving pins only"
+    assert "pydantic-settings==" in requirements and "onnx==" not in requirements
     assert not [name for name in names if "__pycache__" in name], ".bentoignore applies"
 
     with serving(str(bento.tag), tmp_path / "bento.log") as url:  # the Bento alone carries the service

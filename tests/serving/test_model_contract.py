@@ -10,6 +10,7 @@ import json
 import logging
 
 import pytest
+from conftest import settings_from
 
 from ai_image_detection.serving.model_contract import (
     ModelDescription,
@@ -17,7 +18,6 @@ from ai_image_detection.serving.model_contract import (
     describe_model,
     square_input_size,
 )
-from ai_image_detection.serving.settings import ServingSettings
 
 CALIBRATION = {"method": "temperature", "temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03}
 FAMILIES = ["human", "diffusion", "gan"]
@@ -42,8 +42,7 @@ PROBABILITY_ONLY: OutputShapes = {"probability_ai": ["unk__0", 1]}
 def describe(
     contract: dict[str, str], environ: dict[str, str] | None = None, outputs: OutputShapes = OUTPUTS
 ) -> ModelDescription:
-    settings = ServingSettings.from_env(environ or {})
-    return describe_model(contract, outputs, "ai-image-detector", "3", settings)
+    return describe_model(contract, outputs, "ai-image-detector", "3", settings_from(environ or {}))
 
 
 def test_a_current_model_is_described_by_its_metadata_alone(caplog: pytest.LogCaptureFixture) -> None:

@@ -18,7 +18,6 @@ import aiohttp
 import bentoml
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 from conftest import (
@@ -39,7 +38,9 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from ai_image_detection.contract import FAMILIES_KEY, INPUT_NAME, OUTPUT_NAME, Verdict, verdict
+from ai_image_detection.onnx_runtime import onnx_session
 from ai_image_detection.scoring import score_files
+from ai_image_detection.serving.http_guard import ClientError, error_response
 from ai_image_detection.tiling import tile_crops
 
 
@@ -111,7 +112,7 @@ def test_an_image_of_the_model_size_scores_as_the_model_does(
 ) -> None:
     pixels = photo(INPUT_SIZE, INPUT_SIZE, seed=3)
     png = encode(pixels, "PNG")
-    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    session = onnx_session(detector_onnx)
     (expected,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixels[None].astype(np.float32)})
     answer = client.post("/predict", files=upload(png, "x.png", "image/png")).json()
     assert answer["tiles"] == 1
@@ -283,7 +284,7 @@ def test_explain_probes_an_image_no_larger_than_the_input_by_occlusion(
     explanation = client.post("/explain", files=upload(encode(pixels, "PNG"), "x.png", "image/png")).json()
     assert explanation["method"] == "occlusion"
     assert (explanation["rows"], explanation["cols"]) == (6, 8)
-    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    session = onnx_session(detector_onnx)
     mean = pixels.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
     hidden = pixels.copy()
     hidden[:4, :4] = mean  # the top-left cell (24 rows / 6, 32 columns / 8)
@@ -361,7 +362,7 @@ def test_an_overloaded_or_unreachable_scorer_is_a_503(
 ) -> None:
     detector = detector_with(service_module, FlakyScorer(failures))
     crops = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
-    with pytest.raises(service_module.ClientError) as refused:
+    with pytest.raises(ClientError) as refused:
         asyncio.run(detector._scores(crops))
     assert (refused.value.code, refused.value.status) == ("overloaded", 503)
     assert refused.value.retry_after_s == service_module.SETTINGS.retry_after_s
@@ -394,7 +395,7 @@ def test_requests_queue_up_to_the_depth_and_one_more_is_told_when_to_retry(
     async def burst() -> tuple[list[np.ndarray], Exception]:
         queued = [asyncio.create_task(detector._scores(crops)) for _ in range(depth)]
         await asyncio.sleep(0)  # all of them now wait for the model
-        with pytest.raises(service_module.ClientError) as refused:
+        with pytest.raises(ClientError) as refused:
             await detector._scores(crops)
         scorer.answer.set()
         return await asyncio.gather(*queued), refused.value
@@ -403,9 +404,7 @@ def test_requests_queue_up_to_the_depth_and_one_more_is_told_when_to_retry(
     assert [scores.tolist() for scores in answered] == [[[0.25]]] * depth, "the queued requests are answered"
     assert (refused.code, refused.status, refused.retry_after_s) == ("overloaded", 503, 2)
     assert detector._waiting_for_model == 0
-    response = service_module.error_response(
-        refused.code, refused.message, refused.status, refused.retry_after_s
-    )
+    response = error_response(refused.code, refused.message, refused.status, refused.retry_after_s)
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
 
 
@@ -415,7 +414,7 @@ def test_the_scorer_answers_each_crops_probability_and_family_probabilities(
     scorer = service_module.Scorer.inner()
     crops = np.stack([photo(INPUT_SIZE, INPUT_SIZE, seed) for seed in range(3)])
     rows = scorer.score(crops)
-    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    session = onnx_session(detector_onnx)
     (probabilities,) = session.run([OUTPUT_NAME], {INPUT_NAME: crops.astype(np.float32)})
     assert rows.shape == (3, 1 + len(FAMILIES))
     assert rows[:, 0] == pytest.approx(probabilities[:, 0], abs=1e-6)
@@ -489,7 +488,7 @@ def test_a_scorer_that_cannot_describe_its_model_yet_is_a_503(service_module: Mo
             raise ServiceUnavailable("the scorer is still loading")
 
     detector = detector_with(service_module, StartingScorer([]))
-    with pytest.raises(service_module.ClientError) as refused:
+    with pytest.raises(ClientError) as refused:
         asyncio.run(detector._verdict(Path("unused.jpg")))
     assert (refused.value.code, refused.value.status) == ("starting", 503)
     assert asyncio.run(detector.__is_ready__()) is False
@@ -614,7 +613,7 @@ def test_the_service_scores_a_file_exactly_as_evaluation_does(
 ) -> None:
     path = tmp_path / f"upload.{fmt.lower()}"
     path.write_bytes(encode(photo(150, 110, seed=5), fmt, **options))
-    session = ort.InferenceSession(detector_onnx, providers=["CPUExecutionProvider"])
+    session = onnx_session(detector_onnx)
 
     def model(crops: np.ndarray) -> np.ndarray:
         return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: crops})[0])[:, 0]

@@ -33,8 +33,10 @@ import keras
 import keras_hub
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ai_image_detection.models.clip import CLIP_VIT_B16, ClipWeightsError, clip_vit_b16_encoder
-from ai_image_detection.models.efficientnet_lite import LiteWeightsError, efficientnet_lite_backbone
+from ai_image_detection.models.clip import CLIP_VIT_B16, clip_vit_b16_encoder
+from ai_image_detection.models.clip_weights import ClipWeightsError
+from ai_image_detection.models.efficientnet_lite import efficientnet_lite_backbone
+from ai_image_detection.models.efficientnet_lite_pth import LiteWeightsError
 from ai_image_detection.models.heads import detector_outputs
 
 Architecture = Literal[

@@ -34,6 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from ai_image_detection.sample_data.upscalerjs_packages import UPSCALERJS_MODELS
+
 Upscale = Callable[[NDArray[np.uint8]], NDArray[np.uint8]]
 """``uint8 [h, w, 3] -> uint8 [scale*h, scale*w, 3]``."""
 
@@ -180,10 +182,10 @@ def accepted_models(family: str) -> list[str]:
         The accepted names, sorted.
 
     Raises:
-        ValueError: If the family is unknown, or ``upscalerjs`` cannot be imported.
+        ValueError: If the family is unknown.
     """
     if family == "upscalerjs":
-        return sorted(_upscalerjs_catalogue())
+        return sorted(UPSCALERJS_MODELS)
     if family not in NCNN_MODELS:
         raise ValueError(f"unknown generator family {family!r}; accepted: {', '.join(GENERATOR_FAMILIES)}")
     return sorted(NCNN_MODELS[family])
@@ -201,7 +203,7 @@ def model_scale(family: str, model: str) -> int:
         The factor.
     """
     if family == "upscalerjs":
-        return int(_upscalerjs_catalogue()[model].scale)
+        return UPSCALERJS_MODELS[model].scale
     return NCNN_MODELS[family][model].scale
 
 
@@ -222,7 +224,7 @@ def provenance(family: str, model: str) -> Provenance:
     if family == "simulator":
         return Provenance(SIMULATOR_PACKAGE, importlib.metadata.version(SIMULATOR_PACKAGE), SIMULATOR_LICENCE)
     if family == "upscalerjs":
-        spec = _upscalerjs_catalogue()[model]
+        spec = UPSCALERJS_MODELS[model]
         return Provenance(spec.package, spec.version, spec.licence)
     ncnn = NCNN_MODELS[family][model]
     return Provenance(ncnn.package, importlib.metadata.version(ncnn.package), ncnn.licence)
@@ -300,15 +302,3 @@ def _quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _upscalerjs_catalogue() -> dict[str, Any]:
-    """UpscalerJS's model catalogue, imported only when the family is used (it imports Keras)."""
-    try:
-        from ai_image_detection.sample_data.upscalerjs import UPSCALERJS_MODELS  # noqa: PLC0415
-    except ImportError as error:
-        raise ValueError(
-            f"the upscalerjs family needs ai_image_detection.sample_data.upscalerjs, which cannot be "
-            f"imported ({error}); leave upscalerjs out of sample_data.generators.families"
-        ) from error
-    return dict(UPSCALERJS_MODELS)

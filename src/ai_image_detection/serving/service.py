@@ -2,51 +2,42 @@
 
 Two services, each its own process under ``bentoml serve``: :class:`Detector` (the HTTP API and
 the web page) decodes and checks every upload in a worker thread and cuts crops exactly as
-training and evaluation do (:mod:`ai_image_detection.tiling`); :class:`Scorer`, its
-dependency, runs the model behind one batchable API, ``score``, so that crops of concurrent
-requests share ONNX Runtime calls (adaptive batching; the arrays travel pickled, not as JSON).
-The model is the registry's champion, imported into the BentoML store by
-``kedro run --pipelines package``; its input size, tiling, thresholds and calibration come from its
-ONNX metadata (:mod:`ai_image_detection.serving.model_contract`), so that an image is scored exactly
-as evaluation scored it. Answers are ``human``, ``ai`` or ``inconclusive``
+training and evaluation do (:mod:`ai_image_detection.tiling`); its dependency, the
+:class:`~ai_image_detection.serving.scorer.Scorer`, runs the model behind one batchable API, so
+that crops of concurrent requests share ONNX Runtime calls. The model's input size, tiling,
+thresholds and calibration come from its ONNX metadata
+(:mod:`ai_image_detection.serving.model_contract`), so that an image is scored exactly as
+evaluation scored it. Answers are ``human``, ``ai`` or ``inconclusive``
 (:mod:`ai_image_detection.serving.answers`); a model that attributes (a second output,
 ``family_probabilities``) also answers the training family an image most resembles, from the mean
 of its tiles' family probabilities as its score is the mean of their P(AI).
 
 Client mistakes never give a 500: each is a JSON ``{"error": {"code", "message"}}`` with a 4xx
-status (oversized bodies and malformed forms are refused by :class:`RequestGuard` before the
-framework parses them).
+status (:mod:`ai_image_detection.serving.http_guard`, whose :class:`RequestGuard` refuses
+oversized bodies and malformed forms before the framework parses them).
 """
 
 import asyncio
 import base64
-import functools
 import json
 import logging
-import re
 import tempfile
-from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from bentoml.validators import ContentType
-from starlette.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ai_image_detection.contract import FAMILY_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.serving.answers import Explanation, ImageFacts, ImageVerdict, ServiceInfo, judge
-from ai_image_detection.serving.model_contract import ModelDescription, describe_model
-from ai_image_detection.serving.settings import ServingSettings
+from ai_image_detection.serving.http_guard import ClientError, RequestGuard, answers_client_errors
+from ai_image_detection.serving.model_contract import ModelDescription
+from ai_image_detection.serving.scorer import SETTINGS, Scorer
 
 with bentoml.importing():
-    import onnxruntime as ort
-
     from ai_image_detection.image_io import (
         SUPPORTED_FORMATS,
         DecodedImage,
@@ -65,7 +56,6 @@ with bentoml.importing():
 
 logger = logging.getLogger(__name__)
 
-SETTINGS = ServingSettings.from_env()
 STATIC_DIR = Path(__file__).parent / "static"
 STATUS_BY_REASON = {
     "empty": 400,
@@ -82,184 +72,6 @@ WARM_UP_CONCURRENCY = 3
 """Enough calls, in batches of 1 to 3, for the dispatcher to fit its latency model (it needs 11)."""
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class ClientError(Exception):
-    """A request the service refuses: a stable ``code``, a message, a status (4xx, or 503 to retry)."""
-
-    def __init__(self, code: str, message: str, status: int, retry_after_s: int | None = None) -> None:
-        """Create the error.
-
-        Args:
-            code: Machine-readable reason (``"too_many_files"``, ``"not_an_image"``, ...).
-            message: What is wrong and what would be accepted.
-            status: The HTTP status (4xx, or 503 when the client should come back).
-            retry_after_s: When to come back (``Retry-After``), for a 503.
-        """
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-        self.retry_after_s = retry_after_s
-
-
-def error_response(code: str, message: str, status: int, retry_after_s: int | None = None) -> JSONResponse:
-    """The one shape of every error the service itself answers (with ``Retry-After`` when given)."""
-    headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def answers_client_errors(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn a :class:`ClientError` raised by an endpoint into its JSON 4xx answer.
-
-    BentoML sends a Starlette response returned by an endpoint as it is, so the endpoint keeps
-    its declared return type (and its OpenAPI schema) for the successful case.
-    """
-
-    @functools.wraps(func)
-    async def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await func(*args, **kwargs)
-        except ClientError as error:
-            logger.info("refused (%s): %s", error.code, error.message)
-            for argument in (*args, *kwargs.values()):
-                if isinstance(argument, bentoml.Context):  # BentoML applies its status to the response
-                    argument.response.status_code = error.status
-            return error_response(  # type: ignore[return-value]
-                error.code, error.message, error.status, error.retry_after_s
-            )
-
-    return endpoint
-
-
-class RequestGuard:
-    """ASGI middleware: refuse what the framework would parse badly, before it parses anything.
-
-    - a POST body over ``max_bytes``: 413 (a declared ``Content-Length`` at once, a chunked body
-      as it arrives);
-    - an upload endpoint called without ``multipart/form-data``: 415;
-    - a form with a field the endpoint does not take, or without the one it needs: 400.
-
-    Bodies that pass are replayed to the app unchanged.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, form_fields: dict[str, frozenset[str]]) -> None:
-        """Wrap ``app``.
-
-        Args:
-            app: The service's ASGI app.
-            max_bytes: Largest accepted body.
-            form_fields: For each upload route, the multipart fields it takes.
-        """
-        self.app, self.max_bytes, self.form_fields = app, max_bytes, form_fields
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass through, or answer the 4xx."""
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send, "payload_too_large", self._too_large(int(declared)), 413)
-            return
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send, "payload_too_large", self._too_large(size), 413)
-                return
-        body = b"".join(chunks)
-        content_type = headers.get(b"content-type", b"").decode("latin-1")
-        boundary = _multipart_boundary(content_type)
-        problem = self._form_problem(scope["path"], content_type, boundary, body)
-        if problem is not None:
-            await self._refuse(scope, receive, send, *problem)
-            return
-        if boundary is not None:  # the framework reads only the lower-case, boundary-first spelling
-            canonical = f'multipart/form-data; boundary="{boundary}"'.encode("latin-1")
-            scope = {
-                **scope,
-                "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-                + [(b"content-type", canonical)],
-            }
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    def _too_large(self, size: int) -> str:
-        return f"the request body has {size:,} bytes or more; the limit is {self.max_bytes:,} bytes"
-
-    def _form_problem(
-        self, path: str, content_type: str, boundary: str | None, body: bytes
-    ) -> tuple[str, str, int] | None:
-        """What is wrong with an upload's form, or None (also for routes that take no upload)."""
-        expected = self.form_fields.get(path.rstrip("/"))
-        if expected is None:
-            return None
-        wanted = " and ".join(f"'{field}'" for field in sorted(expected))
-        if boundary is None:
-            message = (
-                f"send multipart/form-data with the image file in the field {wanted}; got {content_type!r}"
-            )
-            return "not_multipart", message, 415
-        names, files = set(), set()
-        for part in body.split(b"--" + boundary.encode("latin-1"))[1:]:
-            head = part.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-            for disposition in _DISPOSITION.findall(head):
-                name = _FIELD_NAME.search(disposition)
-                if name:
-                    names.add(name.group(1))
-                    if _FILE_NAME.search(disposition):
-                        files.add(name.group(1))
-        if unexpected := names - expected:
-            message = (
-                f"unexpected form field(s) {sorted(unexpected)}; send the image file in the field {wanted}"
-            )
-            return "unexpected_field", message, 400
-        if missing := expected - names:
-            return "missing_field", f"the form has no field {sorted(missing)}; send the image file in it", 400
-        if not_files := names - files:
-            message = f"form field(s) {sorted(not_files)} hold text, not a file; send the image file in them"
-            return "not_a_file", message, 400
-        return None
-
-    @staticmethod
-    async def _refuse(
-        scope: Scope, receive: Receive, send: Send, code: str, message: str, status: int
-    ) -> None:
-        logger.info("refused (%s): %s", code, message)
-        await error_response(code, message, status)(scope, receive, send)
-
-
-def _multipart_boundary(content_type: str) -> str | None:
-    """The boundary of a ``multipart/form-data`` content type (any case, any parameter order), or None."""
-    header = EmailMessage()
-    header["content-type"] = content_type
-    boundary = header.get_param("boundary")
-    if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
-        return None
-    return boundary
-
-
-_DISPOSITION = re.compile(r"^content-disposition:\s*form-data\s*;([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
-_FIELD_NAME = re.compile(r'(?:^|;)\s*name="([^"]*)"', re.IGNORECASE)
-_FILE_NAME = re.compile(r"(?:^|;)\s*filename\*?=", re.IGNORECASE)
-
-
 def _image_facts(decoded: DecodedImage) -> ImageFacts:
     """What a verdict reports about the image itself."""
     width, height = decoded.pixels.size
@@ -270,87 +82,6 @@ def _image_facts(decoded: DecodedImage) -> ImageFacts:
         frames=decoded.frames,
         exif_rotated=decoded.exif_rotated,
     )
-
-
-@bentoml.service(name="ai_image_scorer", traffic={"timeout": 60}, workers=1)
-class Scorer:
-    """The champion ONNX model behind one batchable API: the only place the model runs.
-
-    Served as its own process (a dependency of :class:`Detector`), so ONNX Runtime's threads
-    never compete with the decoding of uploads, and crops from concurrent requests are merged into
-    one ``session.run`` by BentoML's adaptive batching.
-    """
-
-    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
-
-    def __init__(self) -> None:
-        """Load the ONNX model, read its contract from the metadata, warm it up.
-
-        Raises:
-            ValueError: If the model's metadata is incomplete or malformed (the message says which key).
-        """
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle ONNX Runtime threads sleep instead of spinning: the API process decodes uploads on
-        # the same cores, and spinning threads would take their time.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            self.bento_model.path_of("model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        metadata = self.bento_model.info.metadata
-        self.model = describe_model(
-            self.session.get_modelmeta().custom_metadata_map,
-            {output.name: output.shape for output in self.session.get_outputs()},
-            model_name=str(metadata.get("registered_model", self.bento_model.tag.name)),
-            model_version=str(metadata.get("registered_version", self.bento_model.tag.version)),
-            settings=SETTINGS,
-        )
-        self.outputs = [OUTPUT_NAME] if self.model.families is None else [OUTPUT_NAME, FAMILY_OUTPUT_NAME]
-        # the first run allocates and plans; BentoML serves only once __init__ has returned
-        self._infer(np.zeros((1, self.model.input_size, self.model.input_size, 3), dtype=np.uint8))
-        logger.info(
-            "scoring with %s v%s (%d px, up to %d tiles; human below %.4f, ai from %.4f, forced-choice "
-            "threshold %.4f; calibration %s; attribution %s), batching %s",
-            self.model.model_name,
-            self.model.model_version,
-            self.model.input_size,
-            self.model.max_tiles,
-            self.model.thresholds.human,
-            self.model.thresholds.ai,
-            self.model.threshold,
-            json.dumps(self.model.calibration),
-            "off" if self.model.families is None else f"to {json.dumps(self.model.families)}",
-            f"up to {SETTINGS.max_batch_size} crops" if SETTINGS.batching else "off",
-        )
-
-    def _infer(self, crops: np.ndarray) -> np.ndarray:
-        """Each crop's row (:meth:`score`) for crops ``[N, S, S, 3]``, straight from ONNX Runtime."""
-        outputs = self.session.run(self.outputs, {INPUT_NAME: crops.astype(np.float32)})
-        return np.concatenate(
-            [np.asarray(output, dtype=np.float32).reshape(len(crops), -1) for output in outputs], axis=1
-        )
-
-    @bentoml.api(
-        batchable=SETTINGS.batching,
-        batch_dim=0,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
-    def score(self, crops: np.ndarray) -> np.ndarray:
-        """A row per crop of a uint8 ``[N, S, S, 3]`` array: the API every endpoint scores through.
-
-        Each row is the crop's P(AI), then, for a model that attributes, its probability of each of
-        ``families`` (``[N, 1 + K]``); ``[N, 1]`` for a model without attribution.
-        """
-        size = self.model.input_size
-        if crops.shape[1:] != (size, size, 3):
-            raise ValueError(f"crops must be [N, {size}, {size}, 3], got {list(crops.shape)}")
-        return self._infer(crops)
-
-    @bentoml.api
-    def describe(self) -> ModelDescription:
-        """The served model: registry name and version, input size, thresholds, tiling, calibration."""
-        return self.model
 
 
 @bentoml.service(name="ai_image_detector", traffic={"timeout": 60}, workers=1)

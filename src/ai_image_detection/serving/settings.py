@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "AIID_"
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(BaseSettings):
     """How the service loads, batches and guards.
+
+    Each setting is read from ``AIID_<NAME>`` when that variable is set (``AIID_MAX_BYTES=5000000``);
+    a value that is not accepted fails at start-up with a ``pydantic.ValidationError`` that names
+    the setting, its value and what is accepted.
 
     Attributes:
         model_tag: BentoML model the service carries (``kedro run --pipelines package`` imports
@@ -42,7 +44,7 @@ class ServingSettings(BaseModel):
         explain_grid: Most cells per side of the ``/explain`` heatmap.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     model_tag: str = "ai-image-detector:latest"
     batching: bool = True
@@ -57,18 +59,3 @@ class ServingSettings(BaseModel):
     max_decoding: int = Field(default=2, ge=1)
     max_tiles: int = Field(default=9, ge=1)
     explain_grid: int = Field(default=8, ge=2)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServingSettings:
-        """Defaults overridden by ``AIID_<FIELD>`` variables (e.g. ``AIID_MAX_BYTES=5000000``).
-
-        Raises:
-            pydantic.ValidationError: Naming the variable's field and the accepted values.
-        """
-        environ = dict(os.environ) if environ is None else environ
-        values: dict[str, Any] = {
-            name: environ[ENV_PREFIX + name.upper()]
-            for name in cls.model_fields
-            if ENV_PREFIX + name.upper() in environ
-        }
-        return cls.model_validate(values)

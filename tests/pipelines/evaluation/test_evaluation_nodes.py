@@ -17,8 +17,8 @@ from sklearn.metrics import roc_auc_score
 from ai_image_detection.calibration import PlattScaling
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.metrics import answer_shares, binary_metrics
+from ai_image_detection.pipelines.evaluation.family_metrics import FAMILY_COLUMNS
 from ai_image_detection.pipelines.evaluation.nodes import (
-    FAMILY_COLUMNS,
     UNSEEN_FOLD_COLUMNS,
     BandParams,
     EvaluationParams,

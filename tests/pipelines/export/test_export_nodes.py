@@ -14,7 +14,8 @@ from PIL import Image
 
 from ai_image_detection.calibration import PlattScaling
 from ai_image_detection.models import DetectorSpec, build_detector
-from ai_image_detection.onnx_export import ParityError, onnx_metadata, onnx_predict
+from ai_image_detection.onnx_export import ParityError, onnx_predict
+from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.pipelines.export.nodes import (
     ExportParams,
     export_candidates,

@@ -20,7 +20,7 @@ from ai_image_detection.models import DetectorSpec, build_detector
 from ai_image_detection.onnx_export import ParityError
 from ai_image_detection.pipelines.export.nodes import ExportParams, export_candidates, register_detector
 from ai_image_detection.pipelines.export.pipeline import create_pipeline
-from ai_image_detection.pipelines.training.pipeline import candidate_names
+from ai_image_detection.session_config import candidate_names
 from tests.pipelines.export.test_export_nodes import PARAMS
 
 GATED = create_pipeline().only_nodes("verify_parity_node", "quantize_detector_node", "register_detector_node")

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from onnx import TensorProto, helper
 
+from ai_image_detection.onnx_runtime import onnx_metadata, onnx_session
 from ai_image_detection.pipelines.package.nodes import MODEL_FILE, PackageParams, import_champion
 
 
@@ -58,7 +59,7 @@ def test_the_champion_is_imported_once_and_a_new_champion_again(tracking: Mlflow
     assert str(stored.tag) == first["bentoml_tag"]
     assert stored.info.metadata["threshold"] == "0.5"
     assert stored.info.metadata["registered_version"] == "1"
-    assert onnx.load(stored.path_of(MODEL_FILE)).metadata_props[0].key == "input_height"
+    assert onnx_metadata(onnx_session(stored.path_of(MODEL_FILE)))["input_height"] == "8"
 
     again = import_champion(params)
     assert not again["imported"] and again["bentoml_tag"] == first["bentoml_tag"]

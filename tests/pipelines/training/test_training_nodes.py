@@ -27,10 +27,8 @@ from ai_image_detection.pipelines.ingestion.nodes import (
 )
 from ai_image_detection.pipelines.sample_data.nodes import SampleDataParams, generate_pairs
 from ai_image_detection.pipelines.training import nodes as training_nodes
+from ai_image_detection.pipelines.training.folds import HELD_OUT_SCORE_COLUMNS
 from ai_image_detection.pipelines.training.nodes import (
-    HELD_OUT_SCORE_COLUMNS,
-    CandidateParams,
-    LeaveOneFamilyOutParams,
     extract_features,
     leave_one_family_out,
     leave_one_family_out_probe,
@@ -38,6 +36,7 @@ from ai_image_detection.pipelines.training.nodes import (
     train_candidate,
     train_probe,
 )
+from ai_image_detection.pipelines.training.params import CandidateParams, LeaveOneFamilyOutParams
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from tests.test_input_pipeline import project_params
 
@@ -521,13 +520,13 @@ def test_probe_folds_hold_each_family_out_of_the_heads(
 ) -> None:
     features = extract_features(family_manifest, probe_candidate(), max_tiles=9, seed=0)
     trained_on: list[pd.DataFrame] = []
-    fit = training_nodes._fit_probe_head
+    fit = training_nodes.fit_probe_head
 
     def recording_fit(manifest: pd.DataFrame, *args: Any) -> Any:
         trained_on.append(manifest)
         return fit(manifest, *args)
 
-    monkeypatch.setattr(training_nodes, "_fit_probe_head", recording_fit)
+    monkeypatch.setattr(training_nodes, "fit_probe_head", recording_fit)
     with mlflow.start_run(run_name="kedro run"):
         scores = leave_one_family_out_probe(
             family_manifest,

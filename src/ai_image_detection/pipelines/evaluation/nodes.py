@@ -1,4 +1,7 @@
-"""Nodes of the ``evaluation`` pipeline: one namespace per candidate, then a comparison."""
+"""Nodes of the ``evaluation`` pipeline: one namespace per candidate, then a comparison.
+
+The per-family breakdowns of a report are in :mod:`.family_metrics`, the figures in :mod:`.charts`.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +11,12 @@ import time
 from typing import Any
 
 import keras
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
-from ai_image_detection.contract import generator_family
-from ai_image_detection.families import family_targets
 from ai_image_detection.input_pipeline import Perturbation, make_prediction_dataset, perturbed_pixels
 from ai_image_detection.metrics import (
     ThresholdObjective,
@@ -31,6 +27,12 @@ from ai_image_detection.metrics import (
     expected_calibration_error,
 )
 from ai_image_detection.models.heads import model_families
+from ai_image_detection.pipelines.evaluation.charts import (
+    comparison_charts,
+    unseen_family_chart,
+    validation_charts,
+)
+from ai_image_detection.pipelines.evaluation.family_metrics import attribution_report, family_table
 from ai_image_detection.scoring import keras_outputs, keras_scorer, score_files
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,6 @@ class EvaluationParams(BaseModel):
 
 
 SCORED_SPLITS = ("validation", "test", "unseen")
-FAMILY_COLUMNS = ["split", "family", "label", "images", "roc_auc", "ai_rate", "inconclusive_rate"]
 UNSEEN_FOLD_COLUMNS = [
     "family",
     "ai_images",
@@ -225,81 +226,6 @@ def evaluate_candidate(
     return report
 
 
-def family_table(predictions: pd.DataFrame, band: tuple[float, float]) -> pd.DataFrame:
-    """One row per split and generator family: how the calibrated answers fare on it.
-
-    For an AI family: AUROC against the human images of the same split, recall at
-    ``threshold_ai`` and the share left inconclusive. For a human family (camera photos,
-    classical processing): the false-positive rate at ``threshold_ai`` and the inconclusive share.
-
-    Args:
-        predictions: Calibrated predictions with ``generator``.
-        band: ``(threshold_human, threshold_ai)``.
-
-    Returns:
-        ``split, family, label, images, roc_auc, ai_rate, inconclusive_rate``; ``ai_rate`` is
-        recall for an AI family and the false-positive rate for a human one.
-    """
-    labelled = predictions[predictions["label"].notna()].assign(
-        family=lambda frame: frame["generator"].map(generator_family)
-    )
-    rows = []
-    for keys, part in labelled.groupby(["split", "family", "label"]):
-        split, family, label = str(keys[0]), str(keys[1]), int(str(keys[2]))
-        humans = labelled[(labelled["split"] == split) & (labelled["label"] == 0)]
-        answers = answer_shares(part["probability_ai"], *band)
-        auroc = float("nan")
-        if label == 1 and len(humans):
-            scores = np.concatenate([part["probability_ai"], humans["probability_ai"]])
-            auroc = float(roc_auc_score(np.r_[np.ones(len(part)), np.zeros(len(humans))], scores))
-        rows.append(
-            {
-                "split": split,
-                "family": family,
-                "label": label,
-                "images": len(part),
-                "roc_auc": auroc,
-                "ai_rate": answers["ai"],
-                "inconclusive_rate": answers["inconclusive"],
-            }
-        )
-    return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
-
-
-def attribution_report(predictions: pd.DataFrame, families: list[str]) -> dict[str, Any]:
-    """How often the closest family is the right one, on families the model was trained on.
-
-    Counted on validation and test images whose family is one of the model's columns (human
-    images count as ``human``); unseen families cannot be right and are left out.
-
-    Args:
-        predictions: With ``label``, ``generator``, ``split`` and ``family_probabilities``.
-        families: The model's attribution columns (empty: no attribution).
-
-    Returns:
-        ``families`` and, per split, ``images``, ``accuracy`` and ``per_family`` accuracy;
-        ``{"families": []}`` for a model without attribution.
-    """
-    report: dict[str, Any] = {"families": families}
-    if not families:
-        return report
-    for split in ("validation", "test"):
-        rows = predictions[(predictions["split"] == split) & predictions["label"].notna()]
-        targets = family_targets(rows, families)
-        counted = rows[targets >= 0]
-        if counted.empty:
-            continue
-        rows_of_probabilities = np.stack(list(counted["family_probabilities"]))
-        right = (np.argmax(rows_of_probabilities, axis=1) == targets[targets >= 0]).astype(np.float64)
-        truth = np.asarray(families)[targets[targets >= 0]]
-        report[split] = {
-            "images": len(counted),
-            "accuracy": float(right.mean()),
-            "per_family": {str(name): float(right[truth == name].mean()) for name in np.unique(truth)},
-        }
-    return report
-
-
 def _input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
@@ -324,7 +250,7 @@ def plot_candidate(predictions: pd.DataFrame, report: dict[str, Any], params: Ev
     """Confusion matrix, ROC and PR curves, and reliability diagram on validation.
 
     Args:
-        predictions: Output of :func:`predict`.
+        predictions: Output of :func:`calibrate`.
         report: Output of :func:`evaluate_candidate` (for the threshold).
         params: For the number of calibration bins.
 
@@ -332,50 +258,13 @@ def plot_candidate(predictions: pd.DataFrame, report: dict[str, Any], params: Ev
         A 2×2 figure.
     """
     validation = predictions[predictions["split"] == "validation"]
-    y, p = validation["label"].astype(int).to_numpy(), validation["probability_ai"].to_numpy()
-    threshold = report["threshold"]
-    figure, ((cm_ax, roc_ax), (pr_ax, rel_ax)) = plt.subplots(2, 2, figsize=(9, 8))
-    matrix = confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])
-    cm_ax.imshow(matrix, cmap="Blues")
-    for (row, col), count in np.ndenumerate(matrix):
-        dark = count > matrix.max() / 2
-        cm_ax.text(col, row, str(count), ha="center", va="center", color="white" if dark else "black")
-    cm_ax.set(
-        xticks=[0, 1],
-        yticks=[0, 1],
-        xticklabels=["human", "AI"],
-        yticklabels=["human", "AI"],
-        xlabel="predicted",
-        ylabel="true",
-        title=f"confusion at threshold {threshold:.2f}",
+    return validation_charts(
+        validation["label"].astype(int).to_numpy(),
+        validation["probability_ai"].to_numpy(),
+        report["threshold"],
+        report["validation"]["at_threshold"],
+        params.calibration_bins,
     )
-    fpr, tpr, _ = roc_curve(y, p)
-    roc_ax.plot(fpr, tpr)
-    roc_ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    roc_ax.set(
-        xlabel="false-positive rate",
-        ylabel="true-positive rate",
-        title=f"ROC, AUC {report['validation']['at_threshold']['roc_auc']:.3f}",
-    )
-    precision, recall, _ = precision_recall_curve(y, p)
-    pr_ax.plot(recall, precision)
-    pr_ax.set(
-        xlabel="recall",
-        ylabel="precision",
-        title=f"PR, AP {report['validation']['at_threshold']['average_precision']:.3f}",
-    )
-    edges = np.linspace(0, 1, params.calibration_bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, params.calibration_bins - 1)
-    filled = [b for b in range(params.calibration_bins) if np.any(which == b)]
-    rel_ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    rel_ax.plot([p[which == b].mean() for b in filled], [y[which == b].mean() for b in filled], marker="o")
-    rel_ax.set(
-        xlabel="mean predicted P(AI)",
-        ylabel="fraction AI",
-        title=f"reliability, ECE {report['validation']['at_threshold']['ece']:.3f}",
-    )
-    figure.tight_layout()
-    return figure
 
 
 def summarise_held_out_families(
@@ -489,39 +378,5 @@ def compare_candidates(
         ],
         columns=["candidate", *UNSEEN_FOLD_COLUMNS],
     )
-    bars, bar_ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))
-    table.set_index("candidate")[["accuracy", "f1"]].plot.bar(ax=bar_ax, ylim=(0, 1), rot=0)
-    bar_ax.set_title("validation accuracy and F1 per candidate")
-    bars.tight_layout()
-    scatter, (time_ax, size_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, column, label in (
-        (time_ax, "ms_per_image", "ms per image (CPU, batched)"),
-        (size_ax, "size_mb", "size (MB)"),
-    ):
-        axis.scatter(table[column], table["f1"])
-        for row in table.itertuples():
-            axis.annotate(row.candidate, (getattr(row, column), row.f1))
-        axis.set(xlabel=label, ylabel="validation F1", ylim=(0, 1.05))
-    scatter.suptitle("F1 against inference time and model size")
-    scatter.tight_layout()
-    return bars, scatter, table, families, _unseen_family_chart(families)
-
-
-def _unseen_family_chart(families: pd.DataFrame) -> Figure:
-    """AUROC and human false-positive rate per held-out family (bars per candidate), chance marked."""
-    figure, (auc_ax, fpr_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    if families.empty:
-        figure.suptitle("No generator families in the data: no leave-one-family-out folds")
-        return figure
-    for axis, column, title in (
-        (auc_ax, "roc_auc", "AUROC on the held-out family (0.5 = coin)"),
-        (fpr_ax, "human_fpr", "human false-positive rate at threshold_ai"),
-    ):
-        families.pivot(index="family", columns="candidate", values=column).plot.bar(
-            ax=axis, rot=30, ylim=(0, 1)
-        )
-        axis.set_title(title, fontsize=10)
-    auc_ax.axhline(0.5, ls=":", c="grey")
-    figure.suptitle("Leave-one-family-out: each family scored by a model trained without it")
-    figure.tight_layout()
-    return figure
+    bars, scatter = comparison_charts(table)
+    return bars, scatter, table, families, unseen_family_chart(families)

@@ -13,7 +13,7 @@ from ai_image_detection.pipelines.evaluation.nodes import (
     score_images,
     summarise_held_out_families,
 )
-from ai_image_detection.pipelines.training.pipeline import candidate_names
+from ai_image_detection.session_config import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:

@@ -26,10 +26,11 @@ from ai_image_detection.families import trained_ai_families, unseen_ai_families
 from ai_image_detection.hooks import check_latency_budgets
 from ai_image_detection.inference_cost import images_per_second, onnx_runner
 from ai_image_detection.input_pipeline import make_prediction_dataset
-from ai_image_detection.metrics import binary_metrics
 from ai_image_detection.model_card import render_model_card
 from ai_image_detection.models import calibrated_detector
-from ai_image_detection.onnx_export import check_parity, export_onnx, onnx_metadata
+from ai_image_detection.onnx_export import check_parity, export_onnx
+from ai_image_detection.onnx_runtime import onnx_metadata
+from ai_image_detection.pipelines.export.int8_report import int8_report, runtime_figures
 from ai_image_detection.quantization import quantize_int8, quantize_int8_dynamic
 from ai_image_detection.registry import ChampionRule, JudgedImages, describe_version, register_and_promote
 
@@ -290,10 +291,6 @@ def verify_parity(
     }
 
 
-F1_TIE = 0.001
-"""Validation F1 differences within this are ties between the int8 variants (the faster wins)."""
-
-
 def quantize_detector(
     params: ExportParams, detector_onnx: bytes, image_manifest: pd.DataFrame
 ) -> tuple[bytes, dict[str, Any]]:
@@ -324,36 +321,14 @@ def quantize_detector(
     images = _split_images(image_manifest, "validation", size)
     labels = validation["label"].astype(int).to_numpy()
     figures = {
-        name: _runtime_figures(model, images, labels, threshold)
+        name: runtime_figures(model, images, labels, threshold)
         for name, model in {"fp32": detector_onnx, **variants}.items()
     }
-    best_f1 = max(figures[name]["f1"] for name in variants)
-    method = max(
-        (name for name in variants if figures[name]["f1"] >= best_f1 - F1_TIE),
-        key=lambda name: figures[name]["images_per_second_batch1"],
-    )
-    report: dict[str, Any] = {
-        "method": method,
-        "calibration_images": len(calibration),
-        "validation_images": len(images),
-        "methods": {name: figures[name] for name in variants},
-    }
-    for precision, name in (("fp32", "fp32"), ("int8", method)):
-        report[f"f1_{precision}"] = figures[name]["f1"]
-        for batch in (1, 32):
-            report[f"images_per_second_{precision}_batch{batch}"] = figures[name][
-                f"images_per_second_batch{batch}"
-            ]
-    report["f1_change_points"] = 100 * (report["f1_int8"] - report["f1_fp32"])
-    for batch in (1, 32):
-        report[f"speedup_batch{batch}"] = (
-            report[f"images_per_second_int8_batch{batch}"] / report[f"images_per_second_fp32_batch{batch}"]
-        )
-    report["within_f1_tolerance"] = -report["f1_change_points"] <= 100 * params.quantization.max_f1_drop
+    report = int8_report(figures, len(calibration), len(images), params.quantization.max_f1_drop)
     logger.info(
         "int8 (%s; static F1 %.4f, dynamic F1 %.4f): F1 %.4f -> %.4f (%+.2f points), %.2fx faster at "
         "batch 1, %.2fx at batch 32",
-        method,
+        report["method"],
         figures["static"]["f1"],
         figures["dynamic"]["f1"],
         report["f1_fp32"],
@@ -362,18 +337,7 @@ def quantize_detector(
         report["speedup_batch1"],
         report["speedup_batch32"],
     )
-    return variants[method], report
-
-
-def _runtime_figures(
-    model: bytes, images: np.ndarray, labels: np.ndarray, threshold: float
-) -> dict[str, float]:
-    """Validation F1 at ``threshold`` and ONNX Runtime images/s at batch 1 and 32."""
-    run = onnx_runner(model)
-    figures = {"f1": binary_metrics(labels, run(images)[:, 0], threshold)["f1"]}
-    for batch in (1, 32):
-        figures[f"images_per_second_batch{batch}"] = images_per_second(run, images, min(batch, len(images)))
-    return figures
+    return variants[report["method"]], report
 
 
 def register_detector(

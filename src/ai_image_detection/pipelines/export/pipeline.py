@@ -15,7 +15,7 @@ from ai_image_detection.pipelines.export.nodes import (
     verify_parity,
     write_model_card,
 )
-from ai_image_detection.pipelines.training.pipeline import candidate_names
+from ai_image_detection.session_config import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:

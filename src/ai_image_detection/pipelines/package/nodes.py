@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
 from ai_image_detection.contract import MAX_TILES_KEY, THRESHOLD_AI_KEY, THRESHOLD_HUMAN_KEY, THRESHOLD_KEY
+from ai_image_detection.onnx_runtime import onnx_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ def import_champion(params: PackageParams) -> dict[str, Any]:
     proto = mlflow.onnx.load_model(f"models:/{params.registered_model_name}/{version.version}")
     data = proto.SerializeToString()
     digest = hashlib.sha256(data).hexdigest()
-    contract = {prop.key: prop.value for prop in proto.metadata_props}
-    metadata = {
+    contract = onnx_metadata(data)
+    metadata: dict[str, str] = {
         "registered_model": params.registered_model_name,
         "registered_version": str(version.version),
         "alias": params.champion_alias,

@@ -22,17 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validato
 from ai_image_detection.contract import generator_family
 from ai_image_detection.sample_data.classical import ClassicalOp
 from ai_image_detection.sample_data.decoders import DecoderFamily
-from ai_image_detection.sample_data.generator import (
-    TEST_DIR,
-    TRAIN_DIR,
-    DownscaleFilter,
-    GeneratorSettings,
-    pair_rows,
-    plan_pairs,
-    render_pairs,
-    usable_photos,
-    worker_count,
-)
 from ai_image_detection.sample_data.generator_families import (
     CAMERA,
     CLASSICAL_FAMILY,
@@ -42,6 +31,16 @@ from ai_image_detection.sample_data.generator_families import (
     forbidden_reason,
     provenance,
 )
+from ai_image_detection.sample_data.pair_plans import (
+    TEST_DIR,
+    TRAIN_DIR,
+    DownscaleFilter,
+    GeneratorSettings,
+    pair_rows,
+    plan_pairs,
+    usable_photos,
+)
+from ai_image_detection.sample_data.pair_rendering import render_pairs, worker_count
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,9 @@
 Each candidate is trained in a nested MLflow run of the ``kedro run``'s run (opened by
 kedro-mlflow): flattened parameters, per-epoch loss / accuracy / AUC for train and
 validation, the model summary, and tags with the git commit and the DVC (md5) hash of the
-manifest, so every model traces back to its exact data and code.
+manifest, so every model traces back to its exact data and code. The parameters are in
+:mod:`.params`, what every fit shares in :mod:`.fitting`, the rotation's helpers in
+:mod:`.folds` and a probe's head fitting in :mod:`.probe_heads`.
 """
 
 from __future__ import annotations
@@ -12,25 +14,13 @@ import functools
 import hashlib
 import logging
 import math
-import shutil
-import subprocess
-from typing import Any, Literal
 
 import keras
 import mlflow
 import numpy as np
 import pandas as pd
-import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ai_image_detection.contract import OUTPUT_NAME
-from ai_image_detection.families import (
-    attribution_families,
-    family_targets,
-    held_out_pairs,
-    trained_ai_families,
-    without_family,
-)
+from ai_image_detection.families import attribution_families, without_family
 from ai_image_detection.input_pipeline import (
     AugmentationParams,
     Perturbation,
@@ -38,81 +28,29 @@ from ai_image_detection.input_pipeline import (
     make_dataset,
     perturbed_pixels,
 )
-from ai_image_detection.models import BCEWithPriorPenalty, DetectorSpec, build_detector
-from ai_image_detection.models.loss import MaskedSparseCategoricalCrossentropy
-from ai_image_detection.models.zoo import feature_extractor, probe_detector, probe_head
+from ai_image_detection.models import build_detector
+from ai_image_detection.models.zoo import feature_extractor, probe_detector
+from ai_image_detection.pipelines.training.fitting import (
+    compile_for_training,
+    describe_run,
+    distribution_strategy,
+    training_callbacks,
+)
+from ai_image_detection.pipelines.training.folds import (
+    fold_recipe,
+    fold_scored_rows,
+    held_out_table,
+    rotated_families,
+)
+from ai_image_detection.pipelines.training.params import (
+    CandidateParams,
+    Distribution,
+    LeaveOneFamilyOutParams,
+)
+from ai_image_detection.pipelines.training.probe_heads import FEATURE_SPLITS, fit_probe_head, stacked_features
 from ai_image_detection.scoring import keras_features, keras_scorer, probability_output, score_files
 
 logger = logging.getLogger(__name__)
-
-
-class LossParams(BaseModel):
-    """``BCE + alpha · (mean(p) − beta)²``, plus ``attribution_weight`` × the attribution cross-entropy."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    alpha: float = Field(ge=0)
-    beta: float = Field(ge=0, le=1)
-    attribution_weight: float = Field(
-        default=0.5, ge=0, description="weight of the family head's loss (0: attribution learns nothing)"
-    )
-
-
-class CandidateParams(BaseModel):
-    """One candidate of ``training.candidates`` in ``parameters_training.yml``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    detector: DetectorSpec
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    warmup_epochs: int = Field(ge=0, description="linear learning-rate warm-up, then cosine decay")
-    freeze_backbone_epochs: int = Field(ge=0, description="epochs with a frozen backbone before fine-tuning")
-    early_stopping_patience: int = Field(ge=1)
-    loss: LossParams
-    probe: bool = Field(
-        default=False,
-        description="keep the pretrained backbone frozen: cache its features once, train only the heads",
-    )
-    reshared_views: list[Perturbation] = Field(
-        default=[],
-        description=(
-            "a probe's training tiles are also cached once more after one of these degradations, "
-            "drawn per image (seeded), so its heads learn what survives re-sharing"
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _probe_settings_only_on_probes(self) -> CandidateParams:
-        """Settings that only a probe reads are an error elsewhere, not silently ignored."""
-        if self.probe and self.detector.weights is None:
-            raise ValueError(
-                f"a probe freezes its backbone, and {self.detector.architecture} has no pretrained "
-                "weights here (detector.weights is null): a frozen random backbone learns nothing"
-            )
-        if not self.probe and self.reshared_views:
-            raise ValueError("reshared_views are cached features of a probe: set probe: true or drop them")
-        if not self.probe and self.detector.class_token_layers:
-            raise ValueError(
-                "class_token_layers are the features a probe reads: set probe: true or drop them"
-            )
-        return self
-
-
-HELD_OUT_SCORE_COLUMNS = ["fold", "path", "label", "split", "generator", "probability_ai"]
-
-
-class LeaveOneFamilyOutParams(BaseModel):
-    """The leave-one-family-out rotation (``training.leave_one_family_out``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    families: list[str] | None = Field(
-        default=None, description="families to rotate; null = every AI family in train and validation"
-    )
-    epochs: int | None = Field(default=None, ge=1, description="epochs per fold; null = the candidate's")
 
 
 def manifest_version(image_manifest_file: bytes) -> str:
@@ -125,21 +63,6 @@ def manifest_version(image_manifest_file: bytes) -> str:
         The hex md5 digest (what ``dvc.lock`` records for the file).
     """
     return hashlib.md5(image_manifest_file, usedforsecurity=False).hexdigest()
-
-
-Distribution = Literal["default", "mirrored"]
-
-
-def distribution_strategy(name: Distribution) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy named in ``training.distribution``.
-
-    ``default`` is the single-device strategy; ``mirrored`` replicates the model on every local
-    GPU (on a machine without one it runs on the CPU as a single replica), with
-    ``batch_size`` the global batch split across replicas.
-    """
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def train_candidate(
@@ -187,7 +110,7 @@ def train_candidate(
     steps_per_epoch = math.ceil(int((image_manifest["split"] == "train").sum()) / batch)
     history: dict[str, list[float]] = {}
     with mlflow.start_run(run_name=candidate_name, nested=True):
-        _describe_run(
+        describe_run(
             candidate_name,
             data_version,
             {"candidate": candidate.model_dump(), "augmentation": augmentation.model_dump()},
@@ -202,13 +125,13 @@ def train_candidate(
                 continue
             model.get_layer("backbone").trainable = backbone_trainable
             with strategy.scope():
-                _compile(model, candidate, steps_per_epoch)
+                compile_for_training(model, candidate, steps_per_epoch)
             fitted = model.fit(
                 train,
                 validation_data=validation,
                 initial_epoch=start,
                 epochs=end,
-                callbacks=_callbacks(candidate, model),
+                callbacks=training_callbacks(candidate, model),
                 verbose=2,
             )
             for key, values in fitted.history.items():
@@ -216,103 +139,6 @@ def train_candidate(
             start = end
         logger.info("%s: best validation loss %.4f", candidate_name, min(history["val_loss"]))
     return model, history
-
-
-def _describe_run(
-    candidate_name: str,
-    data_version: str,
-    params: dict[str, Any],
-    model: keras.Model,
-    distribution: str,
-    families: list[str],
-) -> None:
-    """Tags (candidate, commit, data version, distribution, families), parameters and the model summary."""
-    mlflow.set_tags(
-        {
-            "candidate": candidate_name,
-            "git_commit": _git_commit(),
-            "manifest_md5": data_version,
-            "distribution": distribution,
-            "attribution_families": ",".join(families) or "none",
-        }
-    )
-    mlflow.log_params(_flatten(params))
-    mlflow.log_text(_summary(model), "model_summary.txt")
-
-
-def _compile(model: keras.Model, candidate: CandidateParams, steps_per_epoch: int) -> None:
-    """AdamW, warm-up then cosine decay; the product's loss (plus attribution's); accuracy and AUC.
-
-    A model that attributes adds the attribution cross-entropy, weighted by
-    ``loss.attribution_weight``; accuracy and AUC are P(AI)'s.
-    """
-    total = max(candidate.epochs * steps_per_epoch, 1)
-    warmup = min(candidate.warmup_epochs * steps_per_epoch, total - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else candidate.learning_rate,
-        decay_steps=total - warmup,
-        warmup_target=candidate.learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
-    detection = BCEWithPriorPenalty(alpha=candidate.loss.alpha, beta=candidate.loss.beta)
-    metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=candidate.weight_decay)
-    if len(model.outputs) == 1:
-        model.compile(optimizer=optimizer, loss=detection, metrics=metrics)
-        return
-    model.compile(
-        optimizer=optimizer,
-        loss=[detection, MaskedSparseCategoricalCrossentropy()],
-        loss_weights=[1.0, candidate.loss.attribution_weight],
-        metrics=[metrics, []],
-    )
-
-
-def _callbacks(candidate: CandidateParams, model: keras.Model) -> list[keras.callbacks.Callback]:
-    """Early stopping on the validation detection loss (not the attribution's), and MLflow logging."""
-    monitor = f"val_{OUTPUT_NAME}_loss" if len(model.outputs) > 1 else "val_loss"
-    return [
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="min", patience=candidate.early_stopping_patience, restore_best_weights=True
-        ),
-        keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: mlflow.log_metrics(
-                {k: float(v) for k, v in logs.items()}, step=epoch
-            )
-        ),
-    ]
-
-
-def _summary(model: keras.Model) -> str:
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, **_: lines.append(line), expand_nested=False)
-    return "\n".join(lines)
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _git_commit() -> str:
-    """The checked-out commit (``"unknown"`` outside a git work tree), plus ``-dirty`` if modified."""
-    git = shutil.which("git")
-    if git is None:
-        return "unknown"
-    try:
-        commit = subprocess.run([git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)  # noqa: S603
-        status = subprocess.run(  # noqa: S603 - fixed arguments
-            [git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def leave_one_family_out(
@@ -351,14 +177,14 @@ def leave_one_family_out(
     Raises:
         ValueError: If a family to rotate is not among the trained AI families.
     """
-    recipe = _fold_recipe(candidate, rotation)
+    recipe = fold_recipe(candidate, rotation)
     scored: list[pd.DataFrame] = []
-    for family in _rotated_families(image_manifest, rotation):
+    for family in rotated_families(image_manifest, rotation):
         fold = without_family(image_manifest, family)
         model, _ = train_candidate(
             fold, recipe, augmentation, seed, distribution, data_version, f"{candidate_name}/without-{family}"
         )
-        rows = _fold_scored_rows(image_manifest, fold, family)
+        rows = fold_scored_rows(image_manifest, fold, family)
         tiles = score_files(
             keras_scorer(model),
             rows["path"].tolist(),
@@ -372,50 +198,12 @@ def leave_one_family_out(
                 fold=family, probability_ai=[float(np.mean(t)) for t in tiles]
             )
         )
-    return _held_out_table(scored)
-
-
-def _fold_recipe(candidate: CandidateParams, rotation: LeaveOneFamilyOutParams) -> CandidateParams:
-    """The candidate's recipe with the rotation's epochs per fold, when it sets them."""
-    return candidate if rotation.epochs is None else candidate.model_copy(update={"epochs": rotation.epochs})
-
-
-def _held_out_table(folds: list[pd.DataFrame]) -> pd.DataFrame:
-    if not folds:
-        return pd.DataFrame(columns=HELD_OUT_SCORE_COLUMNS)
-    return pd.concat(folds, ignore_index=True)[HELD_OUT_SCORE_COLUMNS]
-
-
-def _rotated_families(image_manifest: pd.DataFrame, rotation: LeaveOneFamilyOutParams) -> list[str]:
-    """The families to hold out in turn; an error naming the trained ones for a family that is not."""
-    available = trained_ai_families(image_manifest)
-    families = available if rotation.families is None else rotation.families
-    unknown = sorted(set(families) - set(available))
-    if unknown:
-        raise ValueError(
-            f"cannot hold out {unknown}: the AI families in train and validation are {available}"
-        )
-    if not families:
-        logger.warning("no generator families in train and validation: no leave-one-family-out folds")
-    return families
-
-
-def _fold_scored_rows(image_manifest: pd.DataFrame, fold: pd.DataFrame, family: str) -> pd.DataFrame:
-    """What a fold is scored on: its own validation images and the held-out family's pairs."""
-    held_out = image_manifest[
-        held_out_pairs(image_manifest, [family]) & image_manifest["split"].isin(["train", "validation"])
-    ]
-    return pd.concat(
-        [fold[fold["split"] == "validation"].assign(split="validation"), held_out.assign(split="held_out")]
-    )
+    return held_out_table(scored)
 
 
 # --------------------------------------------------------------------------------------------
 # Probes: a frozen pretrained backbone whose features are cached, and heads trained on them
 # --------------------------------------------------------------------------------------------
-
-FEATURE_SPLITS = ("train", "validation")
-"""The splits whose features are cached: what the heads and the leave-one-family-out folds train on."""
 
 
 def extract_features(
@@ -507,7 +295,7 @@ def train_probe(
     Returns:
         The detector (raw RGB in, the heads' outputs out) and the heads' per-epoch history.
     """
-    head, history = _fit_probe_head(
+    head, history = fit_probe_head(
         image_manifest, tile_features, candidate, seed, data_version, candidate_name
     )
     return probe_detector(feature_extractor(candidate.detector), head), history
@@ -536,97 +324,22 @@ def leave_one_family_out_probe(
     Returns:
         The same table as :func:`leave_one_family_out`.
     """
-    recipe = _fold_recipe(candidate, rotation)
+    recipe = fold_recipe(candidate, rotation)
     scored: list[pd.DataFrame] = []
-    for family in _rotated_families(image_manifest, rotation):
+    for family in rotated_families(image_manifest, rotation):
         fold = without_family(image_manifest, family)
-        head, _ = _fit_probe_head(
+        head, _ = fit_probe_head(
             fold, tile_features, recipe, seed, data_version, f"{candidate_name}/without-{family}"
         )
-        rows = _fold_scored_rows(image_manifest, fold, family)
+        rows = fold_scored_rows(image_manifest, fold, family)
         tiles = tile_features[
             tile_features["path"].isin(set(rows["path"])) & (tile_features["view"] == "clean")
         ]
-        tile_scores = np.asarray(probability_output(head.predict(_stacked(tiles), verbose=0)))[:, 0]
+        tile_scores = np.asarray(probability_output(head.predict(stacked_features(tiles), verbose=0)))[:, 0]
         image_scores = pd.Series(tile_scores, index=tiles["path"].to_numpy()).groupby(level=0).mean()
         scored.append(
             rows[["path", "label", "split", "generator"]].assign(
                 fold=family, probability_ai=image_scores.reindex(rows["path"]).to_numpy()
             )
         )
-    return _held_out_table(scored)
-
-
-def _stacked(tile_features: pd.DataFrame) -> np.ndarray:
-    return np.stack(list(tile_features["features"])).astype(np.float32)
-
-
-def _fit_probe_head(
-    image_manifest: pd.DataFrame,
-    tile_features: pd.DataFrame,
-    candidate: CandidateParams,
-    seed: int,
-    data_version: str,
-    run_name: str,
-) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train the heads on the tiles of the manifest's train split, stopping early on validation."""
-    keras.utils.set_random_seed(seed)
-    families = attribution_families(image_manifest)
-    clean = tile_features[tile_features["view"] == "clean"]
-    split = {  # every view of the training tiles; validation (early stopping) as it arrives, clean
-        name: views.merge(
-            image_manifest.loc[image_manifest["split"] == name, ["path", "label", "generator"]], on="path"
-        )
-        for name, views in (("train", tile_features), ("validation", clean))
-    }
-    missing = set(image_manifest.loc[image_manifest["split"].isin(FEATURE_SPLITS), "path"]) - set(
-        clean["path"]
-    )
-    if missing:
-        raise ValueError(
-            f"{len(missing)} train/validation images have no cached features (e.g. {min(missing)})"
-        )
-    inputs = {name: _stacked(rows) for name, rows in split.items()}
-    targets = {
-        name: (
-            (rows["label"].to_numpy(np.float32), family_targets(rows, families))
-            if families
-            else rows["label"].to_numpy(np.float32)
-        )
-        for name, rows in split.items()
-    }
-    head = probe_head(
-        inputs["train"].shape[1],
-        families,
-        candidate.detector.dropout,
-        inputs["train"].mean(axis=0),
-        np.maximum(inputs["train"].var(axis=0), 1e-12),
-    )
-    _compile(head, candidate, math.ceil(len(inputs["train"]) / candidate.batch_size))
-    with mlflow.start_run(run_name=run_name, nested=True):
-        _describe_run(
-            run_name,
-            data_version,
-            {"candidate": candidate.model_dump()},
-            head,
-            distribution="probe heads on cached features",
-            families=families,
-        )
-        fitted = head.fit(
-            inputs["train"],
-            targets["train"],
-            validation_data=(inputs["validation"], targets["validation"]),
-            epochs=candidate.epochs,
-            batch_size=candidate.batch_size,
-            callbacks=_callbacks(candidate, head),
-            verbose=0,
-        )
-    history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
-    logger.info(
-        "%s: heads trained on %d tiles in %d epochs, best validation loss %.4f",
-        run_name,
-        len(inputs["train"]),
-        len(history["val_loss"]),
-        min(history["val_loss"]),
-    )
-    return head, history
+    return held_out_table(scored)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Node, Pipeline
 
 from ai_image_detection.pipelines import bind
@@ -17,27 +13,7 @@ from ai_image_detection.pipelines.training.nodes import (
     train_candidate,
     train_probe,
 )
-
-
-def _candidates(conf_source: Path | None) -> dict[str, dict[str, Any]]:
-    loader = OmegaConfigLoader(
-        conf_source=str(conf_source or Path.cwd() / "conf"), base_env="base", default_run_env="local"
-    )
-    return dict(loader["parameters"]["training"]["candidates"])
-
-
-def candidate_names(conf_source: Path | None = None) -> list[str]:
-    """The candidates listed in ``conf/base/parameters_training.yml`` (and ``conf/local``).
-
-    Namespaces must be known when the pipeline is built, before parameters are resolved, so
-    the list is read from the configuration files (``--params`` cannot add candidates).
-    """
-    return list(_candidates(conf_source))
-
-
-def probe_names(conf_source: Path | None = None) -> list[str]:
-    """The candidates that are probes (``probe: true``): their pipeline caches features first."""
-    return [name for name, settings in _candidates(conf_source).items() if settings.get("probe", False)]
+from ai_image_detection.session_config import candidates
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -45,11 +21,10 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     version = Pipeline(
         [Node(manifest_version, "image_manifest@bytes", "manifest_md5", name="manifest_version_node")]
     )
-    probes = set(probe_names())
     return version + sum(
         (
-            _probe_pipeline(name) if name in probes else _candidate_pipeline(name)
-            for name in candidate_names()
+            _probe_pipeline(name) if candidate.get("probe", False) else _candidate_pipeline(name)
+            for name, candidate in candidates().items()
         ),
         start=Pipeline([]),
     )

@@ -1,0 +1,94 @@
+"""Per generator family: how the calibrated answers fare on it, and how often attribution names it.
+
+Both end up in a candidate's evaluation report
+(:func:`~ai_image_detection.pipelines.evaluation.nodes.evaluate_candidate`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from ai_image_detection.contract import generator_family
+from ai_image_detection.families import family_targets
+from ai_image_detection.metrics import answer_shares
+
+FAMILY_COLUMNS = ["split", "family", "label", "images", "roc_auc", "ai_rate", "inconclusive_rate"]
+
+
+def family_table(predictions: pd.DataFrame, band: tuple[float, float]) -> pd.DataFrame:
+    """One row per split and generator family: how the calibrated answers fare on it.
+
+    For an AI family: AUROC against the human images of the same split, recall at
+    ``threshold_ai`` and the share left inconclusive. For a human family (camera photos,
+    classical processing): the false-positive rate at ``threshold_ai`` and the inconclusive share.
+
+    Args:
+        predictions: Calibrated predictions with ``generator``.
+        band: ``(threshold_human, threshold_ai)``.
+
+    Returns:
+        ``split, family, label, images, roc_auc, ai_rate, inconclusive_rate``; ``ai_rate`` is
+        recall for an AI family and the false-positive rate for a human one.
+    """
+    labelled = predictions[predictions["label"].notna()].assign(
+        family=lambda frame: frame["generator"].map(generator_family)
+    )
+    rows = []
+    for keys, part in labelled.groupby(["split", "family", "label"]):
+        split, family, label = str(keys[0]), str(keys[1]), int(str(keys[2]))
+        humans = labelled[(labelled["split"] == split) & (labelled["label"] == 0)]
+        answers = answer_shares(part["probability_ai"], *band)
+        auroc = float("nan")
+        if label == 1 and len(humans):
+            scores = np.concatenate([part["probability_ai"], humans["probability_ai"]])
+            auroc = float(roc_auc_score(np.r_[np.ones(len(part)), np.zeros(len(humans))], scores))
+        rows.append(
+            {
+                "split": split,
+                "family": family,
+                "label": label,
+                "images": len(part),
+                "roc_auc": auroc,
+                "ai_rate": answers["ai"],
+                "inconclusive_rate": answers["inconclusive"],
+            }
+        )
+    return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
+
+
+def attribution_report(predictions: pd.DataFrame, families: list[str]) -> dict[str, Any]:
+    """How often the closest family is the right one, on families the model was trained on.
+
+    Counted on validation and test images whose family is one of the model's columns (human
+    images count as ``human``); unseen families cannot be right and are left out.
+
+    Args:
+        predictions: With ``label``, ``generator``, ``split`` and ``family_probabilities``.
+        families: The model's attribution columns (empty: no attribution).
+
+    Returns:
+        ``families`` and, per split, ``images``, ``accuracy`` and ``per_family`` accuracy;
+        ``{"families": []}`` for a model without attribution.
+    """
+    report: dict[str, Any] = {"families": families}
+    if not families:
+        return report
+    for split in ("validation", "test"):
+        rows = predictions[(predictions["split"] == split) & predictions["label"].notna()]
+        targets = family_targets(rows, families)
+        counted = rows[targets >= 0]
+        if counted.empty:
+            continue
+        rows_of_probabilities = np.stack(list(counted["family_probabilities"]))
+        right = (np.argmax(rows_of_probabilities, axis=1) == targets[targets >= 0]).astype(np.float64)
+        truth = np.asarray(families)[targets[targets >= 0]]
+        report[split] = {
+            "images": len(counted),
+            "accuracy": float(right.mean()),
+            "per_family": {str(name): float(right[truth == name].mean()) for name in np.unique(truth)},
+        }
+    return report

@@ -1,0 +1,80 @@
+"""Parameters of the ``training`` pipeline (``conf/base/parameters_training.yml``), checked at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ai_image_detection.input_pipeline import Perturbation
+from ai_image_detection.models import DetectorSpec
+
+
+class LossParams(BaseModel):
+    """``BCE + alpha · (mean(p) − beta)²``, plus ``attribution_weight`` × the attribution cross-entropy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(ge=0)
+    beta: float = Field(ge=0, le=1)
+    attribution_weight: float = Field(
+        default=0.5, ge=0, description="weight of the family head's loss (0: attribution learns nothing)"
+    )
+
+
+class CandidateParams(BaseModel):
+    """One candidate of ``training.candidates`` in ``parameters_training.yml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: DetectorSpec
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_epochs: int = Field(ge=0, description="linear learning-rate warm-up, then cosine decay")
+    freeze_backbone_epochs: int = Field(ge=0, description="epochs with a frozen backbone before fine-tuning")
+    early_stopping_patience: int = Field(ge=1)
+    loss: LossParams
+    probe: bool = Field(
+        default=False,
+        description="keep the pretrained backbone frozen: cache its features once, train only the heads",
+    )
+    reshared_views: list[Perturbation] = Field(
+        default=[],
+        description=(
+            "a probe's training tiles are also cached once more after one of these degradations, "
+            "drawn per image (seeded), so its heads learn what survives re-sharing"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _probe_settings_only_on_probes(self) -> CandidateParams:
+        """Settings that only a probe reads are an error elsewhere, not silently ignored."""
+        if self.probe and self.detector.weights is None:
+            raise ValueError(
+                f"a probe freezes its backbone, and {self.detector.architecture} has no pretrained "
+                "weights here (detector.weights is null): a frozen random backbone learns nothing"
+            )
+        if not self.probe and self.reshared_views:
+            raise ValueError("reshared_views are cached features of a probe: set probe: true or drop them")
+        if not self.probe and self.detector.class_token_layers:
+            raise ValueError(
+                "class_token_layers are the features a probe reads: set probe: true or drop them"
+            )
+        return self
+
+
+class LeaveOneFamilyOutParams(BaseModel):
+    """The leave-one-family-out rotation (``training.leave_one_family_out``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    families: list[str] | None = Field(
+        default=None, description="families to rotate; null = every AI family in train and validation"
+    )
+    epochs: int | None = Field(default=None, ge=1, description="epochs per fold; null = the candidate's")
+
+
+Distribution = Literal["default", "mirrored"]
+"""``training.distribution``: the ``tf.distribute`` strategy every candidate trains under."""
