@@ -26,7 +26,7 @@ NCNN_LIBS := $(MULTIARCH_LIB)/libvulkan.so.1 $(MULTIARCH_LIB)/libomp.so.5
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean package serve bento stack rollout
+.PHONY: help setup run sample-data test lint format s3 s3-stop repro viz ui bench clean package serve bento monitor stack rollout
 
 help:  ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -129,6 +129,18 @@ serve: package  ## the service on http://127.0.0.1:3000 (web page /ui/, API docs
 bento: package  ## build the Bento offline (service, web page, champion model, Dockerfile)
 	$(BIN)/uv export --frozen --only-group serving --no-emit-project --no-hashes -q -o src/requirements-serving.txt
 	$(BIN)/bentoml build -f bentofile.yaml src
+
+# Watches the served model: the prediction log (logs/predictions/) and the feedback store against the
+# champion's validation scores. The store is on the local S3 of `make s3` by default, so its keys
+# (.s3/credentials) are loaded unless the environment already holds AWS keys (yours, for AWS; none
+# with an instance role). With a shared tracking server (MLFLOW_TRACKING_URI) the registry is not mlflow.db.
+LOCAL_S3_DIR ?= .s3
+monitor: setup $(if $(MLFLOW_TRACKING_URI),,mlflow.db)  ## drift, verdict and feedback report of the served model (data/08_reporting/monitoring/)
+	@if [ -z "$${AWS_ACCESS_KEY_ID:-}" ] && [ -f $(LOCAL_S3_DIR)/credentials ]; then \
+		set -a; . "$(abspath $(LOCAL_S3_DIR))/credentials"; set +a; \
+	fi; \
+	$(BIN)/kedro run --pipelines monitoring
+	@echo "Report: data/08_reporting/monitoring/report.html (every figure in drift.json; also in MLflow, make ui)"
 
 # The AWS stack (docs/deploy.md): deploy/cloudformation.yaml with your parameters (copy
 # deploy/parameters.example.env to deploy/parameters.env), and a rollout of an image tag.

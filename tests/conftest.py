@@ -35,12 +35,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    """A private MLflow tracking and registry store (sqlite in ``tmp_path``), global state restored after."""
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+    """A private MLflow tracking and registry store (sqlite in ``tmp_path``), global state restored after.
+
+    Runs start in its ``Default`` experiment, whatever experiment an earlier test made active.
+    """
+    for variable in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
+    ):
         monkeypatch.delenv(variable, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("Default")
     monkeypatch.chdir(tmp_path)
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)

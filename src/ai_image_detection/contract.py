@@ -38,6 +38,8 @@ Verdict = Literal["human", "inconclusive", "ai"]
 
 UNKNOWN_GENERATOR: Final = "unknown"
 """The ``generator`` of an image whose origin the data does not say."""
+FEEDBACK_FAMILY: Final = "feedback"
+"""The generator family of images users sent as feedback: they say which class, not which generator."""
 
 
 def verdict(probability_ai: float, threshold_human: float, threshold_ai: float) -> Verdict:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ai_image_detection.contract import HUMAN_FAMILY, UNKNOWN_GENERATOR, generator_family
+from ai_image_detection.contract import FEEDBACK_FAMILY, HUMAN_FAMILY, UNKNOWN_GENERATOR, generator_family
 
 
 def families_of(manifest: pd.DataFrame) -> pd.Series:
@@ -44,7 +44,11 @@ def held_out_pairs(manifest: pd.DataFrame, families: list[str]) -> pd.Series:
 
 
 def trained_ai_families(manifest: pd.DataFrame) -> list[str]:
-    """The known generator families of the AI images in the train and validation splits, sorted."""
+    """The known generator families of the AI images in the train and validation splits, sorted.
+
+    ``feedback`` is no generator family (users say an image is AI, not what made it): like
+    ``unknown`` it is neither attributed nor held out in turn.
+    """
     return _ai_families(manifest, ["train", "validation"])
 
 
@@ -55,7 +59,7 @@ def unseen_ai_families(manifest: pd.DataFrame) -> list[str]:
 
 def _ai_families(manifest: pd.DataFrame, splits: list[str]) -> list[str]:
     rows = manifest[manifest["split"].isin(splits) & (manifest["label"] == 1)]
-    return sorted(set(families_of(rows)) - {UNKNOWN_GENERATOR})
+    return sorted(set(families_of(rows)) - {UNKNOWN_GENERATOR, FEEDBACK_FAMILY})
 
 
 def without_family(manifest: pd.DataFrame, family: str) -> pd.DataFrame:

@@ -65,3 +65,24 @@ def tile_crops(pixels: np.ndarray, size: int, max_tiles: int) -> np.ndarray:
             for left in _offsets(width, size, cols)
         ]
     )
+
+
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+"""ITU-R BT.601 luma of an RGB pixel (0–255)."""
+
+
+def crop_luma(crops: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the luma over every pixel of the scored crops (padding included).
+
+    The service logs these two figures for each upload and the export pipeline records them for
+    each validation image (the monitoring reference), both through this function, so that the
+    monitoring compares like with like.
+
+    Args:
+        crops: ``[N, S, S, 3]`` RGB 0–255 (the output of :func:`tile_crops`).
+
+    Returns:
+        ``(mean, std)`` on the 0–255 scale.
+    """
+    luma = np.asarray(crops, dtype=np.float32) @ LUMA_WEIGHTS
+    return float(luma.mean()), float(luma.std())

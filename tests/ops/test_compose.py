@@ -117,3 +117,19 @@ def test_docker_compose_config_refuses_to_run_without_keys(tmp_path: Path) -> No
 
     assert missing.returncode != 0
     assert "LOCAL_S3_ACCESS_KEY_ID" in missing.stderr
+
+
+def test_the_detector_keeps_feedback_on_s3_and_its_prediction_log_on_a_volume(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Feedback goes to the stack's own S3 bucket; the prediction log survives a new container."""
+    s3, detector = services["s3"], services["detector"]
+    bento = yaml.safe_load((ROOT / "bentofile.yaml").read_text(encoding="utf-8"))
+    log_dir = next(env["value"] for env in bento["envs"] if env["name"] == "AIID_PREDICTION_LOG_DIR")
+
+    assert detector["environment"]["AIID_FEEDBACK_BUCKET"] == s3["environment"]["S3_BUCKET"]
+    assert detector["environment"]["AIID_FEEDBACK_ENDPOINT_URL"] == "http://s3:8333"
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert detector["environment"][variable] == s3["environment"][variable]
+    assert detector["volumes"] == [f"predictions:{log_dir}"]
+    assert detector["depends_on"] == {"s3": {"condition": "service_healthy"}}

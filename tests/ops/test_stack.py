@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cfnlint.decode import decode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ REGION, ACCOUNT = "us-east-1", "123456789012"  # conftest.py's moto server
 REPOSITORY_ARN = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{PROJECT}"
 OIDC_HOST = "token.actions.githubusercontent.com"
 SUBJECT = "repo:acme/detector:environment:production"  # the one subject the release role trusts
-FORWARDED = ["/annotate", "/explain", "/info", "/predict", "/predict_batch", "/ui", "/ui/*"]
+FORWARDED = ["/annotate", "/explain", "/feedback", "/info", "/predict", "/predict_batch", "/ui", "/ui/*"]
 ECR_PUSH = {f"ecr:{a}" for a in "InitiateLayerUpload UploadLayerPart CompleteLayerUpload PutImage".split()}
 # Session Manager's minimum (a shell without SSH): the agent's heartbeat and the ssmmessages channels.
 # Nothing uses Run Command, so no ec2messages.
@@ -204,6 +205,18 @@ def test_release_role_may_roll_out_this_stack_and_nothing_else(template: dict[st
     ]
 
 
+def test_the_container_keeps_feedback_in_the_bucket_and_its_prediction_log_on_the_host(
+    template: dict[str, Any],
+) -> None:
+    """Feedback goes to the bucket with the instance role (no endpoint, no keys); the log outlives it."""
+    user_data = _user_data(template)
+    bento = yaml.safe_load((ROOT / "bentofile.yaml").read_text(encoding="utf-8"))
+    log_dir = next(env["value"] for env in bento["envs"] if env["name"] == "AIID_PREDICTION_LOG_DIR")
+    assert "-e AIID_FEEDBACK_BUCKET=${ArtifactBucket} -e AIID_FEEDBACK_ENDPOINT_URL= " in user_data
+    assert f"-v /var/lib/${{ProjectName}}/predictions:{log_dir} " in user_data
+    assert "AWS_ACCESS_KEY_ID" not in user_data
+
+
 def test_instance_role_is_least_privilege(template: dict[str, Any]) -> None:
     properties = template["Resources"]["InstanceRole"]["Properties"]
     assert "ManagedPolicyArns" not in properties  # AmazonSSMManagedInstanceCore reads every parameter
@@ -224,7 +237,9 @@ def test_instance_role_is_least_privilege(template: dict[str, Any]) -> None:
     assert statements["ReadModels"]["Action"] == "s3:GetObject"
     assert statements["ReadModels"]["Resource"] == {"Fn::Sub": "${ArtifactBucket.Arn}/models/*"}
     assert statements["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["models/", "models/*"]}}
-    assert {a for a in actions if a.startswith("s3:")} == {"s3:GetObject", "s3:ListBucket"}
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:GetObject", "s3:ListBucket", "s3:PutObject"}
+    assert statements["KeepFeedback"]["Action"] == "s3:PutObject"
+    assert statements["KeepFeedback"]["Resource"] == {"Fn::Sub": "${ArtifactBucket.Arn}/feedback/*"}
 
 
 def test_every_wildcard_resource_says_why() -> None:
@@ -351,12 +366,12 @@ def test_load_balancer_forwards_only_the_api_and_the_page(template: dict[str, An
     assert page == "/ui"
     assert sorted(forwarded) == sorted([*apis, page, f"{page}/*"]) == FORWARDED
     # what the page calls
-    page_script = (SERVICE_SOURCE.parent / "static" / "app.js").read_text()
+    page_script = (SERVICE_SOURCE.parent / "static" / "api.js").read_text()
     api_object = re.search(r"const API = \{(.*?)\};", page_script)
     assert api_object
     page_calls = set(re.findall(r'"(/[^"]*)"', api_object.group(1)))
     assert page_calls and page_calls <= apis
-    for path in ("/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css", *apis):
+    for path in ("/ui", "/ui/", "/ui/index.html", "/ui/main.js", "/ui/api.js", "/ui/style.css", *apis):
         assert _forwarded(forwarded, path), path
     # BentoML's own routes stay behind the listener's default action (the target group's health checks
     # reach the instances without a rule); the instances take the load balancer's group only (below),
@@ -373,7 +388,7 @@ def test_load_balancer_forwards_only_the_api_and_the_page(template: dict[str, An
     assert json.loads(default["FixedResponseConfig"]["MessageBody"])["error"]["code"] == "not_found"
     # ALB limits: at most five path values per rule, distinct priorities
     assert all(len(paths) <= 5 for paths, _, _ in rules)
-    assert len({priority for _, priority, _ in rules}) == len(rules) == 3
+    assert len({priority for _, priority, _ in rules}) == len(rules) == 4
 
 
 def test_security_groups_open_only_the_load_balancer(template: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ metrics are process-global, so the legacy model is served by its own scorer, in 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -49,6 +50,7 @@ from ai_image_detection.onnx_runtime import onnx_session
 from ai_image_detection.pipelines.package.nodes import MODEL_FILE
 from ai_image_detection.serving.settings import ENV_PREFIX, ServingSettings
 from ai_image_detection.tiling import tile_crops
+from tests.conftest import LocalS3
 
 MODEL_NAME = "test-detector"
 LEGACY_MODEL_NAME = "test-detector-legacy"
@@ -224,11 +226,29 @@ def verdict_images(detector_onnx: bytes) -> dict[Verdict, tuple[bytes, float]]:
     raise AssertionError(f"no photo seed scores in each zone of the band; found {sorted(found)}")
 
 
+FEEDBACK_PREFIX = "feedback-service"
+"""Where the services under test keep feedback in the local S3 bucket."""
+
+
 @pytest.fixture(scope="session")
-def service_module(served_model: str) -> ModuleType:
+def service_env(s3_server: LocalS3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """``SERVICE_ENV`` with the feedback store on the local S3 server and a prediction log of its own."""
+    return {
+        **SERVICE_ENV,
+        **s3_server.credentials,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AIID_FEEDBACK_BUCKET": s3_server.bucket,
+        "AIID_FEEDBACK_PREFIX": FEEDBACK_PREFIX,
+        "AIID_FEEDBACK_ENDPOINT_URL": s3_server.endpoint_url,
+        "AIID_PREDICTION_LOG_DIR": str(tmp_path_factory.mktemp("predictions")),
+    }
+
+
+@pytest.fixture(scope="session")
+def service_module(served_model: str, service_env: dict[str, str]) -> ModuleType:
     """The service module, imported once with the test settings (set only while it imports)."""
     with pytest.MonkeyPatch.context() as environment:
-        for name, value in SERVICE_ENV.items():
+        for name, value in service_env.items():
             environment.setenv(name, value)
         from ai_image_detection.serving import service  # noqa: PLC0415  reads its settings at import
 
@@ -236,9 +256,17 @@ def service_module(served_model: str) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def client(service_module: ModuleType) -> Iterator[TestClient]:
-    """The service through ``Service.to_asgi()`` (startup and warm-up included)."""
-    with TestClient(service_module.Detector.to_asgi()) as test_client:
+def client(service_module: ModuleType, service_env: dict[str, str]) -> Iterator[TestClient]:
+    """The service through ``Service.to_asgi()`` (startup and warm-up included).
+
+    The service starts with the local S3 server's keys in the environment (its feedback store takes
+    them when it starts), which are unset again once it runs.
+    """
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as environment:
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+                environment.setenv(name, service_env[name])
+            test_client = stack.enter_context(TestClient(service_module.Detector.to_asgi()))
         yield test_client
 
 
@@ -255,13 +283,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(target: str, log: Path) -> Iterator[str]:
+def serving(target: str, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``bentoml serve TARGET`` (a service import path or a Bento tag) on a free loopback port.
 
-    Yields the URL once ``/readyz`` answers 200; stops the server afterwards.
+    Its settings are ``env`` (``SERVICE_ENV`` by default); its prediction log goes next to ``log``
+    unless ``env`` says where. Yields the URL once ``/readyz`` answers 200; stops the server afterwards.
     """
     port = free_port()
-    environment = {**os.environ, **SERVICE_ENV, "BENTOML_DO_NOT_TRACK": "True"}
+    environment = {
+        **os.environ,
+        "AIID_PREDICTION_LOG_DIR": str(log.parent / "predictions"),
+        **(env or SERVICE_ENV),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
     command = [
         str(Path(sys.executable).with_name("bentoml")),
         "serve",
@@ -295,9 +329,11 @@ def serving(target: str, log: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def live_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``bentoml serve`` of the service with the test model; its URL."""
+def live_server(
+    served_model: str, service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real ``bentoml serve`` of the service with the test model (feedback on the local S3); its URL."""
     with serving(
-        "ai_image_detection.serving.service:Detector", tmp_path_factory.mktemp("serve") / "log"
+        "ai_image_detection.serving.service:Detector", tmp_path_factory.mktemp("serve") / "log", service_env
     ) as url:
         yield url

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from ai_image_detection.serving.http_guard import ClientError, RequestGuard, answers_client_errors
+from ai_image_detection.serving.http_guard import ClientError, FormSpec, RequestGuard, answers_client_errors
 
 FORM = b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\npixels\r\n--XyZ--\r\n'
 
@@ -30,7 +30,7 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
 @pytest.fixture
 def client() -> TestClient:
     """The guard around :func:`echo`: bodies up to ``len(FORM)`` bytes; ``/upload`` takes ``image``."""
-    return TestClient(RequestGuard(echo, max_bytes=len(FORM), form_fields={"/upload": frozenset({"image"})}))
+    return TestClient(RequestGuard(echo, max_bytes=len(FORM), forms={"/upload": FormSpec.uploads("image")}))
 
 
 def test_a_body_that_passes_reaches_the_app_unchanged_with_a_canonical_content_type(

@@ -66,6 +66,12 @@ def test_real_server_answers_clients_and_batches_concurrent_requests(
     assert bad.status_code == 415 and bad.json()["error"]["code"] == "not_an_image"
     assert httpx.get(f"{live_server}/readyz").status_code == 200
 
+    metrics = httpx.get(f"{live_server}/metrics").text  # the service's own, next to BentoML's
+    verdicts = re.findall(r'^aiid_verdicts_total\{[^}]*decided_by="pixels"[^}]*\} (\S+)$', metrics, re.M)
+    assert sum(map(float, verdicts)) >= 97, "every verdict is counted, by label and by what decided it"
+    assert re.search(r"^aiid_probability_ai_count(\{[^}]*\})? (\S+)$", metrics, re.M), "P(AI) histogram"
+    assert re.search(r'^aiid_errors_total\{[^}]*code="not_an_image"[^}]*\} 1\.0$', metrics, re.M)
+
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("served_model")

@@ -489,7 +489,7 @@ def test_a_scorer_that_cannot_describe_its_model_yet_is_a_503(service_module: Mo
 
     detector = detector_with(service_module, StartingScorer([]))
     with pytest.raises(ClientError) as refused:
-        asyncio.run(detector._verdict(Path("unused.jpg")))
+        asyncio.run(detector._verdict(Path("unused.jpg"), "predict"))
     assert (refused.value.code, refused.value.status) == ("starting", 503)
     assert asyncio.run(detector.__is_ready__()) is False
 

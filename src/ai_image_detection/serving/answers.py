@@ -4,6 +4,12 @@ A calibrated score below the model's ``threshold_human`` is ``human``, at or abo
 it is ``ai`` (:func:`ai_image_detection.contract.verdict`), and in between, where validation showed
 the model is unreliable, the answer is ``inconclusive``: no class, and no confidence.
 
+An image whose provenance declares it AI-generated (a C2PA manifest whose signature verifies, or
+a generator's own metadata; :mod:`ai_image_detection.serving.provenance`) is answered ``ai`` with
+``decided_by: "provenance"``: the declaration decides, the pixels' score is still reported, and
+there is no confidence (a declaration is not a calibrated probability). A claim of camera capture is
+shown but never overrides the pixels: metadata is easy to forge and to strip.
+
 A model that attributes also says which of its training families (``human`` and the generator
 families) the image most resembles: its ``closest_family``, a resemblance rather than a finding of
 which generator made the image.
@@ -13,18 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ai_image_detection.contract import Verdict, verdict
 from ai_image_detection.serving.model_contract import ModelDescription, Thresholds
+from ai_image_detection.serving.provenance import Evidence, Provenance
 
 VERDICT_WORDS: dict[Verdict, str] = {
     "ai": "Likely AI-generated",
     "human": "Likely human-made",
     "inconclusive": "Inconclusive",
 }
+DecidedBy = Literal["pixels", "provenance"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,15 @@ class ImageFacts:
 class ImageVerdict(BaseModel):
     """The answer for one image."""
 
+    prediction_id: str = Field(description="This answer's id, to quote in `/feedback`.")
     label: Verdict = Field(
         description="`human` below `thresholds.human`, `ai` at or above `thresholds.ai`, "
-        "`inconclusive` in between (where validation showed the model is unreliable)."
+        "`inconclusive` in between (where validation showed the model is unreliable); `ai` whatever "
+        "the score when the image's provenance declares it AI-generated (`decided_by: provenance`)."
+    )
+    decided_by: DecidedBy = Field(
+        description="`pixels` (the model's score against its thresholds) or `provenance` (a valid "
+        "declaration of AI generation in the image's metadata; `provenance.decisive` names it)."
     )
     summary: str = Field(description="The answer in one human-readable sentence.")
     probability_ai: float = Field(
@@ -51,7 +65,7 @@ class ImageVerdict(BaseModel):
     )
     confidence: float | None = Field(
         description="Calibrated probability of the stated class (`probability_ai` for `ai`, "
-        "1 - `probability_ai` for `human`); null for `inconclusive`.",
+        "1 - `probability_ai` for `human`); null for `inconclusive` and when provenance decided.",
         # BentoML's OpenAPI keeps only the first branch of `anyOf`: say "or null" the OpenAPI 3.0 way
         json_schema_extra={"nullable": True},
     )
@@ -89,6 +103,10 @@ class ImageVerdict(BaseModel):
     height: int = Field(description="Height in pixels, EXIF-upright.")
     format: str = Field(description="The format found in the file (its name and content type are ignored).")
     frames: int = Field(description="Frames in the file; only the first is scored.")
+    provenance: Provenance = Field(
+        description="What the file's metadata says about its origin (C2PA, XMP, generator text, EXIF), "
+        "read before scoring."
+    )
     notes: list[str] = Field(
         description="What the answer should be read with (inconclusive band, padding, frames, ...)."
     )
@@ -157,8 +175,31 @@ def summary(label: Verdict, probability_ai: float, confidence: float | None, thr
     return f"{VERDICT_WORDS[label]}: {score}, {where}; confidence {_percent(confidence)}."
 
 
+def declared_summary(evidence: Evidence, probability_ai: float) -> str:
+    """One sentence for an answer that provenance decided: the declaration, then the pixels' score."""
+    return (
+        f"AI-generated (declared): {evidence.detail.rstrip('.')}; "
+        f"the pixels alone give P(AI) {_percent(probability_ai)}."
+    )
+
+
+def _provenance_notes(pixels_label: Verdict, provenance: Provenance) -> list[str]:
+    """How the provenance weighed in the answer."""
+    if provenance.declares_ai:
+        return [
+            f"decided by the image's provenance ({provenance.decisive}), not by the pixels, whose "
+            f"answer alone would be {pixels_label}"
+        ]
+    if provenance.claims_capture and pixels_label != "human":
+        return [
+            "the metadata claims a camera capture; metadata is easy to forge and to strip, so the "
+            "pixels decide"
+        ]
+    return []
+
+
 def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: ModelDescription) -> list[str]:
-    """What the answer should be read with."""
+    """What the pixels' answer should be read with."""
     notes = []
     if label == "inconclusive":
         notes.append(
@@ -203,6 +244,8 @@ def judge(
     tiles: int,
     facts: ImageFacts,
     model: ModelDescription,
+    provenance: Provenance,
+    prediction_id: str,
     family_probabilities: Sequence[float] | None = None,
 ) -> ImageVerdict:
     """The answer for an image whose tiles scored ``probability_ai`` on average.
@@ -212,29 +255,52 @@ def judge(
         tiles: How many tiles were averaged.
         facts: Size, format and frames of the decoded image.
         model: The served model (band, threshold, calibration, families).
+        provenance: What the file's metadata says about its origin.
+        prediction_id: The answer's id.
         family_probabilities: Mean of the tiles' family probabilities, in the order of
             ``model.families``; None for a model without attribution.
 
     Returns:
         The verdict: ``confidence`` is the calibrated probability of the stated class, or None
-        when the score lies in the inconclusive band; ``closest_family`` is the most probable family.
+        when the score lies in the inconclusive band or provenance decided; ``closest_family`` is
+        the most probable family.
 
     Raises:
         ValueError: If ``family_probabilities`` is not one probability for each of ``model.families``.
     """
-    label = verdict(probability_ai, model.thresholds.human, model.thresholds.ai)
+    pixels_label = verdict(probability_ai, model.thresholds.human, model.thresholds.ai)
     attribution = _attribution(family_probabilities, model)
     closest, closest_probability = (
         (None, None) if attribution is None else max(attribution.items(), key=lambda item: item[1])
     )
-    confidence = {"ai": probability_ai, "human": 1.0 - probability_ai}.get(label)
+    decisive = next(
+        (
+            evidence
+            for evidence in provenance.evidence
+            if evidence.source == provenance.decisive
+            and evidence.claim == "ai"
+            and evidence.valid is not False
+        ),
+        None,
+    )
+    if provenance.declares_ai and decisive is not None:
+        label: Verdict = "ai"
+        decided_by: DecidedBy = "provenance"
+        confidence = None
+        said = declared_summary(decisive, probability_ai)
+    else:
+        label, decided_by = pixels_label, "pixels"
+        confidence = {"ai": probability_ai, "human": 1.0 - probability_ai}.get(label)
+        said = summary(label, probability_ai, confidence, model.thresholds)
     described: dict[str, Any] = model.model_dump(
         include={"model_name", "model_version", "input_size", "threshold", "thresholds"}
     )
     return ImageVerdict(
         **described,
+        prediction_id=prediction_id,
         label=label,
-        summary=summary(label, probability_ai, confidence, model.thresholds),
+        decided_by=decided_by,
+        summary=said,
         probability_ai=probability_ai,
         confidence=confidence,
         closest_family=closest,
@@ -246,5 +312,7 @@ def judge(
         height=facts.height,
         format=facts.format,
         frames=facts.frames,
-        notes=_notes(label, probability_ai, facts, model),
+        provenance=provenance,
+        notes=_provenance_notes(pixels_label, provenance)
+        + _notes(pixels_label, probability_ai, facts, model),
     )

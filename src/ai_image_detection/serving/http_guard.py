@@ -6,16 +6,21 @@ status (or 503 with ``Retry-After`` when the client should come back). An endpoi
 oversized bodies and malformed forms (413, 415, 400) before the framework parses them.
 """
 
+from __future__ import annotations
+
 import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import ParamSpec, TypeVar
 
 import bentoml
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ai_image_detection.serving.metrics import count_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +46,11 @@ class ClientError(Exception):
 
 
 def error_response(code: str, message: str, status: int, retry_after_s: int | None = None) -> JSONResponse:
-    """The one shape of every error the service itself answers (with ``Retry-After`` when given)."""
+    """The one shape of every error the service itself answers (with ``Retry-After`` when given).
+
+    Every error answer is built here, so each is counted here (``aiid_errors_total{code}``).
+    """
+    count_error(code)
     headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -69,6 +78,48 @@ def answers_client_errors(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaita
     return endpoint
 
 
+@dataclass(frozen=True)
+class FormSpec:
+    """The multipart form an upload route takes.
+
+    Attributes:
+        fields: Every field it takes.
+        files: The fields that hold a file.
+        required: The fields it needs.
+    """
+
+    fields: frozenset[str]
+    files: frozenset[str]
+    required: frozenset[str]
+
+    @classmethod
+    def uploads(cls, *names: str) -> FormSpec:
+        """A form of required file fields only (``/predict``'s ``image``)."""
+        return cls(frozenset(names), frozenset(names), frozenset(names))
+
+    def describe(self) -> str:
+        """The form in words, for error messages."""
+        parts = []
+        for name in sorted(self.fields):
+            kind = "a file" if name in self.files else "text"
+            parts.append(f"'{name}' ({kind}{'' if name in self.required else ', optional'})")
+        return "the form takes " + ", ".join(parts)
+
+
+def _form_names(body: bytes, boundary: str) -> tuple[set[str], set[str]]:
+    """The field names of a multipart body, and those of them that carry a file name (the files)."""
+    names, files = set(), set()
+    for part in body.split(b"--" + boundary.encode("latin-1"))[1:]:
+        head = part.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        for disposition in _DISPOSITION.findall(head):
+            name = _FIELD_NAME.search(disposition)
+            if name:
+                names.add(name.group(1))
+                if _FILE_NAME.search(disposition):
+                    files.add(name.group(1))
+    return names, files
+
+
 class RequestGuard:
     """ASGI middleware: refuse what the framework would parse badly, before it parses anything.
 
@@ -80,15 +131,15 @@ class RequestGuard:
     Bodies that pass are replayed to the app unchanged.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, form_fields: dict[str, frozenset[str]]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, forms: dict[str, FormSpec]) -> None:
         """Wrap ``app``.
 
         Args:
             app: The service's ASGI app.
             max_bytes: Largest accepted body.
-            form_fields: For each upload route, the multipart fields it takes.
+            forms: For each upload route, the form it takes.
         """
-        self.app, self.max_bytes, self.form_fields = app, max_bytes, form_fields
+        self.app, self.max_bytes, self.forms = app, max_bytes, forms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass through, or answer the 4xx."""
@@ -144,32 +195,22 @@ class RequestGuard:
         self, path: str, content_type: str, boundary: str | None, body: bytes
     ) -> tuple[str, str, int] | None:
         """What is wrong with an upload's form, or None (also for routes that take no upload)."""
-        expected = self.form_fields.get(path.rstrip("/"))
-        if expected is None:
+        form = self.forms.get(path.rstrip("/"))
+        if form is None:
             return None
-        wanted = " and ".join(f"'{field}'" for field in sorted(expected))
         if boundary is None:
-            message = (
-                f"send multipart/form-data with the image file in the field {wanted}; got {content_type!r}"
-            )
+            message = f"send multipart/form-data ({form.describe()}); got {content_type!r}"
             return "not_multipart", message, 415
-        names, files = set(), set()
-        for part in body.split(b"--" + boundary.encode("latin-1"))[1:]:
-            head = part.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-            for disposition in _DISPOSITION.findall(head):
-                name = _FIELD_NAME.search(disposition)
-                if name:
-                    names.add(name.group(1))
-                    if _FILE_NAME.search(disposition):
-                        files.add(name.group(1))
-        if unexpected := names - expected:
-            message = (
-                f"unexpected form field(s) {sorted(unexpected)}; send the image file in the field {wanted}"
+        names, files = _form_names(body, boundary)
+        if unexpected := names - form.fields:
+            return (
+                "unexpected_field",
+                f"unexpected form field(s) {sorted(unexpected)}; {form.describe()}",
+                400,
             )
-            return "unexpected_field", message, 400
-        if missing := expected - names:
-            return "missing_field", f"the form has no field {sorted(missing)}; send the image file in it", 400
-        if not_files := names - files:
+        if missing := form.required - names:
+            return "missing_field", f"the form has no field {sorted(missing)}; {form.describe()}", 400
+        if not_files := (names & form.files) - files:
             message = f"form field(s) {sorted(not_files)} hold text, not a file; send the image file in them"
             return "not_a_file", message, 400
         return None

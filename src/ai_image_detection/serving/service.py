@@ -12,6 +12,13 @@ evaluation scored it. Answers are ``human``, ``ai`` or ``inconclusive``
 ``family_probabilities``) also answers the training family an image most resembles, from the mean
 of its tiles' family probabilities as its score is the mean of their P(AI).
 
+Before scoring, the upload's provenance is read (:mod:`ai_image_detection.serving.provenance`,
+bounded in time by ``AIID_PROVENANCE_TIMEOUT_S``): a valid declaration of AI generation decides the
+answer, a claim of camera capture never does. Every verdict gets a ``prediction_id`` that
+``/feedback`` quotes (:mod:`ai_image_detection.serving.feedback`), is logged without pixels for the
+``monitoring`` pipeline (:mod:`ai_image_detection.serving.prediction_log`) and counted in the
+Prometheus metrics (:mod:`ai_image_detection.serving.metrics`).
+
 Client mistakes never give a 500: each is a JSON ``{"error": {"code", "message"}}`` with a 4xx
 status (:mod:`ai_image_detection.serving.http_guard`, whose :class:`RequestGuard` refuses
 oversized bodies and malformed forms before the framework parses them).
@@ -22,8 +29,11 @@ import base64
 import json
 import logging
 import tempfile
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import aiohttp
 import bentoml
@@ -33,8 +43,25 @@ from bentoml.validators import ContentType
 from starlette.staticfiles import StaticFiles
 
 from ai_image_detection.serving.answers import Explanation, ImageFacts, ImageVerdict, ServiceInfo, judge
-from ai_image_detection.serving.http_guard import ClientError, RequestGuard, answers_client_errors
+from ai_image_detection.serving.feedback import (
+    MAX_NOTE_CHARS,
+    FeedbackReceipt,
+    FeedbackStore,
+    FeedbackUnavailableError,
+    RecentPredictions,
+    feedback_record,
+    sha256,
+)
+from ai_image_detection.serving.http_guard import ClientError, FormSpec, RequestGuard, answers_client_errors
+from ai_image_detection.serving.metrics import observe_verdict
 from ai_image_detection.serving.model_contract import ModelDescription
+from ai_image_detection.serving.prediction_log import Endpoint, PredictionLog, PredictionRecord, utc_now
+from ai_image_detection.serving.provenance import (
+    Provenance,
+    ProvenanceLimits,
+    read_provenance,
+    unread_provenance,
+)
 from ai_image_detection.serving.scorer import SETTINGS, Scorer
 
 with bentoml.importing():
@@ -52,7 +79,7 @@ with bentoml.importing():
         occlusion_crops,
         occlusion_shading,
     )
-    from ai_image_detection.tiling import tile_crops
+    from ai_image_detection.tiling import crop_luma, tile_crops
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +94,23 @@ STATUS_BY_REASON = {
     "too_many_pixels": 413,
 }
 """HTTP status for each :class:`ImageRejectedError` reason."""
+PROVENANCE_LIMITS = ProvenanceLimits()
 WARM_UP_ROUNDS = 8
 WARM_UP_CONCURRENCY = 3
 """Enough calls, in batches of 1 to 3, for the dispatcher to fit its latency model (it needs 11)."""
+
+
+@dataclass(frozen=True)
+class Examined:
+    """An upload made ready for scoring: its crops, what it is, and what its metadata says."""
+
+    crops: np.ndarray
+    facts: ImageFacts
+    provenance: Provenance
+    size_bytes: int
+    image_sha256: str
+    luma: tuple[float, float]
+    started: float
 
 
 def _image_facts(decoded: DecodedImage) -> ImageFacts:
@@ -81,6 +122,35 @@ def _image_facts(decoded: DecodedImage) -> ImageFacts:
         format=decoded.format,
         frames=decoded.frames,
         exif_rotated=decoded.exif_rotated,
+    )
+
+
+def _prediction_record(answer: ImageVerdict, examined: Examined, endpoint: Endpoint) -> PredictionRecord:
+    """The prediction log's line for a verdict: its numbers and the image's statistics, no pixels."""
+    provenance = answer.provenance
+    return PredictionRecord(
+        time=utc_now(),
+        prediction_id=answer.prediction_id,
+        endpoint=endpoint,
+        model_name=answer.model_name,
+        model_version=answer.model_version,
+        probability_ai=answer.probability_ai,
+        label=answer.label,
+        decided_by=answer.decided_by,
+        threshold_human=answer.thresholds.human,
+        threshold_ai=answer.thresholds.ai,
+        closest_family=answer.closest_family,
+        closest_family_probability=answer.closest_family_probability,
+        width=answer.width,
+        height=answer.height,
+        format=answer.format,
+        bytes=examined.size_bytes,
+        tiles=answer.tiles,
+        mean_luma=round(examined.luma[0], 3),
+        std_luma=round(examined.luma[1], 3),
+        latency_ms=round((time.perf_counter() - examined.started) * 1000, 2),
+        provenance_sources=sorted({evidence.source for evidence in provenance.evidence}),
+        declares_ai=provenance.declares_ai,
     )
 
 
@@ -98,6 +168,17 @@ class Detector:
         self._warming = asyncio.Lock()
         self._decoding = asyncio.Semaphore(SETTINGS.max_decoding)
         self._waiting_for_model = 0
+        self.recent_predictions = RecentPredictions(SETTINGS.feedback_memory)
+        self.feedback_store = FeedbackStore(
+            SETTINGS.feedback_bucket, SETTINGS.feedback_prefix, SETTINGS.feedback_endpoint_url
+        )
+        self.prediction_log = PredictionLog(
+            SETTINGS.prediction_log_dir, SETTINGS.prediction_log_max_bytes, SETTINGS.prediction_log_backups
+        )
+
+    def __del__(self) -> None:
+        """Write out the prediction log's queued lines."""
+        self.prediction_log.close()
 
     async def __is_ready__(self) -> bool:
         """``/readyz``: ready once the scorer has answered warm-up calls through its batch dispatcher.
@@ -183,48 +264,81 @@ class Detector:
             logger.warning("scorer connection dropped (%s): sending the crops again", dropped)
             return await self.scorer.to_async.score(crops)
 
-    def _decode(self, upload: Path, name: str = "image") -> DecodedImage:
+    def _decode(self, data: bytes, name: str) -> DecodedImage:
         try:
-            return decode_image(upload.read_bytes(), self.limits)
+            return decode_image(data, self.limits)
         except ImageRejectedError as rejected:
             raise ClientError(
                 rejected.reason, f"{name}: {rejected}", STATUS_BY_REASON[rejected.reason]
             ) from None
 
+    async def _provenance(self, data: bytes, image_format: str) -> Provenance:
+        """The upload's provenance, or an unread one when reading takes longer than allowed."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(read_provenance, data, image_format, PROVENANCE_LIMITS),
+                SETTINGS.provenance_timeout_s,
+            )
+        except TimeoutError:
+            logger.warning("provenance not read within %.1f s", SETTINGS.provenance_timeout_s)
+            return unread_provenance(f"not read within {SETTINGS.provenance_timeout_s:g} s")
+
     async def _examine(
         self, upload: Path, name: str, model: ModelDescription
-    ) -> tuple[DecodedImage, np.ndarray]:
-        """Decode and tile one upload as evaluation did; at most ``AIID_MAX_DECODING`` are decoded at once."""
+    ) -> tuple[DecodedImage, Examined]:
+        """Decode and tile one upload as evaluation did, and read its provenance.
+
+        At most ``AIID_MAX_DECODING`` uploads are decoded at once.
+        """
+        started = time.perf_counter()
         async with self._decoding:
-            decoded = await asyncio.to_thread(self._decode, upload, name)
+            data = await asyncio.to_thread(upload.read_bytes)
+            decoded = await asyncio.to_thread(self._decode, data, name)
             crops = await asyncio.to_thread(
                 tile_crops, np.asarray(decoded.pixels), model.input_size, model.max_tiles
             )
-        return decoded, crops
+            luma = await asyncio.to_thread(crop_luma, crops)
+            digest = await asyncio.to_thread(sha256, data)
+        provenance = await self._provenance(data, decoded.format)
+        examined = Examined(crops, _image_facts(decoded), provenance, len(data), digest, luma, started)
+        return decoded, examined
 
-    async def _verdict(self, upload: Path, name: str = "image") -> ImageVerdict:
+    async def _verdict(self, upload: Path, endpoint: Endpoint, name: str = "image") -> ImageVerdict:
         """The verdict on one upload; its pixels are released before its crops are scored."""
         model = await self._described_model()
-        decoded, crops = await self._examine(upload, name, model)
-        facts = _image_facts(decoded)
+        decoded, examined = await self._examine(upload, name, model)
         del decoded
-        return await self._judge(crops, facts, model)
+        return await self._judge(examined, model, endpoint)
 
-    async def _image_and_verdict(self, upload: Path) -> tuple[DecodedImage, ImageVerdict]:
+    async def _image_and_verdict(self, upload: Path, endpoint: Endpoint) -> tuple[DecodedImage, ImageVerdict]:
         """The decoded upload (for endpoints that draw on it) and its verdict."""
         model = await self._described_model()
-        decoded, crops = await self._examine(upload, "image", model)
-        return decoded, await self._judge(crops, _image_facts(decoded), model)
+        decoded, examined = await self._examine(upload, "image", model)
+        return decoded, await self._judge(examined, model, endpoint)
 
-    async def _judge(self, crops: np.ndarray, facts: ImageFacts, model: ModelDescription) -> ImageVerdict:
-        """Score the crops of one image; the verdict on it.
+    async def _judge(self, examined: Examined, model: ModelDescription, endpoint: Endpoint) -> ImageVerdict:
+        """Score the crops of one image; the verdict on it, logged, counted and remembered for feedback.
 
         Its P(AI) is the mean of its crops' (as in evaluation), and so is its attribution (the mean of
         their family probabilities) for a model that attributes.
         """
-        mean = (await self._scores(crops)).mean(axis=0, dtype=np.float64)
+        mean = (await self._scores(examined.crops)).mean(axis=0, dtype=np.float64)
         families = None if model.families is None else mean[1:].tolist()
-        return judge(float(mean[0]), len(crops), facts, model, families)
+        prediction_id = f"p-{uuid.uuid4().hex}"
+        answer = judge(
+            float(mean[0]),
+            len(examined.crops),
+            examined.facts,
+            model,
+            examined.provenance,
+            prediction_id,
+            families,
+        )
+        record = _prediction_record(answer, examined, endpoint)
+        self.prediction_log.write(record)
+        self.recent_predictions.remember(record, examined.image_sha256)
+        observe_verdict(answer.label, answer.decided_by, answer.probability_ai)
+        return answer
 
     @bentoml.api
     @answers_client_errors
@@ -247,7 +361,7 @@ class Detector:
         resolution crops, tiled as evaluation tiled them (the model's ``max_tiles``); smaller ones
         are zero-padded, never up-scaled.
         """
-        return await self._verdict(image)
+        return await self._verdict(image, "predict")
 
     @bentoml.api
     @answers_client_errors
@@ -265,7 +379,10 @@ class Detector:
             )
         return list(
             await asyncio.gather(
-                *(self._verdict(upload, f"file #{index}") for index, upload in enumerate(images))
+                *(
+                    self._verdict(upload, "predict_batch", f"file #{index}")
+                    for index, upload in enumerate(images)
+                )
             )
         )
 
@@ -282,7 +399,7 @@ class Detector:
         ``thresholds``, ``threshold``, ``model_version``, and ``closest_family`` with
         ``closest_family_probability``, null for a model without attribution).
         """
-        decoded, verdict = await self._image_and_verdict(image)
+        decoded, verdict = await self._image_and_verdict(image, "annotate")
         band = (verdict.thresholds.human, verdict.thresholds.ai)
         jpeg = await asyncio.to_thread(
             annotate, decoded.pixels, verdict.label, verdict.probability_ai, verdict.confidence, band
@@ -292,7 +409,9 @@ class Detector:
         context.response.background.add_task(Path(file.name).unlink, missing_ok=True)
         numbers = verdict.model_dump(
             include={
+                "prediction_id",
                 "label",
+                "decided_by",
                 "probability_ai",
                 "confidence",
                 "closest_family",
@@ -319,7 +438,7 @@ class Detector:
         Returns the verdict, ``method``, ``rows``/``cols``, ``grid`` (row-major) and ``heatmap_png``
         (a data URL: red towards AI, blue towards human, the image's aspect ratio).
         """
-        decoded, verdict = await self._image_and_verdict(image)
+        decoded, verdict = await self._image_and_verdict(image, "explain")
         pixels = np.asarray(decoded.pixels)
         size, height, width = verdict.input_size, pixels.shape[0], pixels.shape[1]
         if max(height, width) <= size:
@@ -345,6 +464,67 @@ class Detector:
         )
 
     @bentoml.api
+    @answers_client_errors
+    async def feedback(
+        self,
+        prediction_id: str,
+        label: Literal["ai", "human"],
+        consent: bool = False,
+        note: str | None = None,
+        image: list[Path] = [],  # noqa: B006  BentoML 1.4 takes an optional file only as a list; pydantic copies it
+    ) -> FeedbackReceipt:
+        """Say that a verdict was wrong (multipart form): the true ``label`` of a predicted image.
+
+        ``prediction_id`` is the verdict's; ``note`` is optional (at most 1000 characters). The
+        image (field ``image``) is kept only when ``consent`` is true, and only if it is the very
+        file that was predicted; without consent only the numbers are kept: the prediction's score,
+        thresholds, model version and provenance, the claimed label and the note. Consented images
+        may be used to train the next model. (``image`` is a list in the schema only because BentoML
+        1.4 has no optional file field: send one file or none.)
+
+        Errors: 404 ``unknown_prediction`` (the id is not among this instance's recent predictions),
+        400 ``image_without_consent`` / ``image_mismatch`` / ``note_too_long``, 503
+        ``feedback_unavailable`` (the feedback store cannot be reached).
+        """
+        remembered = self.recent_predictions.get(prediction_id)
+        if remembered is None:
+            message = (
+                f"no recent prediction {prediction_id!r} on this service (the last "
+                f"{SETTINGS.feedback_memory:,} predictions are kept for feedback)"
+            )
+            raise ClientError("unknown_prediction", message, 404)
+        if note is not None and len(note) > MAX_NOTE_CHARS:
+            raise ClientError(
+                "note_too_long", f"the note has {len(note)} characters; at most {MAX_NOTE_CHARS}", 400
+            )
+        if len(image) > 1:
+            raise ClientError(
+                "too_many_files", f"{len(image)} files in 'image'; send at most the one predicted", 400
+            )
+        data = None
+        if image:
+            if not consent:
+                message = "an image is kept only with consent: set consent=true, or send no image"
+                raise ClientError("image_without_consent", message, 400)
+            data = await asyncio.to_thread(image[0].read_bytes)
+            if sha256(data) != remembered.image_sha256:
+                raise ClientError("image_mismatch", "this is not the image that was predicted", 400)
+        image_format = remembered.record.format if data is not None else None
+        record = feedback_record(
+            remembered, label, note or None, consent, image_format, self.feedback_store.prefix
+        )
+        try:
+            await asyncio.to_thread(self.feedback_store.put, record, data)
+        except FeedbackUnavailableError as unavailable:
+            raise ClientError("feedback_unavailable", str(unavailable), 503, SETTINGS.retry_after_s) from None
+        kept = "the image and the numbers" if data is not None else "the numbers only, not the image"
+        return FeedbackReceipt(
+            feedback_id=record["feedback_id"],
+            stored_image=data is not None,
+            message=f"Thank you: kept {kept}.",
+        )
+
+    @bentoml.api
     async def info(self) -> ServiceInfo:
         """The model (thresholds, tiling, calibration) and the limits, for the web page and for clients."""
         return ServiceInfo(
@@ -362,8 +542,14 @@ SERVICE.mount_asgi_app(StaticFiles(directory=STATIC_DIR, html=True), path="/ui",
 SERVICE.add_asgi_middleware(
     RequestGuard,
     max_bytes=SETTINGS.max_bytes,
-    form_fields={
-        api.route: frozenset(api.input_spec.multipart_fields)
+    forms={
+        api.route: FormSpec(
+            fields=frozenset(api.input_spec.model_fields),
+            files=frozenset(api.input_spec.multipart_fields),
+            required=frozenset(
+                name for name, field in api.input_spec.model_fields.items() if field.is_required()
+            ),
+        )
         for api in SERVICE.apis.values()
         if api.input_spec.multipart_fields
     },

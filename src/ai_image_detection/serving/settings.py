@@ -42,6 +42,21 @@ class ServingSettings(BaseSettings):
             has it is tiled exactly as evaluation tiled it, so that its thresholds apply to the
             service's scores; a different value here is then ignored, with a warning at start-up.
         explain_grid: Most cells per side of the ``/explain`` heatmap.
+        provenance_timeout_s: Longest time spent reading an upload's provenance (C2PA, XMP, text
+            chunks, EXIF); beyond it the answer says the provenance was not read, and the pixels decide.
+        prediction_log_dir: Directory of the prediction log (one JSON line per verdict, no pixels),
+            read by the ``monitoring`` pipeline; empty to log nothing.
+        prediction_log_max_bytes: Size at which the log file is rotated.
+        prediction_log_backups: Rotated files kept (``predictions.jsonl.1`` ...); older ones are
+            deleted, so the log never takes more than ``(backups + 1) x max_bytes`` on disk.
+        feedback_bucket: S3 bucket of the feedback store (the DVC remote's bucket by default); empty
+            to turn feedback off (``/feedback`` then answers 503).
+        feedback_prefix: Key prefix of the feedback store in that bucket.
+        feedback_endpoint_url: S3 endpoint: the local SeaweedFS of ``make s3`` by default; empty for
+            AWS. The keys come from the usual AWS chain (``AWS_ACCESS_KEY_ID`` and
+            ``AWS_SECRET_ACCESS_KEY``, or the instance role).
+        feedback_memory: Recent predictions remembered for feedback (the numbers, and the image's
+            sha256 to check a consented upload); feedback on an older one is refused with 404.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
@@ -59,3 +74,11 @@ class ServingSettings(BaseSettings):
     max_decoding: int = Field(default=2, ge=1)
     max_tiles: int = Field(default=9, ge=1)
     explain_grid: int = Field(default=8, ge=2)
+    provenance_timeout_s: float = Field(default=2.0, gt=0)
+    prediction_log_dir: str = "logs/predictions"
+    prediction_log_max_bytes: int = Field(default=10_000_000, ge=1_000)
+    prediction_log_backups: int = Field(default=5, ge=1)
+    feedback_bucket: str = "ai-image-detection"
+    feedback_prefix: str = "feedback"
+    feedback_endpoint_url: str = "http://127.0.0.1:8333"
+    feedback_memory: int = Field(default=10_000, ge=1)

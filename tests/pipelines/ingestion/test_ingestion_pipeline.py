@@ -133,7 +133,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
         }
     )
 
-    SequentialRunner().run(create_pipeline(), catalog)
+    SequentialRunner().run(create_pipeline(feedback=False), catalog)  # not as conf/local may say
 
     return Ingested(
         raw=root / "raw",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from ai_image_detection.pipelines import bind
+from ai_image_detection.pipelines.export.monitoring_reference import build_monitoring_reference
 from ai_image_detection.pipelines.export.nodes import (
     export_candidates,
     make_submission,
@@ -19,7 +20,11 @@ from ai_image_detection.session_config import candidate_names
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """Export each candidate calibrated, select (unseen families first), submit, gate, quantise, register."""
+    """Export each candidate calibrated, select (unseen families first), submit, gate, quantise, register.
+
+    The registered version's validation scores and input statistics are logged with it (the
+    ``monitoring`` pipeline's reference).
+    """
     names = candidate_names()
     models = [f"{name}.trained_model" for name in names]
     calibrations = [f"{name}.calibration" for name in names]
@@ -88,6 +93,17 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 ],
                 "export_report",
                 name="register_detector_node",
+            ),
+            Node(
+                bind(build_monitoring_reference, names=names),
+                [
+                    "export_report",
+                    "detector_onnx",
+                    "image_manifest@pandas",
+                    *[f"{name}.predictions" for name in names],
+                ],
+                "monitoring_reference",
+                name="build_monitoring_reference_node",
             ),
             Node(
                 bind(write_model_card, names=names),

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
@@ -22,11 +21,14 @@ from ai_image_detection.contract import UNKNOWN_GENERATOR, generator_family
 from ai_image_detection.families import held_out_pairs
 from ai_image_detection.image_files import INSPECTION_COLUMNS, inspect_file
 from ai_image_detection.image_io import ImageLimits
+from ai_image_detection.pipelines.ingestion.params import IngestionParams, KaggleLayoutParams
 
 logger = logging.getLogger(__name__)
 
 Issue = dict[str, Any]
 CANDIDATE_COLUMNS = ["path", "label", "group", "pair", "generator", "part"]
+FEEDBACK_PART = "feedback"
+"""The ``part`` of a candidate from the feedback source (the raw data's are ``train`` and ``test``)."""
 MANIFEST_COLUMNS = [
     "path",
     "source_path",
@@ -48,38 +50,6 @@ one photograph); ``pair`` ties an AI image to its content twin; ``generator`` is
 (``unknown`` when the data does not say). Splits: ``train``, ``validation``, ``test`` and
 ``unseen`` (pairs of the families held out by ``ingestion.unseen_families``).
 """
-
-
-class KaggleLayoutParams(BaseModel):
-    """Where the Kaggle competition layout keeps its tables."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    train_csv: str = "train.csv"
-    test_csv: str | None = "test.csv"
-    pairing: Literal["consecutive_rows", "none"] = "consecutive_rows"
-    sidecar_csv: str | None = None
-    """Optional ``file_name,group[,label][,pair][,generator]`` table."""
-
-
-class IngestionParams(BaseModel):
-    """Parameters of the ``ingestion`` pipeline (``conf/base/parameters_ingestion.yml``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    raw_dir: str
-    layout: Literal["kaggle", "folders"]
-    kaggle: KaggleLayoutParams = KaggleLayoutParams()
-    min_side: int = Field(ge=1)
-    max_pixels: int = Field(gt=0)
-    validation_fraction: float = Field(gt=0, lt=0.5)
-    seed: int
-    normalised_dir: str
-    workers: int = Field(ge=0, description="0 = one per CPU core")
-    unseen_families: list[str] = Field(
-        default_factory=list,
-        description="generator families held out of training and validation (their pairs: split unseen)",
-    )
 
 
 def list_raw_files(params: IngestionParams) -> tuple[pd.DataFrame, list[Issue]]:
@@ -326,7 +296,9 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     Every pair of the train part holding an image of a family named in ``unseen_families`` (the
     AI image and its content twin) goes to the ``unseen`` split, out of training and validation
     entirely; the test part stays ``test`` whole (every test file keeps its answer in the
-    submission, and those families are unseen there too). No
+    submission, and those families are unseen there too). Feedback images (part ``feedback``) go
+    to ``train``, always: never to validation, test or unseen, and without moving any other
+    file's split. No
     group (a real/AI pair, or all crops of one source photograph) straddles the train/validation
     split; the test part keeps ``split = "test"``. The split is one fold of a stratified group
     k-fold with ``k = round(1 / validation_fraction)``, so the validation share is ``1/k``
@@ -348,7 +320,7 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
     manifest["split"] = np.where(manifest["part"] == "test", "test", "train")
     held_out = held_out_pairs(manifest, params.unseen_families) & (manifest["part"] == "train")
     manifest.loc[held_out, "split"] = "unseen"
-    train_index = manifest.index[manifest["split"] == "train"]
+    train_index = manifest.index[(manifest["split"] == "train") & (manifest["part"] == "train")]
     n_splits = round(1 / params.validation_fraction)
     groups = manifest.loc[train_index, "group"]
     if groups.nunique() < n_splits:
@@ -363,20 +335,27 @@ def split_train_validation(unique: pd.DataFrame, params: IngestionParams) -> pd.
 
 
 def build_report(
-    listing_issues: list[Issue], rejected: list[Issue], duplicates: list[Issue], manifest: pd.DataFrame
+    listing_issues: list[Issue],
+    rejected: list[Issue],
+    duplicates: list[Issue],
+    manifest: pd.DataFrame,
+    feedback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summarise the ingestion: counts per split and label, and every file not ingested.
 
     Args:
-        listing_issues: Missing, unlisted and badly labelled files.
+        listing_issues: Missing, unlisted and badly labelled files (and feedback images not fetched).
         rejected: Files that failed validation.
         duplicates: Dropped duplicates.
         manifest: The ingested files.
+        feedback: What the feedback source brought in and skipped
+            (:func:`~ai_image_detection.pipelines.ingestion.feedback.summarise_feedback`); ``None``
+            when the source is off.
 
     Returns:
         A JSON-ready report: ``summary``, ``splits`` (label counts), ``families`` (images per
-        generator family and split), ``problems`` (path, reason, message) and ``reasons``
-        (counts per reason).
+        generator family and split), ``feedback`` (``{"enabled": false}`` when off),
+        ``problems`` (path, reason, message) and ``reasons`` (counts per reason).
     """
     problems = [*listing_issues, *rejected, *duplicates]
     splits = {
@@ -399,6 +378,7 @@ def build_report(
             }
             for split, part in families.groupby("split")
         },
+        "feedback": feedback if feedback is not None else {"enabled": False},
         "reasons": pd.Series([p["reason"] for p in problems], dtype=str).value_counts().to_dict(),
         "problems": problems,
     }
