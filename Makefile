@@ -123,8 +123,9 @@ bench: sample-data  ## benchmarks (not tests): figures to data/08_reporting/benc
 package: setup $(if $(MLFLOW_TRACKING_URI),,mlflow.db)  ## import the registry's champion into the BentoML model store
 	$(BIN)/kedro run --pipelines package
 
+# Feedback goes to the local S3 of `make s3` by default: its keys are loaded as for `make monitor`.
 serve: package  ## the service on http://127.0.0.1:3000 (web page /ui/, API docs /)
-	$(BIN)/bentoml serve $(SERVICE) --host 127.0.0.1 --port 3000
+	@$(LOAD_LOCAL_S3_KEYS) $(BIN)/bentoml serve $(SERVICE) --host 127.0.0.1 --port 3000
 
 bento: package  ## build the Bento offline (service, web page, champion model, Dockerfile)
 	$(BIN)/uv export --frozen --only-group serving --no-emit-project --no-hashes -q -o src/requirements-serving.txt
@@ -135,11 +136,11 @@ bento: package  ## build the Bento offline (service, web page, champion model, D
 # (.s3/credentials) are loaded unless the environment already holds AWS keys (yours, for AWS; none
 # with an instance role). With a shared tracking server (MLFLOW_TRACKING_URI) the registry is not mlflow.db.
 LOCAL_S3_DIR ?= .s3
-monitor: setup $(if $(MLFLOW_TRACKING_URI),,mlflow.db)  ## drift, verdict and feedback report of the served model (data/08_reporting/monitoring/)
-	@if [ -z "$${AWS_ACCESS_KEY_ID:-}" ] && [ -f $(LOCAL_S3_DIR)/credentials ]; then \
+LOAD_LOCAL_S3_KEYS = if [ -z "$${AWS_ACCESS_KEY_ID:-}" ] && [ -f $(LOCAL_S3_DIR)/credentials ]; then \
 		set -a; . "$(abspath $(LOCAL_S3_DIR))/credentials"; set +a; \
-	fi; \
-	$(BIN)/kedro run --pipelines monitoring
+	fi;
+monitor: setup $(if $(MLFLOW_TRACKING_URI),,mlflow.db)  ## drift, verdict and feedback report of the served model (data/08_reporting/monitoring/)
+	@$(LOAD_LOCAL_S3_KEYS) $(BIN)/kedro run --pipelines monitoring
 	@echo "Report: data/08_reporting/monitoring/report.html (every figure in drift.json; also in MLflow, make ui)"
 
 # The AWS stack (docs/deploy.md): deploy/cloudformation.yaml with your parameters (copy

@@ -12,6 +12,10 @@ crops/s at least 80 % of what the same model does alone in ONNX Runtime at batch
 in this run, on an idle machine); with ``small_cnn``, p99 < 1 s and batching at least 2x unbatched.
 The model's GFLOP/s at 32 clients, next to the machine's matrix-product peak measured in the same
 run, shows how much headroom batching had.
+
+The prediction log's cost (issue 14: nothing slows ``/predict`` measurably): p50 of one client's
+sequential requests with the log on and off (``AIID_PREDICTION_LOG_DIR=""``), in alternating rounds
+of the same run, each mode's best round kept; ``logging_p50_ratio`` is on over off.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -50,6 +55,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 MANIFEST = Path("data/03_primary/image_manifest.parquet")
 CLIENTS = (1, 8, 32, 64)
 REFERENCE_CLIENTS = "32"
+LOGGING_ROUNDS = 3
+LOGGING_REQUESTS = 48
 SERVICE = "ai_image_detection.serving.service:Detector"
 MODEL_TAG = ServingSettings().model_tag
 
@@ -61,10 +68,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def served(batching: bool) -> Iterator[str]:
-    """A ``bentoml serve`` of the packaged champion on a free loopback port, stopped afterwards."""
+def served(batching: bool, prediction_log_dir: str | None = None) -> Iterator[str]:
+    """A ``bentoml serve`` of the packaged champion on a free loopback port, stopped afterwards.
+
+    Its prediction log goes to a scratch directory unless ``prediction_log_dir`` says where (empty:
+    no log), never into the project's own log.
+    """
     port = _free_port()
-    environment = {**os.environ, "AIID_BATCHING": "1" if batching else "0", "BENTOML_DO_NOT_TRACK": "True"}
+    scratch = tempfile.TemporaryDirectory(prefix="bench-predictions-")
+    environment = {
+        **os.environ,
+        "AIID_BATCHING": "1" if batching else "0",
+        "AIID_PREDICTION_LOG_DIR": scratch.name if prediction_log_dir is None else prediction_log_dir,
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
     command = [
         str(Path(sys.executable).with_name("bentoml")),
         "serve",
@@ -93,6 +110,7 @@ def served(batching: bool) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        scratch.cleanup()
 
 
 def load(url: str, images: list[bytes], clients: int, requests_per_client: int) -> dict[str, object]:
@@ -186,7 +204,23 @@ def run(requests_per_level: int = 384) -> dict[str, object]:
     figures["errors_at_64_batched"] = figures["batched"]["64"]["errors"]  # type: ignore[index]
     tiles = at_32["batched"]["crops_per_second"] / max(rps["batched"], 1e-9)
     figures["model_compute"] = model_compute(onnx_model, rps, tiles, peak)
+    figures["prediction_log"] = logging_cost(images)
     return figures
+
+
+def logging_cost(images: list[bytes]) -> dict[str, float]:
+    """p50 of one client's requests with the prediction log on and off, best of alternating rounds."""
+    best: dict[str, float] = {}
+    for _ in range(LOGGING_ROUNDS):
+        for mode, directory in (("log_on", None), ("log_off", "")):
+            with served(True, directory) as url:
+                p50 = float(load(url, images, 1, LOGGING_REQUESTS)["p50_ms"])  # type: ignore[arg-type]
+            best[mode] = min(best.get(mode, float("inf")), p50)
+    return {
+        "p50_ms_log_on": best["log_on"],
+        "p50_ms_log_off": best["log_off"],
+        "logging_p50_ratio": round(best["log_on"] / best["log_off"], 3),
+    }
 
 
 def model_compute(

@@ -37,7 +37,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
     """A private MLflow tracking and registry store (sqlite in ``tmp_path``), global state restored after.
 
-    Runs start in its ``Default`` experiment, whatever experiment an earlier test made active.
+    Runs start in its ``Default`` experiment, whatever experiment an earlier test (or session) made
+    active in another store.
     """
     for variable in (
         "MLFLOW_TRACKING_URI",
@@ -50,7 +51,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mlflow
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("Default")
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)  # not an earlier store's
     monkeypatch.chdir(tmp_path)
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)

@@ -62,14 +62,15 @@ def test_parity_holds_for_a_faithful_export(model: keras.Model, exported: bytes)
     assert check_parity(model, exported, images, tolerance=1e-4) <= 1e-4
 
 
-def test_parity_catches_a_broken_export(model: keras.Model) -> None:
-    broken = keras.models.clone_model(model)
-    broken.set_weights([w + 0.05 for w in model.get_weights()])
+def test_parity_catches_a_broken_export(model: keras.Model, exported: bytes) -> None:
+    """An export whose weights differ from the model's: here the model moved, the file did not."""
+    moved = keras.models.clone_model(model)
+    moved.set_weights([w + 0.05 for w in model.get_weights()])
     images = np.random.default_rng(1).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     with pytest.raises(
         ParityError, match=r"disagree on probability_ai by .* worst entry #\d+: Keras .*, ONNX"
     ):
-        check_parity(model, export_onnx(broken, opset=17, metadata={}), images, tolerance=1e-4)
+        check_parity(moved, exported, images, tolerance=1e-4)
 
 
 FAMILIES = ["human", "realcugan", "waifu2x"]
@@ -82,8 +83,15 @@ def attributing_model() -> keras.Model:
     return calibrated_detector(detector, PlattScaling(slope=1.5, intercept=-0.2))
 
 
-def test_the_attribution_head_exports_second_with_its_family_names(attributing_model: keras.Model) -> None:
-    exported = export_onnx(attributing_model, opset=17, metadata={})
+@pytest.fixture(scope="module")
+def attributing_exported(attributing_model: keras.Model) -> bytes:
+    return export_onnx(attributing_model, opset=17, metadata={})
+
+
+def test_the_attribution_head_exports_second_with_its_family_names(
+    attributing_model: keras.Model, attributing_exported: bytes
+) -> None:
+    exported = attributing_exported
     proto = onnx.load_from_string(exported)
     assert [output.name for output in proto.graph.output] == [OUTPUT_NAME, FAMILY_OUTPUT_NAME]
     assert onnx_metadata(exported)[FAMILIES_KEY] == '["human", "realcugan", "waifu2x"]'
@@ -94,12 +102,15 @@ def test_the_attribution_head_exports_second_with_its_family_names(attributing_m
     assert check_parity(attributing_model, exported, images, tolerance=1e-4) <= 1e-4
 
 
-def test_parity_checks_the_attribution_too(attributing_model: keras.Model) -> None:
+def test_parity_checks_the_attribution_too(
+    attributing_model: keras.Model, attributing_exported: bytes
+) -> None:
+    """Only the attribution head differs between the model and the file: parity still fails."""
     images = np.random.default_rng(3).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
-    broken = keras.models.clone_model(attributing_model)
-    broken.set_weights(attributing_model.get_weights())
-    layer = next(layer for layer in broken.layers if layer.name == FAMILY_OUTPUT_NAME)
+    moved = keras.models.clone_model(attributing_model)
+    moved.set_weights(attributing_model.get_weights())
+    layer = next(layer for layer in moved.layers if layer.name == FAMILY_OUTPUT_NAME)
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel, bias + np.array([2.0, 0.0, -2.0], dtype=bias.dtype)])
     with pytest.raises(ParityError, match="disagree on family_probabilities"):
-        check_parity(attributing_model, export_onnx(broken, opset=17, metadata={}), images, tolerance=1e-4)
+        check_parity(moved, attributing_exported, images, tolerance=1e-4)

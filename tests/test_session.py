@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import configure_project
 from kedro.framework.session import KedroSession
@@ -20,10 +23,14 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
+from PIL import Image
 
 from ai_image_detection.onnx_export import onnx_predict
 from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.pipeline_registry import register_pipelines
+from tests.conftest import LocalS3
+from tests.serving.conftest import serving
+from tests.serving.provenance_fixtures import png_with_parameters
 from tests.test_data_safety import USER_FILES, write_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -247,3 +254,103 @@ def test_notebook_reads_the_results_through_the_catalog(finished_run: Path) -> N
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "small_cnn: leave-one-family-out AUROC" in printed
     assert "int8: F1" in printed
+
+
+@pytest.mark.slow
+def test_the_served_champion_takes_feedback_that_monitoring_reports_and_ingestion_trains_on(
+    finished_run: Path, s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Package and serve the champion, answer images (one declared AI), take feedback, monitor, ingest it."""
+    project = finished_run
+    prefix = "feedback-e2e"
+    for name, value in {**s3_server.credentials, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    store = {"client_kwargs": {"endpoint_url": s3_server.endpoint_url}}
+    (project / "conf" / "local" / "catalog.yml").write_text(
+        yaml.safe_dump(
+            {
+                "feedback_records": {
+                    "type": "ai_image_detection.datasets.PossiblyEmptyPartitionedDataset",
+                    "path": f"s3://{s3_server.bucket}/{prefix}/records",
+                    "dataset": "json.JSONDataset",
+                    "filename_suffix": ".json",
+                    "fs_args": store,
+                },
+                "feedback_images": {
+                    "type": "ai_image_detection.datasets.PossiblyEmptyPartitionedDataset",
+                    "path": f"s3://{s3_server.bucket}/{prefix}/images",
+                    "dataset": "ai_image_detection.datasets.BytesDataset",
+                    "fs_args": store,
+                },
+            }
+        )
+    )
+    with KedroSession.create(project_path=project) as session:
+        session.run(pipeline_names=["package"])
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+    manifest = pd.read_parquet(project / "data" / "03_primary" / "image_manifest.parquet")
+    photos = [project / path for path in manifest.loc[manifest["split"] == "validation", "path"].head(6)]
+    new_image = io.BytesIO()  # an image the data set does not hold yet (ingestion drops duplicates)
+    Image.open(photos[0]).convert("RGB").save(new_image, format="JPEG", quality=90)
+    environment = {
+        "AIID_FEEDBACK_BUCKET": s3_server.bucket,
+        "AIID_FEEDBACK_PREFIX": prefix,
+        "AIID_FEEDBACK_ENDPOINT_URL": s3_server.endpoint_url,
+        "AIID_PREDICTION_LOG_DIR": str(project / "logs" / "predictions"),
+    }
+    with serving("ai_image_detection.serving.service:Detector", project / "serve.log", environment) as url:
+        answers = [
+            httpx.post(f"{url}/predict", files={"image": (path.name, path.read_bytes())}, timeout=120).json()
+            for path in photos
+        ]
+        declared = httpx.post(
+            f"{url}/predict", files={"image": ("a1111.png", png_with_parameters())}, timeout=120
+        ).json()
+        upload = {"image": ("new.jpg", new_image.getvalue())}
+        unseen = httpx.post(f"{url}/predict", files=upload, timeout=120).json()
+        consented = httpx.post(
+            f"{url}/feedback",
+            data={"prediction_id": unseen["prediction_id"], "label": "ai", "consent": "true"},
+            files=upload,
+            timeout=60,
+        )
+        numbers_only = httpx.post(
+            f"{url}/feedback",
+            data={"prediction_id": answers[1]["prediction_id"], "label": "human", "note": "my photo"},
+            timeout=60,
+        )
+    assert all(answer["model_version"] == "1" for answer in answers)
+    assert (declared["label"], declared["decided_by"]) == ("ai", "provenance")
+    assert consented.json()["stored_image"] is True and numbers_only.json()["stored_image"] is False
+
+    with KedroSession.create(project_path=project) as session:
+        session.run(pipeline_names=["monitoring"])
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    reporting = project / "data" / "08_reporting" / "monitoring"
+    drift = json.loads((reporting / "drift.json").read_text())
+    assert drift["predictions"]["count"] == len(photos) + 2
+    assert (
+        0 <= drift["drift"]["probability_ai"]["psi"]
+        and 0 <= drift["drift"]["probability_ai"]["ks_pvalue"] <= 1
+    )
+    assert (drift["feedback"]["total"], drift["feedback"]["with_consent"]) == (2, 1)
+    assert drift["flag"]["status"] in {"ok", "watch", "retrain"}
+    assert "drift" in (reporting / "report.html").read_text().lower()
+
+    quick = {"ingestion": {"unseen_families": ["waifu2x"], "feedback": {"enabled": True}}}
+    with KedroSession.create(project_path=project, runtime_params=quick) as session:
+        session.run(pipeline_names=["ingestion"])
+    retrained_on = pd.read_parquet(project / "data" / "03_primary" / "image_manifest.parquet")
+    added = retrained_on[retrained_on["generator"].str.startswith("feedback")]
+    assert (len(added), set(added["split"]), list(added["label"])) == (1, {"train"}, [1])
+    unchanged = retrained_on[~retrained_on["generator"].str.startswith("feedback")]
+    key = ["path", "split"]
+    assert (
+        unchanged[key]
+        .sort_values("path")
+        .reset_index(drop=True)
+        .equals(manifest[key].sort_values("path").reset_index(drop=True))
+    ), "feedback goes to train only; no other image changes split"

@@ -68,6 +68,7 @@ def test_make_rollout_runs_ops_rollout_with_the_tag() -> None:
 _FAKES = {  # each logs its arguments; docker fails `run` when FAIL_RUN is set
     "dnf": "",
     "systemctl": "",
+    "install": "",
     "aws": "echo fake-token",
     "docker": 'if [ "$1" = login ]; then cat >/dev/null; fi\n[ "$1" != run ] || [ -z "${FAIL_RUN:-}" ]',
 }
@@ -79,6 +80,7 @@ _VALUES = {  # what CloudFormation substitutes into the user data
     "Repository": "ai-image-detection",
     "ContainerMemoryLimit": "6g",
     "ContainerLogGroup": "/ai-image-detection/service",
+    "ArtifactBucket": "ai-image-detection-123456789012-us-east-1",
 }
 
 
@@ -120,6 +122,10 @@ def test_an_instance_starts_the_image_of_its_launch_template_version(
     )
     assert " --log-driver awslogs --log-opt awslogs-region=us-east-1 " in run
     assert " --log-opt awslogs-group=/ai-image-detection/service " in run
+    # the prediction log on the host, owned by the image's user; feedback in the stack's bucket
+    assert "install -d -o 1034 -g 1034 -m 0750 /var/lib/ai-image-detection/predictions" in log
+    assert " -v /var/lib/ai-image-detection/predictions:/home/bentoml/logs/predictions " in run
+    assert " -e AIID_FEEDBACK_BUCKET=ai-image-detection-123456789012-us-east-1 " in run
     assert run.endswith(f" {REPOSITORY_URI}:v1.4.0")
 
 
