@@ -63,10 +63,12 @@ def test_heatmap_is_red_for_ai_blue_for_human_and_clear_at_the_middle() -> None:
 BAND = (0.4, 0.6)
 
 
-def annotated_pixels(label: str, probability_ai: float, confidence: float | None, band=BAND) -> np.ndarray:
+def annotated_pixels(
+    label: str, probability_ai: float, confidence: float | None, band=BAND, declared_by: str | None = None
+) -> np.ndarray:
     """A 400x240 grey image annotated: its banner is 24 px high, the bar its bottom 4 rows."""
     image = Image.fromarray(np.full((240, 400, 3), 128, dtype=np.uint8))
-    annotated = Image.open(io.BytesIO(annotate(image, label, probability_ai, confidence, band)))
+    annotated = Image.open(io.BytesIO(annotate(image, label, probability_ai, confidence, band, declared_by)))
     assert (annotated.format, annotated.size) == ("JPEG", (400, 240))
     return np.asarray(annotated).astype(int)
 
@@ -101,6 +103,14 @@ def test_each_verdict_has_its_own_colour(
     others = {"amber", "red", "blue"} - {colour}
     assert all(coloured(text, other) == 0 for other in others)
     assert coloured(bar[:16], colour) == 16, f"the bar fills towards P(AI) in {colour}"
+
+
+def test_a_declared_answer_is_red_and_says_so_instead_of_claiming_no_verdict() -> None:
+    """Provenance decided: no confidence, yet not "inconclusive" (amber) either."""
+    declared = annotated_pixels("ai", 0.2, None, declared_by="c2pa")
+    inconclusive_wording = annotated_pixels("ai", 0.2, None)
+    assert coloured(declared[2:18], "red") > 10 and coloured(declared[2:18], "amber") == 0
+    assert not np.array_equal(declared[2:18], inconclusive_wording[2:18]), "the declared wording differs"
 
 
 def test_the_bar_shows_the_band_between_two_ticks() -> None:

@@ -147,3 +147,11 @@ def test_every_verdict_is_logged_without_pixels(client: TestClient, service_env:
     assert record.probability_ai == pytest.approx(answer["probability_ai"])
     assert 0 < record.mean_luma < 255 and record.std_luma > 0 and record.latency_ms > 0
     assert len(log.read_bytes()) < 2_000 * len(lines), "numbers only: no pixels in the log"
+
+
+def test_the_annotated_image_says_when_provenance_decided(client: TestClient) -> None:
+    response = client.post("/annotate", files=upload(png_with_parameters(), "a1111.png", "image/png"))
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    numbers = json.loads(response.headers["X-Verdict"])
+    assert (numbers["label"], numbers["decided_by"], numbers["confidence"]) == ("ai", "provenance", None)
+    assert re.fullmatch(r"p-[0-9a-f]{32}", numbers["prediction_id"])

@@ -19,14 +19,17 @@ import logging
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as S3Refusal
 from pydantic import BaseModel, Field
 
+from ai_image_detection.serving.http_guard import ClientError
 from ai_image_detection.serving.prediction_log import PredictionRecord, utc_now
 
 logger = logging.getLogger(__name__)
@@ -89,6 +92,63 @@ class RecentPredictions:
     def get(self, prediction_id: str) -> RememberedPrediction | None:
         """The remembered prediction, or None when unknown or forgotten."""
         return self._by_id.get(prediction_id)
+
+    def recall(self, prediction_id: str) -> RememberedPrediction:
+        """The remembered prediction a feedback is about.
+
+        Raises:
+            ClientError: 404 ``unknown_prediction`` when it is unknown or forgotten.
+        """
+        remembered = self.get(prediction_id)
+        if remembered is None:
+            message = (
+                f"no recent prediction {prediction_id!r} on this service (the last "
+                f"{self.capacity:,} predictions are kept for feedback)"
+            )
+            raise ClientError("unknown_prediction", message, 404)
+        return remembered
+
+
+def checked_note(note: str | None) -> str | None:
+    """The note as kept (None when empty).
+
+    Raises:
+        ClientError: 400 ``note_too_long`` beyond :data:`MAX_NOTE_CHARS`.
+    """
+    if note is not None and len(note) > MAX_NOTE_CHARS:
+        raise ClientError(
+            "note_too_long", f"the note has {len(note)} characters; at most {MAX_NOTE_CHARS}", 400
+        )
+    return note or None
+
+
+def kept_image(prediction: RememberedPrediction, consent: bool, uploads: list[Path]) -> bytes | None:
+    """The image a feedback may keep: the one uploaded, with consent, if it is the file predicted.
+
+    Args:
+        prediction: The prediction the feedback is about.
+        consent: Whether the user consents to keeping the image.
+        uploads: The files sent in the field ``image`` (none or one).
+
+    Returns:
+        Its bytes, or None when no image was sent.
+
+    Raises:
+        ClientError: 400 ``too_many_files``, ``image_without_consent`` or ``image_mismatch``.
+    """
+    if len(uploads) > 1:
+        raise ClientError(
+            "too_many_files", f"{len(uploads)} files in 'image'; send at most the one predicted", 400
+        )
+    if not uploads:
+        return None
+    if not consent:
+        message = "an image is kept only with consent: set consent=true, or send no image"
+        raise ClientError("image_without_consent", message, 400)
+    data = uploads[0].read_bytes()
+    if sha256(data) != prediction.image_sha256:
+        raise ClientError("image_mismatch", "this is not the image that was predicted", 400)
+    return data
 
 
 def sha256(data: bytes) -> str:
@@ -167,7 +227,7 @@ class FeedbackStore:
             self._client.put_object(
                 Bucket=self.bucket, Key=record_key, Body=body, ContentType="application/json"
             )
-        except (BotoCoreError, ClientError) as failed:
+        except (BotoCoreError, S3Refusal) as failed:
             logger.error("feedback store s3://%s/%s unreachable: %s", self.bucket, self.prefix, failed)
             raise FeedbackUnavailableError("the feedback store cannot be reached; try again later") from None
         logger.info(

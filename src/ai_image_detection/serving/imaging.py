@@ -23,6 +23,13 @@ VERDICT_COLOURS: dict[Verdict, tuple[int, int, int]] = {
     "inconclusive": (235, 160, 0),
 }
 """Red, blue, and amber for the answer that names no class."""
+DECLARING_SOURCES = {
+    "c2pa": "C2PA Content Credentials",
+    "xmp": "IPTC/XMP metadata",
+    "png_text": "generator metadata",
+    "exif": "EXIF",
+}
+"""How the banner names the provenance that declared an image AI-generated."""
 VERDICT_NAMES: dict[Verdict, str] = {
     "ai": "AI-generated",
     "human": "Human-made",
@@ -140,11 +147,14 @@ def annotate(
     probability_ai: float,
     confidence: float | None,
     band: tuple[float, float],
+    declared_by: str | None = None,
 ) -> bytes:
     """The image with its verdict drawn on a banner at the top, as JPEG.
 
     The banner names the verdict in its colour (red AI-generated, blue human-made, amber
     inconclusive) with P(AI) and the confidence, which an inconclusive verdict does not claim.
+    When the image's provenance decided (``declared_by``), it says "AI-generated (declared)", which
+    evidence declared it, and the pixels' P(AI) alone.
     A bar along the banner's bottom edge fills up to P(AI); the inconclusive band on it is
     shaded, with a white tick at each of its edges (one tick for a model without a band).
 
@@ -154,6 +164,8 @@ def annotate(
         probability_ai: The calibrated score.
         confidence: Probability of the stated class; None when inconclusive.
         band: The thresholds ``(human, ai)``: human below the first, ai at or above the second.
+        declared_by: The provenance source that decided (``"c2pa"``, ``"xmp"``, ...), or None
+            when the pixels decided.
 
     Returns:
         JPEG bytes (quality 92).
@@ -166,7 +178,12 @@ def annotate(
     human, ai = band
     colour = VERDICT_COLOURS[label]
     score = f" · P(AI) {_percent(probability_ai)}"
-    if label == "inconclusive" or confidence is None:
+    name = VERDICT_NAMES[label]
+    if declared_by is not None:
+        name = f"{name} (declared)"
+        source = DECLARING_SOURCES.get(declared_by, declared_by)
+        detail = f" by {source} · pixels alone: P(AI) {_percent(probability_ai)}"
+    elif label == "inconclusive" or confidence is None:
         detail = f"{score} · no verdict: unreliable from {_percent(human)} to {_percent(ai)}"
     else:
         if human == ai:
@@ -184,7 +201,6 @@ def annotate(
     for tick in sorted({left, right}):
         draw.rectangle((tick - 1, top - strip // 2, tick + 1, banner), fill=(255, 255, 255, 255))
     x, y = max(4, banner // 4), banner * 0.1
-    name = VERDICT_NAMES[label]
     draw.text((x, y), name, fill=(*colour, 255), font=font)
     draw.text((x + draw.textlength(name, font=font), y), detail, fill=(255, 255, 255, 255), font=font)
     buffer = io.BytesIO()

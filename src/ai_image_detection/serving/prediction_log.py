@@ -13,9 +13,12 @@ import queue
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from ai_image_detection.serving.answers import ImageVerdict
 
 LOG_FILE_NAME = "predictions.jsonl"
 Endpoint = Literal["predict", "predict_batch", "annotate", "explain"]
@@ -46,6 +49,52 @@ class PredictionRecord(BaseModel):
     latency_ms: float
     provenance_sources: list[str]
     declares_ai: bool
+
+
+def prediction_record(
+    answer: ImageVerdict, endpoint: Endpoint, size_bytes: int, luma: tuple[float, float], latency_ms: float
+) -> PredictionRecord:
+    """The log's line for a verdict: its numbers and the image's statistics, no pixels.
+
+    Args:
+        answer: The verdict.
+        endpoint: Which endpoint answered it.
+        size_bytes: The uploaded file's size.
+        luma: Mean and standard deviation of the scored crops' luma (``tiling.crop_luma``).
+        latency_ms: From the upload's arrival at the decoder to the verdict.
+
+    Returns:
+        The record.
+    """
+    same_names = answer.model_dump(
+        include={
+            "prediction_id",
+            "model_name",
+            "model_version",
+            "probability_ai",
+            "label",
+            "decided_by",
+            "closest_family",
+            "closest_family_probability",
+            "width",
+            "height",
+            "format",
+            "tiles",
+        }
+    )
+    return PredictionRecord(
+        **same_names,
+        time=utc_now(),
+        endpoint=endpoint,
+        threshold_human=answer.thresholds.human,
+        threshold_ai=answer.thresholds.ai,
+        bytes=size_bytes,
+        mean_luma=round(luma[0], 3),
+        std_luma=round(luma[1], 3),
+        latency_ms=round(latency_ms, 2),
+        provenance_sources=sorted({evidence.source for evidence in answer.provenance.evidence}),
+        declares_ai=answer.provenance.declares_ai,
+    )
 
 
 def utc_now() -> str:

@@ -44,18 +44,19 @@ from starlette.staticfiles import StaticFiles
 
 from ai_image_detection.serving.answers import Explanation, ImageFacts, ImageVerdict, ServiceInfo, judge
 from ai_image_detection.serving.feedback import (
-    MAX_NOTE_CHARS,
     FeedbackReceipt,
     FeedbackStore,
     FeedbackUnavailableError,
     RecentPredictions,
+    checked_note,
     feedback_record,
+    kept_image,
     sha256,
 )
 from ai_image_detection.serving.http_guard import ClientError, FormSpec, RequestGuard, answers_client_errors
 from ai_image_detection.serving.metrics import observe_verdict
 from ai_image_detection.serving.model_contract import ModelDescription
-from ai_image_detection.serving.prediction_log import Endpoint, PredictionLog, PredictionRecord, utc_now
+from ai_image_detection.serving.prediction_log import Endpoint, PredictionLog, prediction_record
 from ai_image_detection.serving.provenance import (
     Provenance,
     ProvenanceLimits,
@@ -122,35 +123,6 @@ def _image_facts(decoded: DecodedImage) -> ImageFacts:
         format=decoded.format,
         frames=decoded.frames,
         exif_rotated=decoded.exif_rotated,
-    )
-
-
-def _prediction_record(answer: ImageVerdict, examined: Examined, endpoint: Endpoint) -> PredictionRecord:
-    """The prediction log's line for a verdict: its numbers and the image's statistics, no pixels."""
-    provenance = answer.provenance
-    return PredictionRecord(
-        time=utc_now(),
-        prediction_id=answer.prediction_id,
-        endpoint=endpoint,
-        model_name=answer.model_name,
-        model_version=answer.model_version,
-        probability_ai=answer.probability_ai,
-        label=answer.label,
-        decided_by=answer.decided_by,
-        threshold_human=answer.thresholds.human,
-        threshold_ai=answer.thresholds.ai,
-        closest_family=answer.closest_family,
-        closest_family_probability=answer.closest_family_probability,
-        width=answer.width,
-        height=answer.height,
-        format=answer.format,
-        bytes=examined.size_bytes,
-        tiles=answer.tiles,
-        mean_luma=round(examined.luma[0], 3),
-        std_luma=round(examined.luma[1], 3),
-        latency_ms=round((time.perf_counter() - examined.started) * 1000, 2),
-        provenance_sources=sorted({evidence.source for evidence in provenance.evidence}),
-        declares_ai=provenance.declares_ai,
     )
 
 
@@ -334,7 +306,8 @@ class Detector:
             prediction_id,
             families,
         )
-        record = _prediction_record(answer, examined, endpoint)
+        latency_ms = (time.perf_counter() - examined.started) * 1000
+        record = prediction_record(answer, endpoint, examined.size_bytes, examined.luma, latency_ms)
         self.prediction_log.write(record)
         self.recent_predictions.remember(record, examined.image_sha256)
         observe_verdict(answer.label, answer.decided_by, answer.probability_ai)
@@ -393,16 +366,24 @@ class Detector:
     ) -> Annotated[Path, ContentType("image/jpeg")]:
         """The image (EXIF-upright, RGB) as JPEG with the verdict drawn on it.
 
-        A banner names the answer (``Inconclusive`` in amber inside the band) with P(AI), the
-        confidence when there is one, and a bar with both thresholds marked. The ``X-Verdict``
+        A banner names the answer (``Inconclusive`` in amber inside the band; ``AI-generated
+        (declared)`` with the evidence when provenance decided) with P(AI), the confidence when
+        there is one, and a bar with both thresholds marked. The ``X-Verdict``
         header carries the numbers as JSON (``label``, ``probability_ai``, ``confidence``,
         ``thresholds``, ``threshold``, ``model_version``, and ``closest_family`` with
         ``closest_family_probability``, null for a model without attribution).
         """
         decoded, verdict = await self._image_and_verdict(image, "annotate")
         band = (verdict.thresholds.human, verdict.thresholds.ai)
+        declared_by = verdict.provenance.decisive if verdict.decided_by == "provenance" else None
         jpeg = await asyncio.to_thread(
-            annotate, decoded.pixels, verdict.label, verdict.probability_ai, verdict.confidence, band
+            annotate,
+            decoded.pixels,
+            verdict.label,
+            verdict.probability_ai,
+            verdict.confidence,
+            band,
+            declared_by,
         )
         with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as file:
             file.write(jpeg)
@@ -486,33 +467,11 @@ class Detector:
         400 ``image_without_consent`` / ``image_mismatch`` / ``note_too_long``, 503
         ``feedback_unavailable`` (the feedback store cannot be reached).
         """
-        remembered = self.recent_predictions.get(prediction_id)
-        if remembered is None:
-            message = (
-                f"no recent prediction {prediction_id!r} on this service (the last "
-                f"{SETTINGS.feedback_memory:,} predictions are kept for feedback)"
-            )
-            raise ClientError("unknown_prediction", message, 404)
-        if note is not None and len(note) > MAX_NOTE_CHARS:
-            raise ClientError(
-                "note_too_long", f"the note has {len(note)} characters; at most {MAX_NOTE_CHARS}", 400
-            )
-        if len(image) > 1:
-            raise ClientError(
-                "too_many_files", f"{len(image)} files in 'image'; send at most the one predicted", 400
-            )
-        data = None
-        if image:
-            if not consent:
-                message = "an image is kept only with consent: set consent=true, or send no image"
-                raise ClientError("image_without_consent", message, 400)
-            data = await asyncio.to_thread(image[0].read_bytes)
-            if sha256(data) != remembered.image_sha256:
-                raise ClientError("image_mismatch", "this is not the image that was predicted", 400)
+        remembered = self.recent_predictions.recall(prediction_id)
+        note = checked_note(note)
+        data = await asyncio.to_thread(kept_image, remembered, consent, image)
         image_format = remembered.record.format if data is not None else None
-        record = feedback_record(
-            remembered, label, note or None, consent, image_format, self.feedback_store.prefix
-        )
+        record = feedback_record(remembered, label, note, consent, image_format, self.feedback_store.prefix)
         try:
             await asyncio.to_thread(self.feedback_store.put, record, data)
         except FeedbackUnavailableError as unavailable:

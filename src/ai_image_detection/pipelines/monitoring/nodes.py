@@ -22,6 +22,7 @@ from ai_image_detection.pipelines.monitoring import charts, flag, report
 from ai_image_detection.pipelines.monitoring.drift import compare_categorical, compare_numeric
 from ai_image_detection.pipelines.monitoring.feedback import feedback_figures, feedback_table
 from ai_image_detection.pipelines.monitoring.params import MonitoringParams
+from ai_image_detection.serving.prediction_log import PredictionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -30,30 +31,8 @@ VERDICTS = ("human", "inconclusive", "ai")
 NUMERIC_INPUTS = ("width", "height", "bytes", "mean_luma", "std_luma")
 """Input statistics compared with the reference, when both have them."""
 CATEGORICAL_INPUTS = ("format",)
-LOG_COLUMNS = [
-    "time",
-    "prediction_id",
-    "endpoint",
-    "model_name",
-    "model_version",
-    "probability_ai",
-    "label",
-    "decided_by",
-    "threshold_human",
-    "threshold_ai",
-    "closest_family",
-    "width",
-    "height",
-    "format",
-    "bytes",
-    "tiles",
-    "mean_luma",
-    "std_luma",
-    "latency_ms",
-    "provenance_sources",
-    "declares_ai",
-]
-"""The prediction log's fields this pipeline reads (the service's ``PredictionRecord``)."""
+LOG_COLUMNS = list(PredictionRecord.model_fields)
+"""The prediction log's fields: the service's :class:`PredictionRecord`, the one contract of the log."""
 
 
 def reference_table(served_model_reference: Mapping[str, Any]) -> pd.DataFrame:
