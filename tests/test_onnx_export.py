@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
+from ai_image_detection import onnx_export
 from ai_image_detection.calibration import PlattScaling
 from ai_image_detection.contract import FAMILIES_KEY, FAMILY_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.models import DetectorSpec, build_detector, calibrated_detector
@@ -114,3 +115,16 @@ def test_parity_checks_the_attribution_too(
     layer.set_weights([kernel, bias + np.array([2.0, 0.0, -2.0], dtype=bias.dtype)])
     with pytest.raises(ParityError, match="disagree on family_probabilities"):
         check_parity(moved, attributing_exported, images, tolerance=1e-4)
+
+
+def test_a_model_over_the_threshold_converts_in_a_child_process_to_the_same_graph(
+    model: keras.Model, exported: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIP-sized models convert in a spawned process (its memory goes back to the system); same result."""
+    monkeypatch.setattr(onnx_export, "ISOLATED_CONVERSION_PARAMETERS", model.count_params() - 1)
+    isolated = export_onnx(
+        model, opset=17, metadata={"threshold": "0.42", "mlflow_run_id": "r1", "data_version": "d1"}
+    )
+    images = np.random.default_rng(4).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(onnx_predict(isolated, images)[0], onnx_predict(exported, images)[0])
+    assert onnx_metadata(isolated) == onnx_metadata(exported)
