@@ -33,6 +33,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_BENTOML_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_mlflow_experiment_left_behind() -> Iterator[None]:
+    """Each test starts without an active MLflow experiment that an earlier one chose.
+
+    ``mlflow.set_experiment`` (kedro-mlflow calls it in every ``KedroSession``) keeps the id in a
+    module global and exports it as ``MLFLOW_EXPERIMENT_ID``; a later run against another store
+    would look for an experiment that does not exist there. Undone after each test, so that even
+    the module-scoped fixtures of the next test (set up before its function fixtures) start clean.
+    """
+    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = before
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
 @pytest.fixture
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
     """A private MLflow tracking and registry store (sqlite in ``tmp_path``), global state restored after.

@@ -63,6 +63,7 @@ def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "MLFLOW_TRACKING_URI",
             "MLFLOW_REGISTRY_URI",
             "MLFLOW_EXPERIMENT_NAME",
+            "MLFLOW_EXPERIMENT_ID",
             "MLFLOW_RUN_ID",
         ):
             monkeypatch.delenv(env_var, raising=False)
