@@ -33,21 +33,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_BENTOML_HOME, ignore_errors=True)
 
 
+_SESSION_EXPERIMENT_ID = os.environ.get("MLFLOW_EXPERIMENT_ID")
+
+
 @pytest.fixture(autouse=True)
 def _no_mlflow_experiment_left_behind() -> Iterator[None]:
-    """Each test starts without an active MLflow experiment that an earlier one chose.
+    """Each test starts without an active MLflow experiment or run that an earlier one left.
 
     ``mlflow.set_experiment`` (kedro-mlflow calls it in every ``KedroSession``) keeps the id in a
     module global and exports it as ``MLFLOW_EXPERIMENT_ID``; a later run against another store
     would look for an experiment that does not exist there. Undone after each test, so that even
-    the module-scoped fixtures of the next test (set up before its function fixtures) start clean.
+    the module-scoped fixtures of the next test (set up before its function fixtures, so possibly
+    after a module fixture of this one set it) start clean: back to what the session started with.
     """
-    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
     yield
-    if before is None:
+    # kedro-mlflow also leaves its `kedro run`'s run active once a session is over; forget it here
+    # (ending it is its store's business: that store may be gone with the test's tmp_path)
+    mlflow.tracking.fluent._active_run_stack.get().clear()
+    if _SESSION_EXPERIMENT_ID is None:
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     else:
-        os.environ["MLFLOW_EXPERIMENT_ID"] = before
+        os.environ["MLFLOW_EXPERIMENT_ID"] = _SESSION_EXPERIMENT_ID
     mlflow.tracking.fluent._active_experiment_id = None
 
 
