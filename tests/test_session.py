@@ -191,7 +191,10 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
     runs = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
-    assert len(parents) == 1, "one run per `kedro run`; the data-only sample_data run opened none"
+    assert len(parents) == 1, (
+        "one run per `kedro run`; the data-only sample_data run opened none: "
+        f"{[(run.info.run_name, run.data.tags.get('mlflow.parentRunId')) for run in runs]}"
+    )
     assert sorted(child.info.run_name for child in children) == sorted(
         f"{candidate}{fold}"
         for candidate in CANDIDATES
