@@ -103,8 +103,15 @@ def test_dvc_repro_and_checkout_keep_user_raw_data_byte_identical(tmp_path: Path
         if (PROJECT_ROOT / name).is_file():
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
+    # the smallest sample set the stage can make: what it holds does not matter here, only where
     params = tmp_path / "conf" / "base" / "parameters_sample_data.yml"
-    params.write_text(params.read_text().replace("size: default", "size: small", 1))
+    sample_data = yaml.safe_load(params.read_text())
+    sample_data["sample_data"] |= {
+        "size": "small",
+        "sizes": {"small": {"pairs": 12, "registries": ["pypi"], "families": {"simulator": 1}}},
+        "min_distinct_photos": 1,
+    }
+    params.write_text(yaml.safe_dump(sample_data))
     write_files(tmp_path, USER_FILES)
     binaries = str(Path(sys.executable).parent)
     environment = {

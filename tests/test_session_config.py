@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
 import yaml
 from kedro.framework.project import configure_project, pipelines
@@ -99,3 +100,25 @@ def test_without_a_session_kedro_env_in_the_project_decides(
     assert candidates_of(create_pipeline()) == BASE_CANDIDATES
     monkeypatch.setenv("KEDRO_ENV", "quick")
     assert candidates_of(create_pipeline()) == {"quick_cnn"}
+
+
+def test_the_tracking_store_is_the_projects_own_wherever_the_session_starts(
+    project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``kedro run`` from elsewhere, or from a sub-folder, tracks into the project's ``mlflow.db``.
+
+    A relative ``sqlite:///mlflow.db`` would follow the working directory (and MLflow keeps the
+    first store it opened for a URI, so a second project in one process would write into the first).
+    """
+    own_store = f"sqlite:///{project.resolve().as_posix()}/mlflow.db"
+    bootstrap_project(project)
+
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    with KedroSession.create(project_path=project) as session:
+        session.load_context()
+    assert mlflow.get_tracking_uri() == own_store
+
+    monkeypatch.chdir(project / "conf" / "base")  # `kedro run` from a sub-folder
+    with KedroSession.create() as session:
+        session.load_context()
+    assert mlflow.get_tracking_uri() == own_store

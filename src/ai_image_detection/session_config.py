@@ -33,25 +33,41 @@ class SessionConfig:
 
     def __init__(self) -> None:
         self._loader: AbstractConfigLoader | None = None
+        self._project: Path | None = None
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: KedroContext) -> None:
-        """Keep the session's config loader: its ``conf_source``, ``env`` and runtime parameters."""
+        """Keep the session's project folder and its config loader (``conf_source``, ``env``, parameters)."""
+        self._project = context.project_path
         self._loader = context.config_loader
+
+    def project(self) -> Path:
+        """The session's project folder, or, outside a session, the project around the working directory."""
+        return (self._project or find_kedro_project(Path.cwd()) or Path.cwd()).resolve()
 
     def loader(self) -> AbstractConfigLoader:
         """The session's config loader, or, outside a session, one built the way a session builds it."""
         if self._loader is not None:
             return self._loader
-        project = find_kedro_project(Path.cwd()) or Path.cwd()
         return settings.CONFIG_LOADER_CLASS(
-            conf_source=str(project / settings.CONF_SOURCE),
+            conf_source=str(self.project() / settings.CONF_SOURCE),
             env=os.getenv("KEDRO_ENV"),
             **settings.CONFIG_LOADER_ARGS,
         )
 
 
 SESSION_CONFIG = SessionConfig()
+
+
+def project_path() -> str:
+    """The ``${project_path:}`` resolver: the current project's folder as a POSIX path.
+
+    ``conf/base/mlflow.yml`` anchors the tracking store there, so that ``kedro run`` from any folder
+    of the project, or ``KedroSession.create(project_path=...)`` from elsewhere, tracks into the
+    project's own ``mlflow.db``. (A relative ``sqlite:///mlflow.db`` follows the working directory,
+    and MLflow keeps one store per URI in a process: a second project would write into the first.)
+    """
+    return SESSION_CONFIG.project().as_posix()
 
 
 def candidates() -> dict[str, dict[str, Any]]:

@@ -3,7 +3,7 @@
 from kedro.config import OmegaConfigLoader
 
 from ai_image_detection.hooks import SettingsChecks
-from ai_image_detection.session_config import SESSION_CONFIG
+from ai_image_detection.session_config import SESSION_CONFIG, project_path
 
 HOOKS = (SESSION_CONFIG, SettingsChecks())
 
@@ -12,4 +12,5 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+    "custom_resolvers": {"project_path": project_path},
 }

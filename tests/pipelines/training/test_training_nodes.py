@@ -40,7 +40,7 @@ from ai_image_detection.pipelines.training.params import CandidateParams, LeaveO
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from tests.test_input_pipeline import project_params
 
-EPOCHS = 8
+EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
