@@ -20,6 +20,8 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from mlflow.tracking import MlflowClient
 
+from ai_image_detection.session_config import SESSION_CONFIG
+
 _BENTOML_HOME = tempfile.mkdtemp(prefix="bentoml-home-")
 
 
@@ -57,6 +59,44 @@ def _no_mlflow_experiment_left_behind() -> Iterator[None]:
     mlflow.tracking.fluent._active_experiment_id = None
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_RUN_ID",
+)
+"""The environment variables through which a user's shell would point MLflow somewhere else."""
+
+
+def scratch_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project's settings and configuration (not ``conf/local``) in ``root``, its working directory.
+
+    A ``KedroSession`` of ``root`` writes only there (data, ``mlflow.db``); the package itself is
+    the one installed (editable) in the environment. Nothing of the user's shell (MLflow's
+    variables, ``KEDRO_ENV``) or of an earlier session in this process (its configuration) leaks in.
+
+    Args:
+        root: An empty folder.
+        monkeypatch: Undoes the environment and the working directory afterwards.
+
+    Returns:
+        ``root``.
+    """
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()
+    for variable in (*MLFLOW_VARIABLES, "KEDRO_ENV"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(SESSION_CONFIG, "_loader", None)
+    monkeypatch.setattr(SESSION_CONFIG, "_project", None)
+    monkeypatch.chdir(root)
+    return root
+
+
 @pytest.fixture
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
     """A private MLflow tracking and registry store (sqlite in ``tmp_path``), global state restored after.
@@ -64,13 +104,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mlflow
     Runs start in its ``Default`` experiment, whatever experiment an earlier test (or session) made
     active in another store.
     """
-    for variable in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_REGISTRY_URI",
-        "MLFLOW_EXPERIMENT_NAME",
-        "MLFLOW_EXPERIMENT_ID",
-        "MLFLOW_RUN_ID",
-    ):
+    for variable in MLFLOW_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -82,7 +116,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mlflow
     mlflow.set_registry_uri(None)
 
 
-LOCAL_S3_SCRIPT = Path(__file__).resolve().parents[1] / "ops" / "local-s3.sh"
+LOCAL_S3_SCRIPT = PROJECT_ROOT / "ops" / "local-s3.sh"
 _GRPC_PORT_OFFSET = 10000  # weed puts each component's gRPC port at its HTTP port + 10000
 _PORT_RANGE = (20000, 30000)  # + _GRPC_PORT_OFFSET stays below the usual ephemeral range
 

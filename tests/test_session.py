@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,11 @@ from PIL import Image
 from ai_image_detection.onnx_export import onnx_predict
 from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.pipeline_registry import register_pipelines
-from tests.conftest import LocalS3
+from tests.conftest import PROJECT_ROOT, LocalS3, scratch_project
 from tests.serving.conftest import serving
 from tests.serving.provenance_fixtures import png_with_parameters
 from tests.test_data_safety import USER_FILES, write_files
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("small_cnn", "efficientnet_lite0")
 """The default run's candidates but CLIP: the NPR network from scratch and a probe of a pretrained
 backbone. CLIP is the default's other probe: the same probe nodes with a backbone 18 times larger,
@@ -44,33 +42,19 @@ cores; its encoder, weights and export are tested in tests/models/test_clip.py."
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The project's configuration in a scratch folder, so the run writes only there."""
-    tmp_path = tmp_path_factory.mktemp("project")
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    # The copy's own base config lists the candidates. (Not conf/local: Kedro 1.7 merges runtime
-    # parameters into each environment before the environments replace each other's top-level
-    # keys, so any parameters file in conf/local would reduce `sample_data` to the runtime `size`.)
-    training_file = tmp_path / "conf" / "base" / "parameters_training.yml"
-    training = yaml.safe_load(training_file.read_text())
-    training["training"]["candidates"] = {
-        name: training["training"]["candidates"][name] for name in CANDIDATES
-    }
-    training_file.write_text(yaml.safe_dump(training, sort_keys=False))
-    (tmp_path / "src").mkdir()  # the package itself is installed (editable) in the environment
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for env_var in (
-            "MLFLOW_TRACKING_URI",
-            "MLFLOW_REGISTRY_URI",
-            "MLFLOW_EXPERIMENT_NAME",
-            "MLFLOW_EXPERIMENT_ID",
-            "MLFLOW_RUN_ID",
-        ):
-            monkeypatch.delenv(env_var, raising=False)
-        monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
-        monkeypatch.chdir(tmp_path)
-        bootstrap_project(tmp_path)
-        yield tmp_path
+        project = scratch_project(tmp_path_factory.mktemp("project"), monkeypatch)
+        # The copy's own base config lists the candidates. (Not conf/local: Kedro 1.7 merges runtime
+        # parameters into each environment before the environments replace each other's top-level
+        # keys, so any parameters file in conf/local would reduce `sample_data` to the runtime `size`.)
+        training_file = project / "conf" / "base" / "parameters_training.yml"
+        training = yaml.safe_load(training_file.read_text())
+        training["training"]["candidates"] = {
+            name: training["training"]["candidates"][name] for name in CANDIDATES
+        }
+        training_file.write_text(yaml.safe_dump(training, sort_keys=False))
+        bootstrap_project(project)
+        yield project
 
 
 @pytest.fixture(scope="module")

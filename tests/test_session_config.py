@@ -21,9 +21,8 @@ from kedro.pipeline import Pipeline
 from mlflow.tracking import MlflowClient
 
 from ai_image_detection.pipelines.training.pipeline import create_pipeline
-from ai_image_detection.session_config import SESSION_CONFIG
+from tests.conftest import PROJECT_ROOT, scratch_project
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BASE_CANDIDATES = {"small_cnn", "clip_vit_b16", "efficientnet_lite0"}
 CANDIDATE_PIPELINES = ("training", "evaluation", "export")
 
@@ -44,14 +43,8 @@ def write_candidates(conf: Path, names: list[str]) -> None:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking: MlflowClient) -> Iterator[Path]:
     """The project's configuration in a scratch folder, plus an environment ``quick`` with one candidate."""
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()  # the package itself is installed (editable) in the environment
+    scratch_project(tmp_path, monkeypatch)
     write_candidates(tmp_path / "conf" / "quick", ["quick_cnn"])
-    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("KEDRO_ENV", raising=False)
-    monkeypatch.setattr(SESSION_CONFIG, "_loader", None)  # no earlier session's configuration
     yield tmp_path
     configure_project("ai_image_detection")  # forget the pipelines built from the scratch configuration
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import socket
 import threading
 import uuid
@@ -36,10 +35,9 @@ from pydantic import ValidationError
 from ai_image_detection.pipelines.ingestion import create_pipeline
 from ai_image_detection.pipelines.ingestion.pipeline import feedback_enabled
 from ai_image_detection.session_config import SESSION_CONFIG
-from tests.conftest import LocalS3
+from tests.conftest import PROJECT_ROOT, LocalS3, scratch_project
 from tests.pipelines.ingestion.test_ingestion_pipeline import _make_raw_dir, _params_from_conf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 STORE_DATASETS = {"feedback_records", "feedback_images", "feedback_image_files"}
 
 
@@ -283,26 +281,11 @@ class ConnectionCounter:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The project's configuration in a scratch folder with a tiny raw dir, the working directory."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # the package itself is installed (editable) in the environment
-    _make_raw_dir(root / "raw")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for name in (
-            "MLFLOW_TRACKING_URI",
-            "MLFLOW_REGISTRY_URI",
-            "MLFLOW_EXPERIMENT_NAME",
-            "MLFLOW_RUN_ID",
-            "KEDRO_ENV",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+        root = scratch_project(tmp_path_factory.mktemp("project"), monkeypatch)
+        _make_raw_dir(root / "raw")
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-        monkeypatch.setattr(SESSION_CONFIG, "_loader", None)  # no earlier session's configuration
-        monkeypatch.chdir(root)
         yield root
     mlflow.set_tracking_uri(None)  # kedro-mlflow pointed MLflow at the scratch project's store
     mlflow.set_registry_uri(None)
