@@ -29,7 +29,7 @@ from kedro.utils import find_kedro_project
 
 
 class SessionConfig:
-    """The config loader of the current Kedro session (a hook in ``settings.HOOKS``)."""
+    """The project folder and config loader of the current Kedro session (a hook in ``settings.HOOKS``)."""
 
     def __init__(self) -> None:
         self._loader: AbstractConfigLoader | None = None
