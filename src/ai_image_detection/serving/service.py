@@ -2,7 +2,7 @@
 
 Two services, each its own process under ``bentoml serve``: :class:`Detector` (the HTTP API and
 the web page) decodes and checks every upload in a worker thread and cuts crops exactly as
-training and evaluation do (:mod:`ai_image_detection.tiling`); its dependency, the
+training and evaluation do (:mod:`ai_image_detection.serving.examination`); its dependency, the
 :class:`~ai_image_detection.serving.scorer.Scorer`, runs the model behind one batchable API, so
 that crops of concurrent requests share ONNX Runtime calls. The model's input size, tiling,
 thresholds and calibration come from its ONNX metadata
@@ -31,7 +31,6 @@ import logging
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,7 +41,8 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from bentoml.validators import ContentType
 from starlette.staticfiles import StaticFiles
 
-from ai_image_detection.serving.answers import Explanation, ImageFacts, ImageVerdict, ServiceInfo, judge
+from ai_image_detection.serving.answers import Explanation, ImageVerdict, ServiceInfo, judge
+from ai_image_detection.serving.examination import Examined, Examiner
 from ai_image_detection.serving.feedback import (
     FeedbackReceipt,
     FeedbackStore,
@@ -51,28 +51,15 @@ from ai_image_detection.serving.feedback import (
     checked_note,
     feedback_record,
     kept_image,
-    sha256,
 )
 from ai_image_detection.serving.http_guard import ClientError, FormSpec, RequestGuard, answers_client_errors
 from ai_image_detection.serving.metrics import observe_verdict
 from ai_image_detection.serving.model_contract import ModelDescription
 from ai_image_detection.serving.prediction_log import Endpoint, PredictionLog, prediction_record
-from ai_image_detection.serving.provenance import (
-    Provenance,
-    ProvenanceLimits,
-    read_provenance,
-    unread_provenance,
-)
 from ai_image_detection.serving.scorer import SETTINGS, Scorer
 
 with bentoml.importing():
-    from ai_image_detection.image_io import (
-        SUPPORTED_FORMATS,
-        DecodedImage,
-        ImageLimits,
-        ImageRejectedError,
-        decode_image,
-    )
+    from ai_image_detection.image_io import SUPPORTED_FORMATS, DecodedImage
     from ai_image_detection.serving.imaging import (
         annotate,
         explanation_crops,
@@ -80,50 +67,13 @@ with bentoml.importing():
         occlusion_crops,
         occlusion_shading,
     )
-    from ai_image_detection.tiling import crop_luma, tile_crops
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATUS_BY_REASON = {
-    "empty": 400,
-    "not_an_image": 415,
-    "unsupported_format": 415,
-    "unsupported_mode": 415,
-    "corrupt": 422,
-    "too_small": 422,
-    "too_many_pixels": 413,
-}
-"""HTTP status for each :class:`ImageRejectedError` reason."""
-PROVENANCE_LIMITS = ProvenanceLimits()
 WARM_UP_ROUNDS = 8
 WARM_UP_CONCURRENCY = 3
 """Enough calls, in batches of 1 to 3, for the dispatcher to fit its latency model (it needs 11)."""
-
-
-@dataclass(frozen=True)
-class Examined:
-    """An upload made ready for scoring: its crops, what it is, and what its metadata says."""
-
-    crops: np.ndarray
-    facts: ImageFacts
-    provenance: Provenance
-    size_bytes: int
-    image_sha256: str
-    luma: tuple[float, float]
-    started: float
-
-
-def _image_facts(decoded: DecodedImage) -> ImageFacts:
-    """What a verdict reports about the image itself."""
-    width, height = decoded.pixels.size
-    return ImageFacts(
-        width=width,
-        height=height,
-        format=decoded.format,
-        frames=decoded.frames,
-        exif_rotated=decoded.exif_rotated,
-    )
 
 
 @bentoml.service(name="ai_image_detector", traffic={"timeout": 60}, workers=1)
@@ -133,12 +83,14 @@ class Detector:
     scorer = bentoml.depends(Scorer)
 
     def __init__(self) -> None:
-        """Image limits from the settings; the model is described by the scorer on first use."""
-        self.limits = ImageLimits(min_side=SETTINGS.min_side, max_pixels=SETTINGS.max_pixels)
+        """Upload examination, feedback and the prediction log from the settings.
+
+        The model is described by the scorer on first use.
+        """
+        self.examiner = Examiner(SETTINGS)
         self._model: ModelDescription | None = None
         self._warm = False
         self._warming = asyncio.Lock()
-        self._decoding = asyncio.Semaphore(SETTINGS.max_decoding)
         self._waiting_for_model = 0
         self.recent_predictions = RecentPredictions(SETTINGS.feedback_memory)
         self.feedback_store = FeedbackStore(
@@ -236,56 +188,17 @@ class Detector:
             logger.warning("scorer connection dropped (%s): sending the crops again", dropped)
             return await self.scorer.to_async.score(crops)
 
-    def _decode(self, data: bytes, name: str) -> DecodedImage:
-        try:
-            return decode_image(data, self.limits)
-        except ImageRejectedError as rejected:
-            raise ClientError(
-                rejected.reason, f"{name}: {rejected}", STATUS_BY_REASON[rejected.reason]
-            ) from None
-
-    async def _provenance(self, data: bytes, image_format: str) -> Provenance:
-        """The upload's provenance, or an unread one when reading takes longer than allowed."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(read_provenance, data, image_format, PROVENANCE_LIMITS),
-                SETTINGS.provenance_timeout_s,
-            )
-        except TimeoutError:
-            logger.warning("provenance not read within %.1f s", SETTINGS.provenance_timeout_s)
-            return unread_provenance(f"not read within {SETTINGS.provenance_timeout_s:g} s")
-
-    async def _examine(
-        self, upload: Path, name: str, model: ModelDescription
-    ) -> tuple[DecodedImage, Examined]:
-        """Decode and tile one upload as evaluation did, and read its provenance.
-
-        At most ``AIID_MAX_DECODING`` uploads are decoded at once.
-        """
-        started = time.perf_counter()
-        async with self._decoding:
-            data = await asyncio.to_thread(upload.read_bytes)
-            decoded = await asyncio.to_thread(self._decode, data, name)
-            crops = await asyncio.to_thread(
-                tile_crops, np.asarray(decoded.pixels), model.input_size, model.max_tiles
-            )
-            luma = await asyncio.to_thread(crop_luma, crops)
-            digest = await asyncio.to_thread(sha256, data)
-        provenance = await self._provenance(data, decoded.format)
-        examined = Examined(crops, _image_facts(decoded), provenance, len(data), digest, luma, started)
-        return decoded, examined
-
     async def _verdict(self, upload: Path, endpoint: Endpoint, name: str = "image") -> ImageVerdict:
         """The verdict on one upload; its pixels are released before its crops are scored."""
         model = await self._described_model()
-        decoded, examined = await self._examine(upload, name, model)
+        decoded, examined = await self.examiner.examine(upload, name, model.input_size, model.max_tiles)
         del decoded
         return await self._judge(examined, model, endpoint)
 
     async def _image_and_verdict(self, upload: Path, endpoint: Endpoint) -> tuple[DecodedImage, ImageVerdict]:
         """The decoded upload (for endpoints that draw on it) and its verdict."""
         model = await self._described_model()
-        decoded, examined = await self._examine(upload, "image", model)
+        decoded, examined = await self.examiner.examine(upload, "image", model.input_size, model.max_tiles)
         return decoded, await self._judge(examined, model, endpoint)
 
     async def _judge(self, examined: Examined, model: ModelDescription, endpoint: Endpoint) -> ImageVerdict:
