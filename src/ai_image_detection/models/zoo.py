@@ -81,7 +81,7 @@ class DetectorSpec(BaseModel):
             that generators leave).
         clip_embedding: Whether a ``clip_vit_b16`` probe reads the final embedding too. Without
             it, it reads only the class tokens, and the tower stops after the deepest of
-            ``class_token_layers`` (blocks 2 and 5: half the compute of the whole tower).
+            ``class_token_layers`` (the default's blocks 1-4: 5 of the tower's 12 blocks).
     """
 
     model_config = ConfigDict(extra="forbid")
