@@ -155,3 +155,25 @@ def test_answer_shares_count_the_services_verdicts(band: tuple[float, float]) ->
     answers = [verdict(float(score), *band) for score in scores]
     expected = {answer: answers.count(answer) / len(answers) for answer in ("human", "inconclusive", "ai")}
     assert answer_shares(scores, *band) == pytest.approx(expected)
+
+
+def test_the_band_holds_on_every_further_set() -> None:
+    validation_y, validation_p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+    # A family the model never saw: its AI images score as low as humans, one human scores high.
+    unseen_y, unseen_p = np.array([0, 0, 0, 1, 1, 1]), np.array([0.05, 0.3, 0.6, 0.15, 0.35, 0.95])
+    alone = choose_band(validation_y, validation_p, threshold=0.5, max_fpr=0.0, min_human_precision=0.99)
+    band = choose_band(
+        validation_y, validation_p, 0.5, max_fpr=0.0, min_human_precision=0.99, also_on=[(unseen_y, unseen_p)]
+    )
+    assert alone == (0.5, 0.5), "validation is separable: no band"
+    assert band == pytest.approx((0.1, 0.775)), (
+        "below the unseen AI images' lowest, above its humans' highest"
+    )
+    for y, p in ((validation_y, validation_p), (unseen_y, unseen_p)):
+        assert np.mean(p[y == 0] >= band[1]) == 0
+        assert np.all(y[p < band[0]] == 0)
+
+
+def test_a_further_set_is_validated_too() -> None:
+    with pytest.raises(ValueError, match="labels but"):
+        choose_band([0, 1], [0.2, 0.8], 0.5, 0.05, 0.95, also_on=[([0, 1, 1], [0.2, 0.8])])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from ai_image_detection.model_card import render_model_card
@@ -18,7 +20,8 @@ def metrics(f1: float) -> dict[str, float]:
     }
 
 
-def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
+def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """A small_cnn export, its evaluation (band chosen on two held-out families), int8, data, folds."""
     export_report = {
         "candidate": "small_cnn",
         "reason": "small_cnn: best validation F1",
@@ -35,6 +38,14 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
         "threshold_objective": "f1",
         "threshold_human": 0.2468,
         "threshold_ai": 0.8642,
+        "band": {
+            "chosen_on": ["validation", "held_out_families"],
+            "held_out_families": ["realcugan", "waifu2x"],
+            "held_out_answers": {
+                "ai_images": {"human": 0.05, "inconclusive": 0.25, "ai": 0.7},
+                "human_images": {"human": 0.6, "inconclusive": 0.36, "ai": 0.04},
+            },
+        },
         "max_tiles": 9,
         "calibration": {
             "method": "platt",
@@ -106,7 +117,11 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
             "threshold_ai": [0.8, 0.8],
         }
     )
-    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    return export_report, evaluation, quantization, manifest, unseen_folds
+
+
+def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
+    card = render_model_card(*card_inputs())
 
     assert card.startswith("# Model card: ai-image-detector v7")
     assert "threshold is 0.4321" in card
@@ -122,6 +137,7 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "weakest case above is `blur_sigma_1` (F1 0.600)" in card
     assert "-1.00 points" in card
     assert "## Intended use" in card
+    assert "held out of training,\n  showed the model unreliable" in card
     assert "Generator families it never saw (other" in card, "the limitation names the unseen-family risk"
     assert "leave-one-family-out table\n  above is the honest estimate" in card
     headline = card.split("## Generator families it never saw (the headline)")[1].split("## Metrics")[0]
@@ -129,6 +145,23 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "| realesrgan | 25 | 25 | 0.734 | 0.400 | 0.040 | 0.300 |" in headline
     assert card.index("## Generator families it never saw") < card.index("## Metrics"), "the headline first"
     assert "| validation | 0.450 | 0.100 | 0.450 |" in card
+    assert (
+        "chosen on\n  validation and on the images of the 2 generator families held out of training" in card
+    )
+    assert "| held-out families, AI images | 0.050 | 0.250 | 0.700 |" in card
+    assert "| held-out families, human twins | 0.600 | 0.360 | 0.040 |" in card
     assert "| unseen | 0.300 | 0.400 | 0.300 |" in card
     assert "| validation | realcugan | AI | 40 | 0.970 | 0.900 | 0.050 |" in card
     assert "| unseen | camera | human | 12 |  | 0.080 | 0.250 |" in card, "no AUROC for a human family"
+
+
+def test_a_band_chosen_on_validation_alone_says_so() -> None:
+    export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
+    evaluation["band"] = {
+        "chosen_on": ["validation"],
+        "held_out_families": [],
+        "held_out_answers": {"ai_images": {}, "human_images": {}},
+    }
+    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    assert '"inconclusive" in between (chosen on\n  validation for at most' in card
+    assert "held-out families, AI images" not in card

@@ -15,9 +15,12 @@ from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.quantization import (
     DYNAMIC_QUANTIZATION_NOTE,
     QUANTIZATION_NOTE,
+    dynamic_quantizable_nodes,
     quantize_int8,
     quantize_int8_dynamic,
 )
+from tests.onnx_graphs import images as zero_corner_images
+from tests.onnx_graphs import matrix_product_detector
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,25 @@ def test_dynamic_int8_keeps_the_contract_and_the_answers(float_model: bytes) -> 
     [expected], [actual] = onnx_predict(float_model, batch), onnx_predict(quantized, batch)
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, atol=0.05)
+
+
+def test_dynamic_int8_keeps_the_named_matrix_products_in_float32() -> None:
+    model = matrix_product_detector(outlier=200.0)
+    assert dynamic_quantizable_nodes(model) == ["layer_0", "layer_1", "layer_2"], "in graph order"
+    mixed = quantize_int8_dynamic(model, keep_float=["layer_0"])
+    nodes = onnx.load_from_string(mixed).graph.node
+    assert {node.name for node in nodes if node.op_type == "MatMul"} == {"layer_0"}
+    assert sum(node.op_type == "MatMulInteger" for node in nodes) == 2
+    assert onnx_metadata(mixed)["quantization"].endswith(
+        "1 matrix products kept in float32 (the most sensitive)"
+    )
+    batch = zero_corner_images(64)
+    expected = onnx_runner(model)(batch)
+    # the outlier's int8 scale rounds the first layer's other weights to zero; float32 keeps them
+    assert np.abs(onnx_runner(quantize_int8_dynamic(model))(batch) - expected).mean() > 0.05
+    np.testing.assert_allclose(onnx_runner(mixed)(batch), expected, atol=0.01)
+
+
+def test_keeping_a_node_that_is_no_matrix_product_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"cannot keep \['flatten'\] in float32"):
+        quantize_int8_dynamic(matrix_product_detector(), keep_float=["flatten"])

@@ -8,6 +8,7 @@ the decision threshold, which is chosen on validation data (:func:`choose_thresh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -149,14 +150,21 @@ def binary_metrics(y_true: ArrayLike, probabilities: ArrayLike, threshold: float
 
 
 def choose_band(
-    y_true: ArrayLike, probabilities: ArrayLike, threshold: float, max_fpr: float, min_human_precision: float
+    y_true: ArrayLike,
+    probabilities: ArrayLike,
+    threshold: float,
+    max_fpr: float,
+    min_human_precision: float,
+    also_on: Sequence[tuple[ArrayLike, ArrayLike]] = (),
 ) -> tuple[float, float]:
     """The inconclusive band ``[threshold_human, threshold_ai)`` chosen on (validation) data.
 
     ``threshold_ai`` is the lowest cut whose false-positive rate (human images answered ``ai``)
     is at most ``max_fpr``; ``threshold_human`` the highest cut below which at least
-    ``min_human_precision`` of the images are human. When both targets can be met by a single
-    cut there is no band: both edges are ``threshold`` moved into the range that meets both.
+    ``min_human_precision`` of the images are human. Each set of ``also_on`` (labels and scores of
+    images the model never trained on, e.g. generator families held out of training) must meet
+    both targets too, so the band is the widest of the sets' own. When both targets can be met by a
+    single cut there is no band: both edges are ``threshold`` moved into the range that meets both.
 
     Args:
         y_true: Labels (1 = AI).
@@ -164,11 +172,27 @@ def choose_band(
         threshold: The single best cut (:func:`choose_threshold`).
         max_fpr: Largest accepted share of human images answered ``ai``.
         min_human_precision: Smallest accepted share of human images among ``human`` answers.
+        also_on: Further ``(labels, scores)`` sets the targets must hold on.
 
     Returns:
         ``(threshold_human, threshold_ai)`` with ``threshold_human <= threshold_ai``.
     """
-    labels, scores = _validated(y_true, probabilities)
+    edges = [
+        _band_edges(*_validated(labels, scores), max_fpr, min_human_precision)
+        for labels, scores in [(y_true, probabilities), *also_on]
+    ]
+    threshold_human = min(human for human, _ in edges)
+    threshold_ai = max(ai for _, ai in edges)
+    if threshold_human >= threshold_ai:
+        cut = float(np.clip(threshold, threshold_ai, threshold_human))
+        return cut, cut
+    return threshold_human, threshold_ai
+
+
+def _band_edges(
+    labels: np.ndarray, scores: np.ndarray, max_fpr: float, min_human_precision: float
+) -> tuple[float, float]:
+    """One set's tightest ``(threshold_human, threshold_ai)``, crossed when one cut meets both targets."""
     distinct = np.unique(scores)
     candidates = np.unique(np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2, [1.0 + EPSILON_CUT]]))
     humans = scores[labels == 0]
@@ -178,9 +202,6 @@ def choose_band(
     human_below = np.array([((scores < t) & (labels == 0)).sum() for t in candidates])
     precision = np.where(below > 0, human_below / np.maximum(below, 1), 1.0)
     threshold_human = float(candidates[np.flatnonzero(precision >= min_human_precision)[-1]])
-    if threshold_human >= threshold_ai:
-        cut = float(np.clip(threshold, threshold_ai, threshold_human))
-        return cut, cut
     return threshold_human, threshold_ai
 
 

@@ -69,13 +69,28 @@ def _family_table(families: list[dict[str, Any]]) -> str:
 
 def _answers(evaluation: dict[str, Any]) -> str:
     rows = ["| split | human | inconclusive | ai |", "|---|---|---|---|"]
-    for split in ("validation", "test", "unseen"):
-        if split in evaluation:
-            shares = evaluation[split]["answers"]
-            rows.append(
-                f"| {split} | {shares['human']:.3f} | {shares['inconclusive']:.3f} | {shares['ai']:.3f} |"
-            )
+    shares_by_row: dict[str, dict[str, float]] = {
+        split: evaluation[split]["answers"]
+        for split in ("validation", "test", "unseen")
+        if split in evaluation
+    }
+    if evaluation["band"]["held_out_families"]:
+        held_out = evaluation["band"]["held_out_answers"]
+        shares_by_row["held-out families, AI images"] = held_out["ai_images"]
+        shares_by_row["held-out families, human twins"] = held_out["human_images"]
+    for name, shares in shares_by_row.items():
+        rows.append(f"| {name} | {shares['human']:.3f} | {shares['inconclusive']:.3f} | {shares['ai']:.3f} |")
     return "\n".join(rows)
+
+
+def _band_basis(evaluation: dict[str, Any]) -> str:
+    families = evaluation["band"]["held_out_families"]
+    if not families:
+        return "validation"
+    return (
+        f"validation and on the images of the {len(families)} generator families held out of training, "
+        "each scored by the fold that never saw it,"
+    )
 
 
 def _attribution(attribution: dict[str, Any]) -> str:
@@ -135,8 +150,9 @@ def render_model_card(
   fitted on validation: ECE {calibration["ece_before"]:.3f} before, {calibration["ece_after"]:.3f} after).
   An image's score is the mean over up to {evaluation["max_tiles"]} native-resolution tiles. The answer
   is "ai" at or above **{evaluation["threshold_ai"]:.4f}**, "human" below
-  **{evaluation["threshold_human"]:.4f}**, and "inconclusive" in between (chosen on validation for
-  at most the target false-positive rate and at least the target precision of "human" answers);
+  **{evaluation["threshold_human"]:.4f}**, and "inconclusive" in between (chosen on
+  {_band_basis(evaluation)} for at most the target false-positive rate and at least the target
+  precision of "human" answers);
   the single forced-choice threshold is {evaluation["threshold"]:.4f} (maximises
   {evaluation["threshold_objective"]} on validation).
 - Artefact: ONNX, input `image` float32 NHWC raw 0-255 RGB, output `probability_ai` [N, 1]
@@ -195,7 +211,8 @@ be the sole basis of a decision about a person.
   Resized, blurred or heavily re-compressed images should be treated as uncertain.
 - Scores are calibrated on the validation distribution only (ECE {validation["at_threshold"]["ece"]:.3f});
   on other sources the probability is less trustworthy than the ranking, which is why the answer
-  abstains ("inconclusive") in the band where validation showed the model unreliable.
+  abstains ("inconclusive") in the band where validation, or the families held out of training,
+  showed the model unreliable.
 - Images smaller than the model input are zero-padded (never up-scaled, which would add an
   up-sampling trace of its own); the model sees less evidence and is less sure of them.
 """

@@ -6,14 +6,18 @@ Runtime fuses into integer kernels on CPU): what a convolutional network needs.
 *Dynamic* (:func:`quantize_int8_dynamic`): int8 weights of the matrix products, activations
 quantised per batch at run time: what a transformer needs (its activations have outliers that
 one calibrated range per tensor clips; CLIP ViT-B/16 lost 24 points of F1 static, none dynamic).
-The export pipeline makes both and keeps the better. The contract is unchanged: float32 raw RGB
-in, float32 outputs, the same metadata plus ``quantization``.
+Dynamic quantisation can leave named matrix products in float32 (``keep_float``): the export
+pipeline's sensitivity search (:mod:`ai_image_detection.pipelines.export.int8_report`) keeps the
+ones whose int8 weights move the scores most, when quantising them all costs more F1 than allowed.
+The export pipeline makes the variants and keeps the best. The contract is unchanged: float32 raw
+RGB in, float32 outputs, the same metadata plus ``quantization``.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,7 @@ from ai_image_detection.onnx_runtime import onnx_metadata
 logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+DYNAMIC_OPS = ["MatMul", "Gemm"]
 QUANTIZATION_NOTE = "int8 static QDQ, per-channel weights, activations calibrated on training images"
 DYNAMIC_QUANTIZATION_NOTE = (
     "int8 dynamic: per-channel int8 weights of the matrix products, activations per batch"
@@ -86,26 +91,48 @@ def quantize_int8(onnx_model: bytes, calibration_images: np.ndarray, batch_size:
     return _with_metadata(proto, onnx_model, QUANTIZATION_NOTE)
 
 
-def quantize_int8_dynamic(onnx_model: bytes) -> bytes:
+def quantize_int8_dynamic(onnx_model: bytes, keep_float: Sequence[str] = ()) -> bytes:
     """Quantise the matrix products' weights to int8 (per channel); activations per batch at run time.
 
     Args:
         onnx_model: The float32 export.
+        keep_float: Names of matrix products (:func:`dynamic_quantizable_nodes`) left in float32.
 
     Returns:
-        The serialised int8 model, with the float model's metadata and a ``quantization`` entry.
+        The serialised int8 model, with the float model's metadata and a ``quantization`` entry
+        (which says how many matrix products stayed float32, when any did).
+
+    Raises:
+        ValueError: If ``keep_float`` names a node that is not one of the model's matrix products.
     """
     with tempfile.TemporaryDirectory() as scratch:
         prepared, quantized = _prepared(onnx_model, Path(scratch)), Path(scratch) / "int8.onnx"
+        unknown = sorted(set(keep_float) - set(_matrix_products(onnx.load(str(prepared)))))
+        if unknown:
+            raise ValueError(f"cannot keep {unknown} in float32: they are not matrix products of the model")
         quantize_dynamic(
             str(prepared),
             str(quantized),
-            op_types_to_quantize=["MatMul", "Gemm"],
+            op_types_to_quantize=DYNAMIC_OPS,
             per_channel=True,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(keep_float),
         )
         proto = onnx.load(str(quantized))
-    return _with_metadata(proto, onnx_model, DYNAMIC_QUANTIZATION_NOTE)
+    note = DYNAMIC_QUANTIZATION_NOTE
+    if keep_float:
+        note += f"; {len(set(keep_float))} matrix products kept in float32 (the most sensitive)"
+    return _with_metadata(proto, onnx_model, note)
+
+
+def dynamic_quantizable_nodes(onnx_model: bytes) -> list[str]:
+    """The matrix products :func:`quantize_int8_dynamic` converts, by name, in graph order."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return _matrix_products(onnx.load(str(_prepared(onnx_model, Path(scratch)))))
+
+
+def _matrix_products(proto: onnx.ModelProto) -> list[str]:
+    return [node.name for node in proto.graph.node if node.op_type in DYNAMIC_OPS]
 
 
 def _prepared(onnx_model: bytes, scratch: Path) -> Path:

@@ -52,7 +52,7 @@ class ImageVerdict(BaseModel):
     prediction_id: str = Field(description="This answer's id, to quote in `/feedback`.")
     label: Verdict = Field(
         description="`human` below `thresholds.human`, `ai` at or above `thresholds.ai`, "
-        "`inconclusive` in between (where validation showed the model is unreliable); `ai` whatever "
+        "`inconclusive` in between (where evaluation showed the model is unreliable); `ai` whatever "
         "the score when the image's provenance declares it AI-generated (`decided_by: provenance`)."
     )
     decided_by: DecidedBy = Field(
@@ -203,8 +203,9 @@ def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: Mode
     notes = []
     if label == "inconclusive":
         notes.append(
-            f"P(AI) {_percent(probability_ai)} lies in the {_band(model.thresholds)}: on validation "
-            "images the model was unreliable for scores in this band, so it names no class and no confidence"
+            f"P(AI) {_percent(probability_ai)} lies in the {_band(model.thresholds)}: in evaluation "
+            "(validation images and generator families held out of training) the model was unreliable for "
+            "scores in this band, so it names no class and no confidence"
         )
     if model.calibration is None:
         notes.append(

@@ -233,7 +233,7 @@ class Detector:
 
         ``probability_ai`` is the calibrated P(AI); below ``thresholds.human`` the answer is
         ``human``, at or above ``thresholds.ai`` it is ``ai``, and in between ``inconclusive``,
-        with ``confidence`` null and a note: validation showed the model is unreliable there.
+        with ``confidence`` null and a note: evaluation showed the model is unreliable there.
         Otherwise ``confidence`` is the calibrated probability of the stated class. ``summary``
         says it in one sentence.
 

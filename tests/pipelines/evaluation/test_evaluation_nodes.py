@@ -14,10 +14,14 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.calibration import PlattScaling, fit_platt
 from ai_image_detection.input_pipeline import Perturbation
-from ai_image_detection.metrics import answer_shares, binary_metrics
-from ai_image_detection.pipelines.evaluation.family_metrics import FAMILY_COLUMNS
+from ai_image_detection.metrics import answer_shares, binary_metrics, choose_band, choose_threshold
+from ai_image_detection.pipelines.evaluation.family_metrics import (
+    FAMILY_COLUMNS,
+    HELD_OUT_COLUMNS,
+    calibrated_held_out_families,
+)
 from ai_image_detection.pipelines.evaluation.nodes import (
     UNSEEN_FOLD_COLUMNS,
     BandParams,
@@ -131,7 +135,7 @@ def report(
     model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
 ) -> dict[str, Any]:
     predictions, calibration = calibrated
-    return evaluate_candidate(model, predictions, calibration, manifest, params())
+    return evaluate_candidate(model, predictions, calibration, manifest, held_out_scores(), params())
 
 
 def test_every_scored_split_is_scored_tile_by_tile_in_manifest_order(
@@ -262,7 +266,7 @@ def test_a_band_too_wide_is_logged(
 ) -> None:
     strict = params(max_fpr=0.001, min_human_precision=0.999, max_inconclusive=0.01)
     strict = strict.model_copy(update={"robustness": {}})
-    report = evaluate_candidate(model, *calibrated, manifest, strict)
+    report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), strict)
     assert report["validation"]["answers"]["inconclusive"] > 0.01
     assert "needs work, not a wider band" in caplog.text
 
@@ -278,6 +282,54 @@ def held_out_scores() -> pd.DataFrame:
         for label, scores, generator in ((1, ai, f"{fold}/1"), (0, human, HUMAN)):
             rows += [(fold, f"{fold}-h{s}", label, "held_out", generator, s) for s in scores]
     return pd.DataFrame(rows, columns=["fold", "path", "label", "split", "generator", "probability_ai"])
+
+
+def test_each_held_out_family_is_calibrated_by_its_own_fold() -> None:
+    scores = held_out_scores()
+    held_out = calibrated_held_out_families(scores)
+    assert list(held_out.columns) == HELD_OUT_COLUMNS
+    assert list(held_out["path"]) == list(scores.loc[scores["split"] == "held_out", "path"])
+    for fold, rows in held_out.groupby("fold"):
+        own = scores[scores["fold"] == fold]
+        validation, raw = own[own["split"] == "validation"], own[own["split"] == "held_out"]
+        scaling = fit_platt([np.array([p]) for p in validation["probability_ai"]], validation["label"])
+        np.testing.assert_allclose(rows["probability_ai"], scaling(raw["probability_ai"]))
+    assert calibrated_held_out_families(scores.head(0)).empty
+
+
+def test_the_band_also_meets_its_targets_on_the_held_out_families(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    held_out = calibrated_held_out_families(held_out_scores())
+    band = (report["threshold_human"], report["threshold_ai"])
+    humans, answered_human = held_out[held_out["label"] == 0], held_out[held_out["probability_ai"] < band[0]]
+    assert (humans["probability_ai"] >= band[1]).mean() <= 0.05
+    assert answered_human.empty or (answered_human["label"] == 0).mean() >= 0.95
+    assert report["band"]["chosen_on"] == ["validation", "held_out_families"]
+    assert report["band"]["held_out_families"] == ["alpha", "beta"]
+    assert report["band"]["held_out_answers"]["human_images"] == answer_shares(
+        humans["probability_ai"], *band
+    )
+    validation = calibrated[0][calibrated[0]["split"] == "validation"]
+    y, p = validation["label"].astype(int), validation["probability_ai"]
+    validation_only = choose_band(y, p, choose_threshold(y, p), 0.05, 0.95)
+    assert band[0] <= validation_only[0] and band[1] >= validation_only[1], "only ever wider"
+    assert band != validation_only, "beta's held-out humans outscore its AI images: the band widens"
+
+
+def test_the_band_on_validation_alone_when_told(
+    model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+) -> None:
+    validation_only = params()
+    validation_only.band.on_held_out_families = False
+    validation_only = validation_only.model_copy(update={"robustness": {}})
+    report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), validation_only)
+    validation = calibrated[0][calibrated[0]["split"] == "validation"]
+    y, p = validation["label"].astype(int), validation["probability_ai"]
+    assert (report["threshold_human"], report["threshold_ai"]) == choose_band(
+        y, p, report["threshold"], 0.05, 0.95
+    )
+    assert report["band"]["chosen_on"] == ["validation"] and report["band"]["held_out_families"] == []
 
 
 def test_the_held_out_families_summary_by_hand() -> None:

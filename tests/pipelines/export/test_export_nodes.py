@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.inference_cost import onnx_runner
 from ai_image_detection.models import DetectorSpec, build_detector
 from ai_image_detection.onnx_export import ParityError, onnx_predict
 from ai_image_detection.onnx_runtime import onnx_metadata
@@ -20,9 +21,12 @@ from ai_image_detection.pipelines.export.nodes import (
     ExportParams,
     export_candidates,
     make_submission,
+    quantize_detector,
     select_candidate,
     verify_parity,
 )
+from tests.onnx_graphs import SIDE, matrix_product_detector
+from tests.onnx_graphs import images as zero_corner_images
 
 
 def comparison(*rows: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -262,3 +266,25 @@ def test_the_parity_gate_fails_when_the_export_is_not_the_calibrated_model(
     wrong = [CALIBRATIONS[0], {**CALIBRATIONS[1], "slope": 5.0}]
     with pytest.raises(ParityError, match="ONNX and Keras disagree"):
         verify_parity(PARAMS, onnx, selection, manifest, *models, *wrong, names=NAMES)
+
+
+def test_when_int8_loses_too_much_the_sensitive_matrix_products_stay_float32(tmp_path: Path) -> None:
+    """Static and dynamic int8 both wreck the outlier layer; mixed precision keeps it, within 1 point."""
+    pixels = zero_corner_images(120)
+    probe = matrix_product_detector(outlier=200.0)
+    scores = onnx_runner(probe)(pixels)[:, 0]
+    threshold = float(np.median(scores[:80]))
+    model = matrix_product_detector(outlier=200.0, threshold=threshold)
+    rows = []
+    for index, (image, score) in enumerate(zip(pixels.astype(np.uint8), scores, strict=True)):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(image).save(path)
+        split = "validation" if index < 80 else "train"
+        rows.append({"path": str(path), "split": split, "label": int(score >= threshold)})
+    int8, report = quantize_detector(PARAMS, model, pd.DataFrame(rows))
+    assert SIDE == int(onnx_metadata(int8)["input_height"])
+    assert set(report["methods"]) == {"static", "dynamic", "dynamic_mixed"}
+    assert max(report["methods"][name]["f1"] for name in ("static", "dynamic")) < 0.99
+    assert report["method"] == "dynamic_mixed" and report["within_f1_tolerance"]
+    assert report["mixed_precision"]["float_groups"] == [0]
+    assert "kept in float32" in onnx_metadata(int8)["quantization"]

@@ -1,6 +1,8 @@
-"""Per generator family: how the calibrated answers fare on it, and how often attribution names it.
+"""Per generator family: the answers on it, attribution, and the held-out families' calibrated scores.
 
-Both end up in a candidate's evaluation report
+The band's targets hold on those held-out scores too.
+
+All end up in a candidate's evaluation report
 (:func:`~ai_image_detection.pipelines.evaluation.nodes.evaluate_candidate`).
 """
 
@@ -12,11 +14,43 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from ai_image_detection.calibration import fit_platt
 from ai_image_detection.contract import generator_family
 from ai_image_detection.families import family_targets
 from ai_image_detection.metrics import answer_shares
 
 FAMILY_COLUMNS = ["split", "family", "label", "images", "roc_auc", "ai_rate", "inconclusive_rate"]
+HELD_OUT_COLUMNS = ["fold", "path", "label", "generator", "probability_ai"]
+
+
+def calibrated_held_out_families(held_out_family_scores: pd.DataFrame) -> pd.DataFrame:
+    """The images of every held-out family, each scored by the fold that never saw it, calibrated.
+
+    A fold's scores go through a Platt scaling fitted on that fold's own validation images, as the
+    shipped model's are on its validation, so that every fold speaks the calibrated scale the band
+    is chosen on. A fold's score is already the mean of its raw tile scores, so each image counts
+    as one tile of the fit.
+
+    Args:
+        held_out_family_scores: The training pipeline's leave-one-family-out scores (``fold``,
+            ``path``, ``label``, ``split`` of ``validation`` or ``held_out``, ``generator``,
+            ``probability_ai``).
+
+    Returns:
+        The ``held_out`` rows in :data:`HELD_OUT_COLUMNS`, ``probability_ai`` calibrated (empty
+        without folds).
+    """
+    folds = []
+    for _, fold in held_out_family_scores.groupby("fold", sort=True):
+        validation = fold[fold["split"] == "validation"]
+        scaling = fit_platt(
+            [np.array([score]) for score in validation["probability_ai"]], validation["label"].astype(int)
+        )
+        held_out = fold[fold["split"] == "held_out"]
+        folds.append(held_out.assign(probability_ai=scaling(held_out["probability_ai"].to_numpy())))
+    if not folds:
+        return pd.DataFrame(columns=HELD_OUT_COLUMNS)
+    return pd.concat(folds, ignore_index=True)[HELD_OUT_COLUMNS]
 
 
 def family_table(predictions: pd.DataFrame, band: tuple[float, float]) -> pd.DataFrame:

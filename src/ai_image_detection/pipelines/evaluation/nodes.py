@@ -32,14 +32,18 @@ from ai_image_detection.pipelines.evaluation.charts import (
     unseen_family_chart,
     validation_charts,
 )
-from ai_image_detection.pipelines.evaluation.family_metrics import attribution_report, family_table
+from ai_image_detection.pipelines.evaluation.family_metrics import (
+    attribution_report,
+    calibrated_held_out_families,
+    family_table,
+)
 from ai_image_detection.scoring import keras_outputs, keras_scorer, score_files
 
 logger = logging.getLogger(__name__)
 
 
 class BandParams(BaseModel):
-    """The inconclusive band: targets on validation for the two answers the model commits to."""
+    """The inconclusive band: targets for the two answers the model commits to."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +51,10 @@ class BandParams(BaseModel):
     min_human_precision: float = Field(gt=0, lt=1, description="smallest share of humans among human answers")
     max_inconclusive: float = Field(
         gt=0, le=1, description="a band swallowing more validation images flags the model, not the band"
+    )
+    on_held_out_families: bool = Field(
+        default=True,
+        description="the targets hold on the leave-one-family-out held-out images too, not validation alone",
     )
 
 
@@ -145,20 +153,28 @@ def evaluate_candidate(
     predictions: pd.DataFrame,
     calibration: dict[str, Any],
     image_manifest: pd.DataFrame,
+    held_out_family_scores: pd.DataFrame,
     params: EvaluationParams,
 ) -> dict[str, Any]:
     """Thresholds and band, metrics per split and per generator family, robustness, speed and size.
+
+    The band's targets hold on validation and, with ``band.on_held_out_families``, on the pooled
+    images of the generator families held out of training, each scored by the fold that never saw
+    it (:func:`calibrated_held_out_families`): a model that is nearly always right on validation
+    would otherwise have nothing to abstain on, and answer "human" to much of a family it never saw.
 
     Args:
         model: The trained detector.
         predictions: Output of :func:`calibrate`.
         calibration: Output of :func:`calibrate`.
         image_manifest: The manifest (validation images are re-read for the robustness table).
+        held_out_family_scores: The candidate's leave-one-family-out scores (training pipeline).
         params: Threshold objective, band targets, tiling and the perturbations.
 
     Returns:
         ``threshold`` (the single best cut), ``threshold_human``/``threshold_ai`` (the band),
-        ``calibration``, per split (``validation``, ``test`` when labelled, ``unseen``) the
+        ``band`` (what it was chosen on, and its answers on the held-out families' AI and human
+        images), ``calibration``, per split (``validation``, ``test`` when labelled, ``unseen``) the
         metrics ``at_threshold``, ``at_0.5`` and ``answers`` (shares of human / inconclusive /
         ai), ``families`` (one row per split and generator family), ``attribution`` (accuracy of
         the closest family on seen families, :func:`attribution_report`), ``robustness`` (validation
@@ -168,14 +184,30 @@ def evaluate_candidate(
     validation = predictions[predictions["split"] == "validation"]
     labels = validation["label"].astype(int).to_numpy()
     threshold = choose_threshold(labels, validation["probability_ai"], params.threshold_objective)
+    held_out = calibrated_held_out_families(held_out_family_scores)
+    if not params.band.on_held_out_families:
+        held_out = held_out.head(0)
     band = choose_band(
-        labels, validation["probability_ai"], threshold, params.band.max_fpr, params.band.min_human_precision
+        labels,
+        validation["probability_ai"],
+        threshold,
+        params.band.max_fpr,
+        params.band.min_human_precision,
+        also_on=[(held_out["label"], held_out["probability_ai"])] if len(held_out) else [],
     )
     report: dict[str, Any] = {
         "threshold": threshold,
         "threshold_objective": params.threshold_objective,
         "threshold_human": band[0],
         "threshold_ai": band[1],
+        "band": {
+            "chosen_on": ["validation", *(["held_out_families"] if len(held_out) else [])],
+            "held_out_families": sorted(held_out["fold"].unique().tolist()),
+            "held_out_answers": {
+                kind: answer_shares(held_out.loc[held_out["label"] == label, "probability_ai"], *band)
+                for kind, label in (("ai_images", 1), ("human_images", 0))
+            },
+        },
         "max_tiles": params.max_tiles,
         "calibration": calibration,
     }

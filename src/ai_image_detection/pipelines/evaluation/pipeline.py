@@ -56,7 +56,14 @@ def _candidate_pipeline(name: str) -> Pipeline:
             ),
             Node(
                 evaluate_candidate,
-                ["trained_model", "predictions", "calibration", "image_manifest@pandas", "params:evaluation"],
+                [
+                    "trained_model",
+                    "predictions",
+                    "calibration",
+                    "image_manifest@pandas",
+                    "held_out_family_scores",
+                    "params:evaluation",
+                ],
                 "evaluation_report",
                 name="evaluate_candidate_node",
             ),

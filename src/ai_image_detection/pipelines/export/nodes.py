@@ -30,8 +30,13 @@ from ai_image_detection.model_card import render_model_card
 from ai_image_detection.models import calibrated_detector
 from ai_image_detection.onnx_export import check_parity, export_onnx
 from ai_image_detection.onnx_runtime import onnx_metadata
-from ai_image_detection.pipelines.export.int8_report import int8_report, runtime_figures
-from ai_image_detection.quantization import quantize_int8, quantize_int8_dynamic
+from ai_image_detection.pipelines.export.int8_report import (
+    MIN_GROUPS,
+    int8_report,
+    mixed_precision_int8,
+    runtime_figures,
+)
+from ai_image_detection.quantization import dynamic_quantizable_nodes, quantize_int8, quantize_int8_dynamic
 from ai_image_detection.registry import ChampionRule, JudgedImages, describe_version, register_and_promote
 
 logger = logging.getLogger(__name__)
@@ -45,6 +50,9 @@ class QuantizationParams(BaseModel):
     calibration_images: int = Field(ge=1)
     max_f1_drop: float = Field(ge=0)
     ship_int8: bool
+    sensitivity_groups: int = Field(
+        default=6, ge=2, description="runs of matrix products judged for mixed precision (dynamic int8)"
+    )
 
 
 class SelectionParams(BaseModel):
@@ -296,8 +304,10 @@ def quantize_detector(
 ) -> tuple[bytes, dict[str, Any]]:
     """The int8 variant: static (calibrated on training images) and dynamic, the better one kept.
 
-    Both are judged on the validation images at the stored threshold; the one with the higher
-    F1 is kept, the faster at batch 1 when their F1 are within ``F1_TIE`` (0.1 point).
+    Both are judged on the validation images at the stored threshold. When neither is within
+    ``max_f1_drop`` of float32, a third, dynamic with the most sensitive matrix products in float32
+    (:func:`mixed_precision_int8`), joins them. The one with the highest F1 is kept, the faster at
+    batch 1 when their F1 are within ``F1_TIE`` (0.1 point).
 
     Args:
         params: Calibration size and the accepted F1 drop.
@@ -305,10 +315,11 @@ def quantize_detector(
         image_manifest: The manifest.
 
     Returns:
-        The int8 model and its report: ``method`` (``static`` or ``dynamic``), validation F1 of
+        The int8 model and its report: ``method`` (``static``, ``dynamic`` or ``dynamic_mixed``), F1 of
         float32 and of the kept int8 model at the stored threshold, the change in points, ONNX
         Runtime images/s at batch 1 and 32 for both, the speed-ups, whether it is within the
-        accepted F1 drop, and ``methods`` (the figures of both ways).
+        accepted F1 drop, ``methods`` (the figures of every variant) and, when it was tried,
+        ``mixed_precision`` (its groups' sensitivity and which stayed float32).
     """
     size = int(onnx_metadata(detector_onnx)["input_height"])
     threshold = float(onnx_metadata(detector_onnx)["threshold"])
@@ -324,13 +335,23 @@ def quantize_detector(
         name: runtime_figures(model, images, labels, threshold)
         for name, model in {"fp32": detector_onnx, **variants}.items()
     }
-    report = int8_report(figures, len(calibration), len(images), params.quantization.max_f1_drop)
+    max_f1_drop = params.quantization.max_f1_drop
+    mixed: dict[str, Any] = {}
+    if (
+        figures["fp32"]["f1"] - max(figures[name]["f1"] for name in variants) > max_f1_drop
+        and len(dynamic_quantizable_nodes(detector_onnx)) >= MIN_GROUPS
+    ):
+        variants["dynamic_mixed"], mixed = mixed_precision_int8(
+            detector_onnx, images, labels, threshold, params.quantization.sensitivity_groups, max_f1_drop
+        )
+        figures["dynamic_mixed"] = runtime_figures(variants["dynamic_mixed"], images, labels, threshold)
+    report = int8_report(figures, len(calibration), len(images), max_f1_drop)
+    if mixed:
+        report["mixed_precision"] = mixed
     logger.info(
-        "int8 (%s; static F1 %.4f, dynamic F1 %.4f): F1 %.4f -> %.4f (%+.2f points), %.2fx faster at "
-        "batch 1, %.2fx at batch 32",
+        "int8 (%s; %s): F1 %.4f -> %.4f (%+.2f points), %.2fx faster at batch 1, %.2fx at batch 32",
         report["method"],
-        figures["static"]["f1"],
-        figures["dynamic"]["f1"],
+        ", ".join(f"{name} F1 {figures[name]['f1']:.4f}" for name in variants),
         report["f1_fp32"],
         report["f1_int8"],
         report["f1_change_points"],
