@@ -103,17 +103,19 @@ def test_the_band_meets_both_targets_on_the_data(
     threshold_human, threshold_ai = choose_band(y, p, threshold, max_fpr, min_human_precision)
 
     assert threshold_human < threshold_ai, "the classes overlap: there is a band"
+    assert threshold_human <= threshold <= threshold_ai, "no committed answer contradicts the forced choice"
     assert np.mean(p[y == 0] >= threshold_ai) <= max_fpr
     answered_human = p < threshold_human
     if answered_human.any():
         assert np.mean(y[answered_human] == 0) >= min_human_precision
-    # The edges are the tightest that meet the targets: the next score below threshold_ai breaks the
-    # false-positive target, the next score at or above threshold_human breaks the precision target.
+    # The edges are the tightest that meet the targets (unless widened to the forced-choice cut): the
+    # next score below threshold_ai breaks the false-positive target, the next score at or above
+    # threshold_human breaks the precision target.
     lower = p[p < threshold_ai]
-    if lower.size:
+    if lower.size and threshold_ai != threshold:
         assert np.mean(p[y == 0] >= lower.max()) > max_fpr
     higher = p[p >= threshold_human]
-    if higher.size:
+    if higher.size and threshold_human != threshold:
         widened = p <= higher.min()
         assert np.mean(y[widened] == 0) < min_human_precision
 
@@ -177,3 +179,17 @@ def test_the_band_holds_on_every_further_set() -> None:
 def test_a_further_set_is_validated_too() -> None:
     with pytest.raises(ValueError, match="labels but"):
         choose_band([0, 1], [0.2, 0.8], 0.5, 0.05, 0.95, also_on=[([0, 1, 1], [0.2, 0.8])])
+
+
+def test_the_band_holds_the_forced_choice_cut() -> None:
+    # Alone, no human scores at or above 0.25: "ai" from 0.25 would meet max_fpr 0 ...
+    y, p = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.15, 0.9])
+    tight = choose_band(y, p, threshold=0.25, max_fpr=0.0, min_human_precision=0.99)
+    assert tight == pytest.approx((0.125, 0.25))
+    # ... but with the forced choice at 0.6, a P(AI) of 0.3 is "human" there, so never "ai" here.
+    assert choose_band(y, p, threshold=0.6, max_fpr=0.0, min_human_precision=0.99) == pytest.approx(
+        (0.125, 0.6)
+    )
+    assert choose_band(y, p, threshold=0.05, max_fpr=0.0, min_human_precision=0.99) == pytest.approx(
+        (0.05, 0.25)
+    )

@@ -89,6 +89,9 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
         "robustness": {"none": metrics(0.95), "jpeg_q50": metrics(0.9), "blur_sigma_1": metrics(0.6)},
     }
     quantization = {
+        "method": "dynamic_mixed",
+        "methods": {"static": {}, "dynamic": {}, "dynamic_mixed": {}},
+        "mixed_precision": {"groups": 6, "float_groups": [0], "float_nodes": 6, "quantized_nodes": 26},
         "f1_fp32": 0.95,
         "f1_int8": 0.94,
         "f1_change_points": -1.0,
@@ -136,6 +139,8 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "| blur_sigma_1 |" in card
     assert "weakest case above is `blur_sigma_1` (F1 0.600)" in card
     assert "-1.00 points" in card
+    assert "dynamic_mixed quantisation (the best on validation of static, dynamic, dynamic_mixed)." in card
+    assert "6 of its 32 matrix products stay float32: the most sensitive of 6 runs in graph order." in card
     assert "## Intended use" in card
     assert "held out of training,\n  showed the model unreliable" in card
     assert "Generator families it never saw (other" in card, "the limitation names the unseen-family risk"

@@ -163,8 +163,10 @@ def choose_band(
     is at most ``max_fpr``; ``threshold_human`` the highest cut below which at least
     ``min_human_precision`` of the images are human. Each set of ``also_on`` (labels and scores of
     images the model never trained on, e.g. generator families held out of training) must meet
-    both targets too, so the band is the widest of the sets' own. When both targets can be met by a
-    single cut there is no band: both edges are ``threshold`` moved into the range that meets both.
+    both targets too, so the band is the widest of the sets' own. The band always holds
+    ``threshold``, so that a committed answer never contradicts the forced choice (no "ai" below
+    the cut, no "human" above it). When both targets can be met by a single cut there is no band:
+    both edges are ``threshold`` moved into the range that meets both.
 
     Args:
         y_true: Labels (1 = AI).
@@ -186,7 +188,7 @@ def choose_band(
     if threshold_human >= threshold_ai:
         cut = float(np.clip(threshold, threshold_ai, threshold_human))
         return cut, cut
-    return threshold_human, threshold_ai
+    return min(threshold_human, threshold), max(threshold_ai, threshold)
 
 
 def _band_edges(

@@ -83,6 +83,19 @@ def _answers(evaluation: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _int8_variant(quantization: dict[str, Any]) -> str:
+    methods = ", ".join(quantization["methods"])
+    line = f"{quantization['method']} quantisation (the best on validation of {methods})."
+    mixed = quantization.get("mixed_precision")
+    if quantization["method"] == "dynamic_mixed" and mixed:
+        total = mixed["float_nodes"] + mixed["quantized_nodes"]
+        line += (
+            f" {mixed['float_nodes']} of its {total} matrix products stay float32: the most sensitive of"
+            f" {mixed['groups']} runs in graph order."
+        )
+    return line
+
+
 def _band_basis(evaluation: dict[str, Any]) -> str:
     families = evaluation["band"]["held_out_families"]
     if not families:
@@ -192,7 +205,7 @@ content twins) at its own validation-chosen band.
 {_metrics_table(robustness)}
 
 ## int8 variant
-{quantization.get("method", "static")} quantisation (the better of static and dynamic on validation).
+{_int8_variant(quantization)}
 Validation F1 {quantization["f1_fp32"]:.4f} (fp32) vs {quantization["f1_int8"]:.4f} (int8),
 {quantization["f1_change_points"]:+.2f} points; {quantization["speedup_batch1"]:.2f}x faster at batch 1 and
 {quantization["speedup_batch32"]:.2f}x at batch 32 (ONNX Runtime, this CPU); calibrated on
