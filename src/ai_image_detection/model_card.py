@@ -86,8 +86,8 @@ def _answers(evaluation: dict[str, Any]) -> str:
 def _int8_variant(quantization: dict[str, Any]) -> str:
     methods = ", ".join(quantization["methods"])
     line = f"{quantization['method']} quantisation (the best on validation of {methods})."
-    mixed = quantization.get("mixed_precision")
-    if quantization["method"] == "dynamic_mixed" and mixed:
+    if quantization["method"] == "dynamic_mixed":
+        mixed = quantization["mixed_precision"]
         total = mixed["float_nodes"] + mixed["quantized_nodes"]
         line += (
             f" {mixed['float_nodes']} of its {total} matrix products stay float32: the most sensitive of"

@@ -184,9 +184,9 @@ def evaluate_candidate(
     validation = predictions[predictions["split"] == "validation"]
     labels = validation["label"].astype(int).to_numpy()
     threshold = choose_threshold(labels, validation["probability_ai"], params.threshold_objective)
-    held_out = calibrated_held_out_families(held_out_family_scores)
-    if not params.band.on_held_out_families:
-        held_out = held_out.head(0)
+    held_out = calibrated_held_out_families(
+        held_out_family_scores if params.band.on_held_out_families else held_out_family_scores.head(0)
+    )
     band = choose_band(
         labels,
         validation["probability_ai"],

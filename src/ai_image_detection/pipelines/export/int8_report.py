@@ -16,7 +16,7 @@ import numpy as np
 
 from ai_image_detection.inference_cost import images_per_second, onnx_runner
 from ai_image_detection.metrics import binary_metrics
-from ai_image_detection.quantization import dynamic_quantizable_nodes, quantize_int8_dynamic
+from ai_image_detection.quantization import quantize_int8_dynamic
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def int8_report(
 
 def mixed_precision_int8(
     detector_onnx: bytes,
+    nodes: list[str],
     images: np.ndarray,
     labels: np.ndarray,
     threshold: float,
@@ -101,6 +102,7 @@ def mixed_precision_int8(
 
     Args:
         detector_onnx: The float32 export.
+        nodes: Its matrix products in graph order (:func:`dynamic_quantizable_nodes`).
         images: Validation images ``[N, S, S, 3]`` raw RGB.
         labels: Their labels (1 = AI).
         threshold: The stored forced-choice threshold.
@@ -114,7 +116,6 @@ def mixed_precision_int8(
     Raises:
         ValueError: If the model has fewer than two matrix products (nothing to choose between).
     """
-    nodes = dynamic_quantizable_nodes(detector_onnx)
     if min(len(nodes), groups) < MIN_GROUPS:
         raise ValueError(
             f"mixed precision needs {MIN_GROUPS} groups of matrix products: {len(nodes)} nodes, "

@@ -337,12 +337,17 @@ def quantize_detector(
     }
     max_f1_drop = params.quantization.max_f1_drop
     mixed: dict[str, Any] = {}
-    if (
-        figures["fp32"]["f1"] - max(figures[name]["f1"] for name in variants) > max_f1_drop
-        and len(dynamic_quantizable_nodes(detector_onnx)) >= MIN_GROUPS
-    ):
+    too_lossy = figures["fp32"]["f1"] - max(figures[name]["f1"] for name in variants) > max_f1_drop
+    nodes = dynamic_quantizable_nodes(detector_onnx) if too_lossy else []
+    if len(nodes) >= MIN_GROUPS:
         variants["dynamic_mixed"], mixed = mixed_precision_int8(
-            detector_onnx, images, labels, threshold, params.quantization.sensitivity_groups, max_f1_drop
+            detector_onnx,
+            nodes,
+            images,
+            labels,
+            threshold,
+            params.quantization.sensitivity_groups,
+            max_f1_drop,
         )
         figures["dynamic_mixed"] = runtime_figures(variants["dynamic_mixed"], images, labels, threshold)
     report = int8_report(figures, len(calibration), len(images), max_f1_drop)
