@@ -1,12 +1,14 @@
 """Load on the real service: requests/s and p50/p99 latency at 1, 8, 32 and 64 concurrent clients.
 
-``bentoml serve`` of the same packaged model twice, one after the other in the same run: the
-scorer's ``score`` API batchable (adaptive batching), then not (``AIID_BATCHING=0``: each request's
-crops are one model call of their own); everything else is identical.
-Clients post real validation images (each request the next one) to ``/predict`` on 127.0.0.1 for a
-bounded number of requests per level. Clients and server share this machine's cores, as they
-would on one box. Every answer counts in p50/p99, errors included; refused (503) requests are also
-reported apart as ``shed``.
+``bentoml serve`` of the same packaged model twice, one after the other in the same run: batching
+on (the crops of the requests that wait during a model call share the next one), then off
+(``AIID_BATCHING=0``: each request's crops are one model call of their own); everything else is
+identical. Clients post real validation images (each request the next one) to ``/predict`` on
+127.0.0.1 for a bounded number of requests per level. Clients and server share this machine's
+cores, as they would on one box, so each level also reports the CPU time per answered request of
+the load clients and of the server (its whole process tree): what the model does not use goes
+there. Every answer counts in p50/p99, errors included; refused (503) requests are also reported
+apart as ``shed``.
 Targets (issue 12): no errors at 64 clients with the default settings; at 32 clients the service's
 crops/s at least 80 % of what the same model does alone in ONNX Runtime at batch 32 (measured first,
 in this run, on an idle machine); with ``small_cnn``, p99 < 1 s and batching at least 2x unbatched.
@@ -31,12 +33,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import bentoml
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 
 from ai_image_detection.image_io import ImageLimits, decode_image
 from ai_image_detection.inference_cost import (
@@ -67,8 +71,28 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running ``bentoml serve``: its URL and process."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) used so far by the server and every process it started."""
+        root = psutil.Process(self.pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+
 @contextmanager
-def served(batching: bool, prediction_log_dir: str | None = None) -> Iterator[str]:
+def served(batching: bool, prediction_log_dir: str | None = None) -> Iterator[Server]:
     """A ``bentoml serve`` of the packaged champion on a free loopback port, stopped afterwards.
 
     Its prediction log goes to a scratch directory unless ``prediction_log_dir`` says where (empty:
@@ -106,20 +130,22 @@ def served(batching: bool, prediction_log_dir: str | None = None) -> Iterator[st
             time.sleep(0.5)
         else:
             raise TimeoutError(f"{url}/readyz not ready within 120 s")
-        yield url
+        yield Server(url, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
         scratch.cleanup()
 
 
-def load(url: str, images: list[bytes], clients: int, requests_per_client: int) -> dict[str, object]:
+def load(server: Server, images: list[bytes], clients: int, requests_per_client: int) -> dict[str, object]:
     """``clients`` threads each posting ``requests_per_client`` images; throughput, latency, errors.
 
     Returns:
         ``rps`` and ``crops_per_second`` (answered requests only), ``p50_ms`` and ``p99_ms`` over
-        every answer, ``errors`` (every non-200), ``shed`` (the 503s among them), ``statuses``.
+        every answer, ``errors`` (every non-200), ``shed`` (the 503s among them), ``statuses``,
+        and ``client_cpu_ms_per_request`` and ``server_cpu_ms_per_request`` (per answered request).
     """
+    url = server.url
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     crops = 0
@@ -145,12 +171,14 @@ def load(url: str, images: list[bytes], clients: int, requests_per_client: int) 
 
     httpx.post(f"{url}/predict", files={"image": ("image.jpg", images[0])}, timeout=120)  # warm-up
     threads = [threading.Thread(target=client, args=(i * requests_per_client,)) for i in range(clients)]
+    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    server_cpu, client_cpu = server.cpu_seconds() - server_cpu, time.process_time() - client_cpu
     milliseconds = 1000 * np.asarray(latencies)
     answered = statuses["200"]
     return {
@@ -161,6 +189,8 @@ def load(url: str, images: list[bytes], clients: int, requests_per_client: int) 
         "errors": len(latencies) - answered,
         "shed": statuses["503"],
         "statuses": dict(statuses),
+        "client_cpu_ms_per_request": round(1000 * client_cpu / max(answered, 1), 1),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(answered, 1), 1),
     }
 
 
@@ -191,9 +221,9 @@ def run(requests_per_level: int = 384) -> dict[str, object]:
     alone = onnx_runtime_alone(onnx_model, paths[:64])
     figures: dict[str, object] = {"onnx_runtime_alone_crops_per_second_batch32": round(alone, 2)}
     for mode, batching in (("batched", True), ("unbatched", False)):
-        with served(batching) as url:
+        with served(batching) as server:
             figures[mode] = {
-                str(clients): load(url, images, clients, max(1, requests_per_level // clients))
+                str(clients): load(server, images, clients, max(1, requests_per_level // clients))
                 for clients in CLIENTS
             }
             logger.info("%s: %s", mode, figures[mode])
@@ -213,8 +243,8 @@ def logging_cost(images: list[bytes]) -> dict[str, float]:
     best: dict[str, float] = {}
     for _ in range(LOGGING_ROUNDS):
         for mode, directory in (("log_on", None), ("log_off", "")):
-            with served(True, directory) as url:
-                p50 = float(load(url, images, 1, LOGGING_REQUESTS)["p50_ms"])  # type: ignore[arg-type]
+            with served(True, directory) as server:
+                p50 = float(load(server, images, 1, LOGGING_REQUESTS)["p50_ms"])  # type: ignore[arg-type]
             best[mode] = min(best.get(mode, float("inf")), p50)
     return {
         "p50_ms_log_on": best["log_on"],

@@ -11,15 +11,14 @@ import base64
 import io
 import json
 import logging
+import threading
 from pathlib import Path
 from types import ModuleType
 
-import aiohttp
 import bentoml
 import numpy as np
 import onnx
 import pytest
-from bentoml.exceptions import ServiceUnavailable
 from conftest import (
     CALIBRATION,
     FAMILIES,
@@ -40,7 +39,9 @@ from starlette.testclient import TestClient
 from ai_image_detection.contract import FAMILIES_KEY, INPUT_NAME, OUTPUT_NAME, Verdict, verdict
 from ai_image_detection.onnx_runtime import onnx_session
 from ai_image_detection.scoring import score_files
+from ai_image_detection.serving.batching import CropBatcher
 from ai_image_detection.serving.http_guard import ClientError, error_response
+from ai_image_detection.serving.scorer import Scorer
 from ai_image_detection.tiling import tile_crops
 
 
@@ -307,111 +308,71 @@ def test_info_and_health(client: TestClient) -> None:
     assert client.get("/livez").status_code == 200
 
 
-class FlakyScorer:
-    """Stands in for the scorer's client: its calls fail with ``failures`` in turn, then answer."""
-
-    def __init__(self, failures: list[Exception]) -> None:
-        self.failures = failures
-        self.calls = 0
-        self.to_async = self
-
-    async def score(self, crops: np.ndarray) -> np.ndarray:
-        """Fail with the next failure, if any; else a score of 0.25 per crop (no attribution)."""
-        self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return np.full((len(crops), 1), 0.25, dtype=np.float32)
-
-    async def describe(self) -> dict[str, object]:
-        """The test model's description, as the scorer gives it."""
-        return {
-            "model_name": "m",
-            "model_version": "7",
-            "input_size": INPUT_SIZE,
-            "threshold": THRESHOLD,
-            "thresholds": BAND,
-            "max_tiles": MODEL_MAX_TILES,
-            "calibration": CALIBRATION,
-            "families": None,
-        }
-
-
-def detector_with(service_module: ModuleType, scorer: FlakyScorer) -> object:
-    detector = service_module.Detector.inner()
-    detector.scorer = scorer  # the instance attribute shadows the dependency
-    return detector
-
-
-def test_a_dropped_scorer_connection_is_sent_again(service_module: ModuleType) -> None:
-    scorer = FlakyScorer([aiohttp.ServerDisconnectedError()])
-    crops = np.zeros((3, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
-    scores = asyncio.run(detector_with(service_module, scorer)._scores(crops))
-    assert scores.tolist() == [[0.25], [0.25], [0.25]] and scorer.calls == 2
-
-
-@pytest.mark.parametrize(
-    "failures",
-    [
-        [ServiceUnavailable("process is overloaded")],
-        [aiohttp.ServerDisconnectedError(), aiohttp.ServerDisconnectedError()],
-        [TimeoutError()],
-    ],
-)
-def test_an_overloaded_or_unreachable_scorer_is_a_503(
-    service_module: ModuleType, failures: list[Exception]
-) -> None:
-    detector = detector_with(service_module, FlakyScorer(failures))
-    crops = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
-    with pytest.raises(ClientError) as refused:
-        asyncio.run(detector._scores(crops))
-    assert (refused.value.code, refused.value.status) == ("overloaded", 503)
-    assert refused.value.retry_after_s == service_module.SETTINGS.retry_after_s
-
-
-class SlowScorer(FlakyScorer):
-    """A scorer that answers only once ``answer`` is set: requests queue up meanwhile."""
-
-    def __init__(self) -> None:
-        super().__init__([])
-        self.answer = asyncio.Event()
-
-    async def score(self, crops: np.ndarray) -> np.ndarray:
-        """Wait for ``answer``, then 0.25 per crop."""
-        await self.answer.wait()
-        return await super().score(crops)
-
-
 def test_requests_queue_up_to_the_depth_and_one_more_is_told_when_to_retry(
-    service_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+    service_module: ModuleType,
 ) -> None:
     depth = 3
-    monkeypatch.setattr(
-        service_module, "SETTINGS", service_module.SETTINGS.model_copy(update={"max_queued_requests": depth})
-    )
-    scorer = SlowScorer()
-    detector = detector_with(service_module, scorer)
+    release = threading.Event()
+
+    def held_model(crops: np.ndarray) -> np.ndarray:
+        """0.25 per crop, once the test lets the calls through."""
+        assert release.wait(timeout=30), "the test never released the model"
+        return np.full((len(crops), 1), 0.25, dtype=np.float32)
+
+    detector = service_module.Detector.inner()
+    detector.batcher = CropBatcher(held_model, batching=True, max_batch_size=64, max_queued_requests=depth)
     crops = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
 
-    async def burst() -> tuple[list[np.ndarray], Exception]:
+    async def burst() -> tuple[list[np.ndarray], ClientError]:
         queued = [asyncio.create_task(detector._scores(crops)) for _ in range(depth)]
         await asyncio.sleep(0)  # all of them now wait for the model
         with pytest.raises(ClientError) as refused:
             await detector._scores(crops)
-        scorer.answer.set()
+        release.set()
         return await asyncio.gather(*queued), refused.value
 
     answered, refused = asyncio.run(burst())
     assert [scores.tolist() for scores in answered] == [[[0.25]]] * depth, "the queued requests are answered"
     assert (refused.code, refused.status, refused.retry_after_s) == ("overloaded", 503, 2)
-    assert detector._waiting_for_model == 0
+    assert f"{depth} requests already wait" in refused.message
+    assert detector.batcher.requests == 0
     response = error_response(refused.code, refused.message, refused.status, refused.retry_after_s)
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
 
 
-def test_the_scorer_answers_each_crops_probability_and_family_probabilities(
-    service_module: ModuleType, detector_onnx: bytes
+def test_concurrent_requests_share_model_calls_and_each_gets_its_own_scores(
+    service_module: ModuleType,
 ) -> None:
-    scorer = service_module.Scorer.inner()
+    detector = service_module.Detector.inner()
+    calls: list[int] = []
+    score = detector.scorer.score
+
+    def counted(crops: np.ndarray) -> np.ndarray:
+        calls.append(len(crops))
+        return score(crops)
+
+    detector.batcher = CropBatcher(counted, batching=True, max_batch_size=64, max_queued_requests=16)
+    images = [
+        np.stack([photo(INPUT_SIZE, INPUT_SIZE, 3 * seed + tile) for tile in range(3)]) for seed in range(6)
+    ]
+
+    async def together() -> list[np.ndarray]:
+        return list(await asyncio.gather(*(detector._scores(crops) for crops in images)))
+
+    answers = asyncio.run(together())
+    assert sum(calls) == 18 and len(calls) < len(images), f"calls of {calls} crops"
+    for crops, rows in zip(images, answers, strict=True):
+        assert rows == pytest.approx(detector.scorer.score(crops), abs=1e-6)
+
+
+def scorer_of(tag: str, service_module: ModuleType) -> Scorer:
+    return Scorer(bentoml.models.get(tag), service_module.SETTINGS)
+
+
+def test_the_scorer_answers_each_crops_probability_and_family_probabilities(
+    service_module: ModuleType, served_model: str, detector_onnx: bytes
+) -> None:
+    scorer = scorer_of(served_model, service_module)
     crops = np.stack([photo(INPUT_SIZE, INPUT_SIZE, seed) for seed in range(3)])
     rows = scorer.score(crops)
     session = onnx_session(detector_onnx)
@@ -419,29 +380,18 @@ def test_the_scorer_answers_each_crops_probability_and_family_probabilities(
     assert rows.shape == (3, 1 + len(FAMILIES))
     assert rows[:, 0] == pytest.approx(probabilities[:, 0], abs=1e-6)
     assert rows[:, 1:] == pytest.approx(family_rows(crops), abs=1e-5)
-    assert scorer.describe().families == FAMILIES
+    assert scorer.model.families == FAMILIES
 
 
-def test_the_scorer_refuses_crops_of_another_size(service_module: ModuleType) -> None:
-    scorer = service_module.Scorer.inner()
+def test_the_scorer_refuses_crops_of_another_size(service_module: ModuleType, served_model: str) -> None:
+    scorer = scorer_of(served_model, service_module)
     assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (
         2,
         1 + len(FAMILIES),
     )
-    with pytest.raises(ValueError, match=rf"\[N, {INPUT_SIZE}, {INPUT_SIZE}, 3\]"):
-        scorer.score(np.zeros((2, INPUT_SIZE + 1, INPUT_SIZE, 3), dtype=np.uint8))
-
-
-def test_ready_only_once_the_scorer_answered_the_warm_up(service_module: ModuleType) -> None:
-    scorer = FlakyScorer([ServiceUnavailable("the scorer is still loading")])
-    detector = detector_with(service_module, scorer)
-    assert asyncio.run(detector.__is_ready__()) is False
-    assert asyncio.run(detector.__is_ready__()) is True
-    failed_round = service_module.WARM_UP_CONCURRENCY
-    warm_up_calls = service_module.WARM_UP_ROUNDS * service_module.WARM_UP_CONCURRENCY
-    assert scorer.calls == failed_round + warm_up_calls
-    assert asyncio.run(detector.__is_ready__()) is True
-    assert scorer.calls == failed_round + warm_up_calls, "warmed up once"
+    for shape in ((2, INPUT_SIZE + 1, INPUT_SIZE, 3), (INPUT_SIZE, INPUT_SIZE, 3)):
+        with pytest.raises(ValueError, match=rf"\[N, {INPUT_SIZE}, {INPUT_SIZE}, 3\]"):
+            scorer.score(np.zeros(shape, dtype=np.uint8))
 
 
 def multipart(parts: list[tuple[str, str | None, bytes]], content_type: str) -> tuple[bytes, dict[str, str]]:
@@ -481,19 +431,6 @@ def test_a_form_without_the_file_or_with_text_in_its_place_is_a_400(client: Test
     assert_error(client.post("/annotate", files=upload(b"plain text")), 415, "not_an_image")
 
 
-def test_a_scorer_that_cannot_describe_its_model_yet_is_a_503(service_module: ModuleType) -> None:
-    class StartingScorer(FlakyScorer):
-        async def describe(self) -> dict[str, object]:
-            """Not loaded yet."""
-            raise ServiceUnavailable("the scorer is still loading")
-
-    detector = detector_with(service_module, StartingScorer([]))
-    with pytest.raises(ClientError) as refused:
-        asyncio.run(detector._verdict(Path("unused.jpg"), "predict"))
-    assert (refused.value.code, refused.value.status) == ("starting", 503)
-    assert asyncio.run(detector.__is_ready__()) is False
-
-
 def test_explain_carries_the_verdict_with_its_band(
     client: TestClient, verdict_images: dict[Verdict, tuple[bytes, float]]
 ) -> None:
@@ -525,35 +462,18 @@ def test_the_openapi_document_describes_the_three_verdicts(service_module: Modul
     assert "inconclusive" in predict["description"]
 
 
-class InProcessScorer:
-    """A real :class:`Scorer`'s client, in process (``to_async`` as BentoML's client has it)."""
-
-    def __init__(self, scorer: object) -> None:
-        self.scorer = scorer
-        self.to_async = self
-
-    async def score(self, crops: np.ndarray) -> np.ndarray:
-        """The scorer's ``score``."""
-        return self.scorer.score(crops)  # type: ignore[attr-defined]
-
-    async def describe(self) -> object:
-        """The scorer's ``describe``."""
-        return self.scorer.describe()  # type: ignore[attr-defined]
-
-
 def test_a_model_exported_before_the_band_still_serves(
     service_module: ModuleType, legacy_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class LegacyScorer(service_module.Scorer.inner):  # type: ignore[name-defined,misc]
+    class LegacyDetector(service_module.Detector.inner):  # type: ignore[name-defined,misc]
         bento_model = bentoml.models.BentoModel(legacy_model)
 
     with caplog.at_level(logging.WARNING):
-        scorer = LegacyScorer()
+        detector = LegacyDetector()
     assert (
         "no 'threshold_human'/'threshold_ai'" in caplog.text
         and f"AIID_MAX_TILES={SETTING_MAX_TILES}" in caplog.text
     )
-    detector = detector_with(service_module, InProcessScorer(scorer))  # type: ignore[arg-type]
     image = tmp_path / "photo.jpg"
     image.write_bytes(encode(photo(200, 120)))
 
@@ -581,14 +501,13 @@ def test_a_model_whose_metadata_does_not_name_its_families_serves_without_attrib
     onnx.helper.set_model_props(proto, kept)
     unnamed = store("test-detector-unnamed", proto.SerializeToString(), "8")
 
-    class UnnamedScorer(service_module.Scorer.inner):  # type: ignore[name-defined,misc]
+    class UnnamedDetector(service_module.Detector.inner):  # type: ignore[name-defined,misc]
         bento_model = bentoml.models.BentoModel(unnamed)
 
     with caplog.at_level(logging.WARNING):
-        scorer = UnnamedScorer()
+        detector = UnnamedDetector()
     assert "has the output 'family_probabilities' but not the metadata 'families'" in caplog.text
-    assert scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (2, 1)
-    detector = detector_with(service_module, InProcessScorer(scorer))  # type: ignore[arg-type]
+    assert detector.scorer.score(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)).shape == (2, 1)
     image = tmp_path / "photo.jpg"
     image.write_bytes(encode(photo(200, 120)))
     answer = asyncio.run(detector.predict(image)).model_dump()  # type: ignore[attr-defined]

@@ -3,7 +3,9 @@
 - ``aiid_probability_ai``: histogram of the calibrated P(AI) of every verdict;
 - ``aiid_verdicts_total{label, decided_by}``: verdicts by answer and by what decided it;
 - ``aiid_errors_total{code}``: refused requests by error code (every error answer is counted once,
-  where it is built: :func:`ai_image_detection.serving.http_guard.error_response`).
+  where it is built: :func:`ai_image_detection.serving.http_guard.error_response`);
+- ``aiid_model_call_requests`` and ``aiid_model_call_crops``: histograms of the requests and the
+  crops each model call carried (how much batching the load gives).
 
 ``prometheus_client`` is imported on first use, in the worker: BentoML sets the multi-process
 directory when a worker starts, after the service module is imported, and metrics created before
@@ -18,6 +20,8 @@ from typing import Any
 
 PROBABILITY_BUCKETS = tuple(round(step / 20, 2) for step in range(1, 21))
 """P(AI) histogram buckets: every 0.05 up to 1."""
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+"""Requests or crops per model call."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class _Metrics:
     probability_ai: Any
     verdicts: Any
     errors: Any
+    call_requests: Any
+    call_crops: Any
 
 
 @functools.cache
@@ -39,6 +45,12 @@ def _metrics() -> _Metrics:
             "aiid_verdicts", "Verdicts by answer and by what decided it", ["label", "decided_by"]
         ),
         errors=prometheus_client.Counter("aiid_errors", "Refused requests by error code", ["code"]),
+        call_requests=prometheus_client.Histogram(
+            "aiid_model_call_requests", "Requests whose crops one model call carried", buckets=BATCH_BUCKETS
+        ),
+        call_crops=prometheus_client.Histogram(
+            "aiid_model_call_crops", "Crops one model call carried", buckets=BATCH_BUCKETS
+        ),
     )
 
 
@@ -47,6 +59,13 @@ def observe_verdict(label: str, decided_by: str, probability_ai: float) -> None:
     metrics = _metrics()
     metrics.verdicts.labels(label=label, decided_by=decided_by).inc()
     metrics.probability_ai.observe(probability_ai)
+
+
+def observe_model_call(requests: int, crops: int) -> None:
+    """Record what one model call carried."""
+    metrics = _metrics()
+    metrics.call_requests.observe(requests)
+    metrics.call_crops.observe(crops)
 
 
 def count_error(code: str) -> None:

@@ -1,11 +1,12 @@
 """The BentoML service: ``bentoml serve ai_image_detection.serving.service:Detector``.
 
-Two services, each its own process under ``bentoml serve``: :class:`Detector` (the HTTP API and
-the web page) decodes and checks every upload in a worker thread and cuts crops exactly as
-training and evaluation do (:mod:`ai_image_detection.serving.examination`); its dependency, the
-:class:`~ai_image_detection.serving.scorer.Scorer`, runs the model behind one batchable API, so
-that crops of concurrent requests share ONNX Runtime calls. The model's input size, tiling,
-thresholds and calibration come from its ONNX metadata
+One service, one process: :class:`Detector` serves the HTTP API and the web page, decodes and
+checks every upload in a worker thread and cuts crops exactly as training and evaluation do
+(:mod:`ai_image_detection.serving.examination`); the model
+(:class:`~ai_image_detection.serving.scorer.Scorer`) runs in the same process behind a
+:class:`~ai_image_detection.serving.batching.CropBatcher`, on a thread of its own, so that the crops
+of concurrent requests share ONNX Runtime calls without travelling between processes. The model's
+input size, tiling, thresholds and calibration come from its ONNX metadata
 (:mod:`ai_image_detection.serving.model_contract`), so that an image is scored exactly as
 evaluation scored it. Answers are ``human``, ``ai`` or ``inconclusive``
 (:mod:`ai_image_detection.serving.answers`); a model that attributes (a second output,
@@ -32,16 +33,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from bentoml.validators import ContentType
 from starlette.staticfiles import StaticFiles
 
 from ai_image_detection.serving.answers import Explanation, ImageVerdict, ServiceInfo, judge
+from ai_image_detection.serving.batching import CropBatcher, QueueFullError
 from ai_image_detection.serving.examination import Examined, Examiner
 from ai_image_detection.serving.feedback import (
     FeedbackReceipt,
@@ -53,10 +53,10 @@ from ai_image_detection.serving.feedback import (
     kept_image,
 )
 from ai_image_detection.serving.http_guard import ClientError, FormSpec, RequestGuard, answers_client_errors
-from ai_image_detection.serving.metrics import observe_verdict
-from ai_image_detection.serving.model_contract import ModelDescription
+from ai_image_detection.serving.metrics import observe_model_call, observe_verdict
 from ai_image_detection.serving.prediction_log import Endpoint, PredictionLog, prediction_record
-from ai_image_detection.serving.scorer import SETTINGS, Scorer
+from ai_image_detection.serving.scorer import Scorer
+from ai_image_detection.serving.settings import ServingSettings
 
 with bentoml.importing():
     from ai_image_detection.image_io import SUPPORTED_FORMATS, DecodedImage
@@ -71,27 +71,40 @@ with bentoml.importing():
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-WARM_UP_ROUNDS = 8
-WARM_UP_CONCURRENCY = 3
-"""Enough calls, in batches of 1 to 3, for the dispatcher to fit its latency model (it needs 11)."""
+SETTINGS = ServingSettings()
+"""The service's settings, read from the ``AIID_*`` environment once, at import."""
 
 
 @bentoml.service(name="ai_image_detector", traffic={"timeout": 60}, workers=1)
 class Detector:
-    """The HTTP API and the web page (mounted at ``/ui``); the model runs in :class:`Scorer`."""
+    """The HTTP API and the web page (mounted at ``/ui``), with the model in the same process."""
 
-    scorer = bentoml.depends(Scorer)
+    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        """Upload examination, feedback and the prediction log from the settings.
+        """Load and warm up the model; upload examination, feedback and the prediction log from the settings.
 
-        The model is described by the scorer on first use.
+        BentoML reports ready (``/readyz``) only once this has returned, so the first request meets
+        a loaded, warm model.
+
+        Raises:
+            ValueError: If the model's metadata is incomplete or malformed (the message says which key).
         """
+        self.scorer = Scorer(self.bento_model, SETTINGS)
+        self.model = self.scorer.model
+        self.batcher = CropBatcher(
+            self.scorer.score,
+            batching=SETTINGS.batching,
+            max_batch_size=SETTINGS.max_batch_size,
+            max_queued_requests=SETTINGS.max_queued_requests,
+            on_call=observe_model_call,
+        )
+        logger.info(
+            "batching %s; at most %d requests wait for the model",
+            f"up to {SETTINGS.max_batch_size} crops a call" if SETTINGS.batching else "off",
+            SETTINGS.max_queued_requests,
+        )
         self.examiner = Examiner(SETTINGS)
-        self._model: ModelDescription | None = None
-        self._warm = False
-        self._warming = asyncio.Lock()
-        self._waiting_for_model = 0
         self.recent_predictions = RecentPredictions(SETTINGS.feedback_memory)
         self.feedback_store = FeedbackStore(
             SETTINGS.feedback_bucket, SETTINGS.feedback_prefix, SETTINGS.feedback_endpoint_url
@@ -101,120 +114,59 @@ class Detector:
         )
 
     def __del__(self) -> None:
-        """Write out the prediction log's queued lines."""
+        """Write out the prediction log's queued lines; stop the model thread."""
         self.prediction_log.close()
-
-    async def __is_ready__(self) -> bool:
-        """``/readyz``: ready once the scorer has answered warm-up calls through its batch dispatcher.
-
-        BentoML's dispatcher fits how long a call takes on its first dozen calls, and the model's
-        first runs allocate and plan. Doing both before reporting ready means the first burst after
-        a start or a rollout meets a dispatcher that batches and a model that is warm.
-        """
-        async with self._warming:
-            if not self._warm:
-                try:
-                    await self._warm_up()
-                except (ClientError, BentoMLException, aiohttp.ClientError) as not_yet:
-                    logger.info("scorer not ready yet: %s", not_yet)
-                    return False
-                self._warm = True
-        return True
-
-    async def _warm_up(self) -> None:
-        """Score ``WARM_UP_ROUNDS`` rounds of ``WARM_UP_CONCURRENCY`` concurrent requests of blank crops."""
-        model = await self._described_model()
-        crops = np.zeros((model.max_tiles, model.input_size, model.input_size, 3), dtype=np.uint8)
-        for _ in range(WARM_UP_ROUNDS):
-            await asyncio.gather(*(self._call_scorer(crops) for _ in range(WARM_UP_CONCURRENCY)))
-        logger.info("warmed up: %d calls to the scorer", WARM_UP_ROUNDS * WARM_UP_CONCURRENCY)
-
-    async def _described_model(self) -> ModelDescription:
-        """The scorer's model description, asked once.
-
-        Raises:
-            ClientError: 503 while the scorer cannot answer yet (starting, or restarting).
-        """
-        if self._model is None:
-            try:
-                described = await self.scorer.to_async.describe()
-            except (BentoMLException, aiohttp.ClientError) as unavailable:
-                logger.warning("the scorer cannot describe its model yet: %s", unavailable)
-                message = "the model is not loaded yet; retry shortly"
-                raise ClientError("starting", message, 503, SETTINGS.retry_after_s) from None
-            self._model = ModelDescription.model_validate(described)
-        return self._model
+        self.batcher.close()
 
     async def _scores(self, crops: np.ndarray) -> np.ndarray:
-        """Each crop's row from the scorer (through adaptive batching when it is on): ``[N, 1 + K]``.
+        """Each crop's row from the model, in a call shared with concurrent requests: ``[N, 1 + K]``.
 
         Column 0 is the crop's P(AI); the others, for a model that attributes, its family probabilities.
-        Up to ``max_queued_requests`` calls wait for the model at once (load is queued, not shed);
+        Up to ``max_queued_requests`` requests wait for the model at once (load is queued, not shed);
         one more is refused at once.
 
         Raises:
-            ClientError: 503 with ``Retry-After`` when the queue is full, or the scorer sheds load,
-                does not answer within its timeout or cannot be reached (the client should retry).
+            ClientError: 503 ``overloaded`` with ``Retry-After`` when the queue is full.
         """
-        if self._waiting_for_model >= SETTINGS.max_queued_requests:
+        try:
+            return await self.batcher.score(np.ascontiguousarray(crops, dtype=np.uint8))
+        except QueueFullError:
             message = (
-                f"the service is at capacity ({SETTINGS.max_queued_requests} requests already wait "
+                f"the service is at capacity ({self.batcher.max_queued_requests} requests already wait "
                 "for the model); retry shortly"
             )
             logger.warning("queue full: refusing a request")
-            raise ClientError("overloaded", message, 503, SETTINGS.retry_after_s)
-        self._waiting_for_model += 1
-        try:
-            scores = await self._call_scorer(np.ascontiguousarray(crops, dtype=np.uint8))
-        except (ServiceUnavailable, aiohttp.ClientError, TimeoutError) as busy:
-            # TimeoutError: the call waited for the model longer than the scorer's request timeout
-            message = "the service is at capacity (the model could not answer in time); retry shortly"
-            logger.warning("shedding load: %s", busy)
             raise ClientError("overloaded", message, 503, SETTINGS.retry_after_s) from None
-        finally:
-            self._waiting_for_model -= 1
-        return np.asarray(scores, dtype=np.float32).reshape(len(crops), -1)
-
-    async def _call_scorer(self, crops: np.ndarray) -> Any:
-        """``Scorer.score``, sent once more if the connection drops.
-
-        BentoML 1.4's client replaces its pooled session every 100 calls and closes the old one with
-        the calls still in flight on it, which fail with "Server disconnected" (bentoml/BentoML
-        issues 5544 and 4971). Scoring is idempotent, so a dropped call is simply repeated.
-        """
-        try:
-            return await self.scorer.to_async.score(crops)
-        except aiohttp.ClientConnectionError as dropped:
-            logger.warning("scorer connection dropped (%s): sending the crops again", dropped)
-            return await self.scorer.to_async.score(crops)
 
     async def _verdict(self, upload: Path, endpoint: Endpoint, name: str = "image") -> ImageVerdict:
         """The verdict on one upload; its pixels are released before its crops are scored."""
-        model = await self._described_model()
-        decoded, examined = await self.examiner.examine(upload, name, model.input_size, model.max_tiles)
+        decoded, examined = await self.examiner.examine(
+            upload, name, self.model.input_size, self.model.max_tiles
+        )
         del decoded
-        return await self._judge(examined, model, endpoint)
+        return await self._judge(examined, endpoint)
 
     async def _image_and_verdict(self, upload: Path, endpoint: Endpoint) -> tuple[DecodedImage, ImageVerdict]:
         """The decoded upload (for endpoints that draw on it) and its verdict."""
-        model = await self._described_model()
-        decoded, examined = await self.examiner.examine(upload, "image", model.input_size, model.max_tiles)
-        return decoded, await self._judge(examined, model, endpoint)
+        decoded, examined = await self.examiner.examine(
+            upload, "image", self.model.input_size, self.model.max_tiles
+        )
+        return decoded, await self._judge(examined, endpoint)
 
-    async def _judge(self, examined: Examined, model: ModelDescription, endpoint: Endpoint) -> ImageVerdict:
+    async def _judge(self, examined: Examined, endpoint: Endpoint) -> ImageVerdict:
         """Score the crops of one image; the verdict on it, logged, counted and remembered for feedback.
 
         Its P(AI) is the mean of its crops' (as in evaluation), and so is its attribution (the mean of
         their family probabilities) for a model that attributes.
         """
         mean = (await self._scores(examined.crops)).mean(axis=0, dtype=np.float64)
-        families = None if model.families is None else mean[1:].tolist()
+        families = None if self.model.families is None else mean[1:].tolist()
         prediction_id = f"p-{uuid.uuid4().hex}"
         answer = judge(
             float(mean[0]),
             len(examined.crops),
             examined.facts,
-            model,
+            self.model,
             examined.provenance,
             prediction_id,
             families,
@@ -400,7 +352,7 @@ class Detector:
     async def info(self) -> ServiceInfo:
         """The model (thresholds, tiling, calibration) and the limits, for the web page and for clients."""
         return ServiceInfo(
-            **(await self._described_model()).model_dump(),
+            **self.model.model_dump(),
             max_bytes=SETTINGS.max_bytes,
             max_files=SETTINGS.max_files,
             max_pixels=SETTINGS.max_pixels,

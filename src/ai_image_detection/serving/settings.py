@@ -18,18 +18,14 @@ class ServingSettings(BaseSettings):
     Attributes:
         model_tag: BentoML model the service carries (``kedro run --pipelines package`` imports
             the registry's champion under this name).
-        batching: Make the scorer's ``score`` API batchable, so that crops of concurrent
-            requests share one model call (off only to measure what batching buys).
-        max_batch_size: Largest batch the dispatcher forms, in crops.
-        max_latency_ms: Latency target of BentoML's batch dispatcher, which refuses requests it
-            expects to miss it. Ten minutes by default, so that in effect it never refuses: load
-            is queued, and its bound is ``max_queued_requests``. (The dispatcher predicts a
-            request's wait from the number of requests queued, not their crops: after the
-            warm-up's calls of ``max_tiles`` crops each, or before any call at 2 s a request, it
-            overstates a burst of one-crop requests many times, and a target of seconds refused
-            most of a 32-client burst of CLIP requests just after a start.)
-        max_queued_requests: Requests that may wait for the model at once (the queue depth); one
-            more is refused at once with 503 ``overloaded`` and ``Retry-After``.
+        batching: Let one model call carry the crops of several concurrent requests (off, each
+            request is a call of its own: only to measure what batching buys).
+        max_batch_size: Most crops in one model call (a single request with more runs alone). The
+            requests that arrive while a call runs make up the next one, so a batch grows with the
+            load and no latency target or timer is needed.
+        max_queued_requests: Requests that may wait for the model at once, the one being scored
+            included (the queue depth); one more is refused at once with 503 ``overloaded`` and
+            ``Retry-After``.
         retry_after_s: The ``Retry-After`` of a refused request, in seconds.
         max_bytes: Largest accepted request body (413 beyond).
         max_pixels: Largest accepted width x height, checked from the header before decoding.
@@ -64,7 +60,6 @@ class ServingSettings(BaseSettings):
     model_tag: str = "ai-image-detector:latest"
     batching: bool = True
     max_batch_size: int = Field(default=64, ge=2)
-    max_latency_ms: int = Field(default=600_000, ge=1)
     max_queued_requests: int = Field(default=128, ge=1)
     retry_after_s: int = Field(default=2, ge=1)
     max_bytes: int = Field(default=10_000_000, ge=1)
