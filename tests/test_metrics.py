@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from ai_image_detection.contract import verdict
 from ai_image_detection.metrics import (
     answer_shares,
+    answers_by_class,
     binary_metrics,
     choose_band,
     choose_threshold,
@@ -193,3 +194,11 @@ def test_the_band_holds_the_forced_choice_cut() -> None:
     assert choose_band(y, p, threshold=0.05, max_fpr=0.0, min_human_precision=0.99) == pytest.approx(
         (0.05, 0.25)
     )
+
+
+def test_answers_by_class_splits_the_answers_between_ai_and_human_images() -> None:
+    labels = [1, 1, 1, 0, 0]
+    scores = [0.9, 0.5, 0.1, 0.6, 0.05]
+    answers = answers_by_class(labels, scores, (0.2, 0.55))
+    assert answers["ai_images"] == pytest.approx({"human": 1 / 3, "inconclusive": 1 / 3, "ai": 1 / 3})
+    assert answers["human_images"] == {"human": 0.5, "inconclusive": 0.0, "ai": 0.5}, "one false accusation"

@@ -87,6 +87,13 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             },
         ],
         "robustness": {"none": metrics(0.95), "jpeg_q50": metrics(0.9), "blur_sigma_1": metrics(0.6)},
+        "robustness_answers": {
+            name: {
+                "human_images": {"human": 0.9 - accused, "inconclusive": 0.1, "ai": accused},
+                "ai_images": {"human": 0.05, "inconclusive": 0.15, "ai": 0.8},
+            }
+            for name, accused in (("none", 0.0), ("jpeg_q50", 0.04), ("downscale_90pct", 0.16))
+        },
     }
     quantization = {
         "method": "dynamic_mixed",
@@ -138,6 +145,8 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "test (unseen photos)" not in card, "no test row when the test split has no labels"
     assert "| blur_sigma_1 |" in card
     assert "weakest case above is `blur_sigma_1` (F1 0.600)" in card
+    assert "| downscale_90pct | 0.740 | 0.100 | 0.160 | 0.050 | 0.150 | 0.800 |" in card
+    assert 'after\n  `downscale_90pct`, 16% of the human validation images were answered "ai"' in card
     assert "-1.00 points" in card
     assert "dynamic_mixed quantisation (the best on validation of static, dynamic, dynamic_mixed)." in card
     assert "6 of its 32 matrix products stay float32: the most sensitive of 6 runs in graph order." in card

@@ -228,3 +228,23 @@ def answer_shares(probabilities: ArrayLike, threshold_human: float, threshold_ai
         "inconclusive": float((~ai & ~human).mean()),
         "ai": float(ai.mean()),
     }
+
+
+def answers_by_class(
+    labels: ArrayLike, probabilities: ArrayLike, band: tuple[float, float]
+) -> dict[str, dict[str, float]]:
+    """The answers (:func:`answer_shares`) on the AI images and on the human images apart.
+
+    Args:
+        labels: 1 for AI, 0 for human, per image.
+        probabilities: Calibrated image scores.
+        band: ``(threshold_human, threshold_ai)``.
+
+    Returns:
+        ``{"ai_images": shares, "human_images": shares}``: a human image answered ``ai`` is a
+        false accusation, an AI image answered ``human`` a miss.
+    """
+    truth = np.asarray(labels).ravel().astype(int)
+    scores = np.asarray(probabilities, dtype=np.float64).ravel()
+    classes = {"ai_images": 1, "human_images": 0}
+    return {kind: answer_shares(scores[truth == label], *band) for kind, label in classes.items()}

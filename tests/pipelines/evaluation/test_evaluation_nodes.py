@@ -253,6 +253,18 @@ def test_robustness_speed_size_and_the_plots(
     assert set(report["robustness"]) == {"none", "jpeg_q50", "blur"}
     assert report["robustness"]["none"] == report["validation"]["at_threshold"]
     assert report["robustness"]["blur"]["roc_auc"] > 0.7, "a blur keeps the brightness the model reads"
+    answers = report["robustness_answers"]
+    assert set(answers) == {"none", "jpeg_q50", "blur"}
+    validation = calibrated[0][calibrated[0]["split"] == "validation"]
+    band = (report["threshold_human"], report["threshold_ai"])
+    for kind, label in (("ai_images", 1), ("human_images", 0)):
+        clean = validation.loc[validation["label"] == label, "probability_ai"]
+        assert answers["none"][kind] == answer_shares(clean, *band), "unperturbed: validation's own answers"
+        for shares in (answers[name][kind] for name in ("jpeg_q50", "blur")):
+            assert sum(shares.values()) == pytest.approx(1.0)
+    for name in ("jpeg_q50", "blur"):  # the band holds the threshold: "ai" answers are a subset of its hits
+        assert answers[name]["ai_images"]["ai"] <= report["robustness"][name]["recall"] + 1e-12
+        assert answers[name]["ai_images"]["human"] <= 1 - report["robustness"][name]["recall"] + 1e-12
     assert report["seconds_per_image"] > 0
     assert report["parameters"] == model.count_params() == 4
     assert isinstance(plot_candidate(calibrated[0], report, params()), Figure)

@@ -21,6 +21,7 @@ from ai_image_detection.input_pipeline import Perturbation, make_prediction_data
 from ai_image_detection.metrics import (
     ThresholdObjective,
     answer_shares,
+    answers_by_class,
     binary_metrics,
     choose_band,
     choose_threshold,
@@ -178,7 +179,8 @@ def evaluate_candidate(
         metrics ``at_threshold``, ``at_0.5`` and ``answers`` (shares of human / inconclusive /
         ai), ``families`` (one row per split and generator family), ``attribution`` (accuracy of
         the closest family on seen families, :func:`attribution_report`), ``robustness`` (validation
-        metrics per perturbation at the threshold), ``seconds_per_image``, ``parameters`` and
+        metrics per perturbation at the threshold), ``robustness_answers`` (per perturbation, the
+        answers on the AI and on the human validation images), ``seconds_per_image``, ``parameters`` and
         ``size_mb``.
     """
     validation = predictions[predictions["split"] == "validation"]
@@ -203,10 +205,7 @@ def evaluate_candidate(
         "band": {
             "chosen_on": ["validation", *(["held_out_families"] if len(held_out) else [])],
             "held_out_families": sorted(held_out["fold"].unique().tolist()),
-            "held_out_answers": {
-                kind: answer_shares(held_out.loc[held_out["label"] == label, "probability_ai"], *band)
-                for kind, label in (("ai_images", 1), ("human_images", 0))
-            },
+            "held_out_answers": answers_by_class(held_out["label"], held_out["probability_ai"], band),
         },
         "max_tiles": params.max_tiles,
         "calibration": calibration,
@@ -223,6 +222,7 @@ def evaluate_candidate(
     report["families"] = family_table(predictions, band).to_dict("records")
     report["attribution"] = attribution_report(predictions, model_families(model))
     report["robustness"] = {"none": report["validation"]["at_threshold"]}
+    report["robustness_answers"] = {"none": answers_by_class(labels, validation["probability_ai"], band)}
     paths = validation["path"].tolist()
     scaling = PlattScaling(calibration["slope"], calibration["intercept"])
     for name, perturbation in params.robustness.items():
@@ -235,7 +235,9 @@ def evaluate_candidate(
             transform=functools.partial(perturbed_pixels, perturbation=perturbation),
             description=f"robustness: {name}",
         )
-        report["robustness"][name] = binary_metrics(labels, scaling.image_scores(tiles), threshold)
+        scores = scaling.image_scores(tiles)
+        report["robustness"][name] = binary_metrics(labels, scores, threshold)
+        report["robustness_answers"][name] = answers_by_class(labels, scores, band)
     report["seconds_per_image"] = inference_seconds_per_image(model, paths, params.batch_size)
     report["parameters"] = int(model.count_params())
     report["size_mb"] = round(report["parameters"] * 4 / 2**20, 2)
