@@ -165,3 +165,21 @@ def test_every_call_is_reported_with_its_requests_and_crops() -> None:
 def test_a_batch_size_or_queue_depth_below_one_is_refused(size: int, depth: int) -> None:
     with pytest.raises(ValueError, match="must be at least 1"):
         CropBatcher(HeldModel(), batching=True, max_batch_size=size, max_queued_requests=depth)
+
+
+def test_a_model_that_answers_the_wrong_number_of_rows_fails_its_call_not_the_batcher() -> None:
+    calls: list[int] = []
+
+    def short_model(crops: np.ndarray) -> np.ndarray:
+        calls.append(len(crops))
+        rows = crops[:, 0, 0, :1].astype(np.float32)
+        return rows[:-1] if len(calls) == 1 else rows
+
+    batcher = CropBatcher(short_model, batching=True, max_batch_size=64, max_queued_requests=4)
+
+    async def twice() -> np.ndarray:
+        with pytest.raises(ValueError, match="answered 1 rows for 2 crops"):
+            await batcher.score(crops_of(1, 2))
+        return await batcher.score(crops_of(2, 2))
+
+    assert asyncio.run(twice()).tolist() == [[2], [2]]

@@ -115,19 +115,23 @@ class CropBatcher:
             batch = self._next_batch()
             if not batch:
                 continue
-            crops = np.concatenate([waiting.crops for waiting in batch]) if len(batch) > 1 else batch[0].crops
+            sizes = [len(waiting.crops) for waiting in batch]
             if self._on_call is not None:
-                self._on_call(len(batch), len(crops))
+                self._on_call(len(batch), sum(sizes))
             try:
+                crops = (
+                    np.concatenate([waiting.crops for waiting in batch]) if len(batch) > 1 else batch[0].crops
+                )
                 rows = await loop.run_in_executor(self._thread, self._infer, crops)
-            except Exception as failure:  # every request of the call gets the model's error
-                logger.exception("the model failed on a call of %d crops", len(crops))
+                if len(rows) != len(crops):
+                    raise ValueError(f"the model answered {len(rows)} rows for {len(crops)} crops")
+            except Exception as failure:  # every request of the call gets the error; the next call runs
+                logger.exception("a model call of %d crops failed", sum(sizes))
                 for waiting in batch:
                     if not waiting.answer.done():
                         waiting.answer.set_exception(failure)
                 continue
-            ends = np.cumsum([len(waiting.crops) for waiting in batch])
-            for waiting, own_rows in zip(batch, np.split(rows, ends[:-1]), strict=True):
+            for waiting, own_rows in zip(batch, np.split(rows, np.cumsum(sizes)[:-1]), strict=True):
                 if not waiting.answer.done():  # its client may have gone meanwhile
                     waiting.answer.set_result(own_rows)
 
