@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,11 @@ from ai_image_detection.image_io import ImageLimits, decode_image
 from ai_image_detection.input_pipeline import (
     AugmentationParams,
     JpegOp,
+    Perturbation,
     build_augmenter,
     decode,
     make_dataset,
+    perturbed_pixels,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -142,3 +145,33 @@ def test_training_decodes_exactly_the_pixels_the_service_decodes(
 
     served = np.asarray(decode_image(path.read_bytes(), ImageLimits(min_side=1)).pixels, dtype=np.float32)
     np.testing.assert_array_equal(decoded, served)
+
+
+def _photo_like(seed: int = 0, size: int = 64) -> np.ndarray:
+    """Smooth gradients plus grain: content that JPEG changes and resizing blurs."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 200, size)[None, :, None] + np.linspace(0, 40, size)[:, None, None]
+    return np.clip(ramp + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def _jpeg_round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_a_resave_quality_saves_the_resized_image_as_jpeg_afterwards() -> None:
+    pixels = _photo_like()
+    lossless = perturbed_pixels(pixels, Perturbation(kind="downscale", factor=0.75))
+    resaved = perturbed_pixels(pixels, Perturbation(kind="downscale", factor=0.75, resave_quality=60))
+    assert lossless.shape == resaved.shape == (48, 48, 3)
+    # resizing, then a JPEG encoder at that quality: Pillow's libjpeg differs from TensorFlow's only
+    # in rounding (mean 0.5 grey levels), the re-save itself moves pixels ten times that
+    to_pillow = np.abs(resaved.astype(int) - _jpeg_round_trip(lossless, 60).astype(int))
+    assert to_pillow.mean() < 1 and to_pillow.max() <= 4
+    assert np.abs(resaved.astype(int) - lossless.astype(int)).mean() > 3, "the re-save changed the pixels"
+
+
+def test_a_jpeg_perturbation_takes_its_quality_not_a_second_resave() -> None:
+    with pytest.raises(ValueError, match="set quality, not resave_quality"):
+        Perturbation(kind="jpeg", quality=90, resave_quality=90)

@@ -52,6 +52,8 @@ def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         training["training"]["candidates"] = {
             name: training["training"]["candidates"][name] for name in CANDIDATES
         }
+        # two epochs: this run tests the wiring end to end; learning is tested in tests/pipelines/training
+        training["training"]["candidates"]["small_cnn"]["epochs"] = 2
         training_file.write_text(yaml.safe_dump(training, sort_keys=False))
         bootstrap_project(project)
         yield project

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ai_image_detection.families import family_targets
 
@@ -264,6 +264,8 @@ class Perturbation(BaseModel):
         quality: JPEG quality, for ``jpeg``.
         factor: Scale or kept fraction, for ``downscale`` and ``centre_crop``.
         sigma: Standard deviation in pixels, for ``blur``.
+        resave_quality: JPEG quality the changed image is then saved at, as a site or an app
+            saves a photo it has resized; ``None`` keeps the change lossless (a PNG re-share).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -272,15 +274,33 @@ class Perturbation(BaseModel):
     quality: int = Field(default=75, ge=1, le=100)
     factor: float = Field(default=0.5, gt=0, le=1)
     sigma: float = Field(default=1.0, gt=0)
+    resave_quality: int | None = Field(default=None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_jpeg_step(self) -> Perturbation:
+        if self.kind == "jpeg" and self.resave_quality is not None:
+            raise ValueError("a jpeg perturbation is the re-save itself: set quality, not resave_quality")
+        return self
 
 
 def perturb(image: tf.Tensor, perturbation: Perturbation) -> tf.Tensor:
     """Apply a deterministic perturbation to a float32 RGB image in 0–255."""
     if perturbation.kind == "jpeg":
-        encoded = tf.image.adjust_jpeg_quality(
-            tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), perturbation.quality
-        )
-        return tf.cast(encoded, tf.float32)
+        return _jpeg(image, perturbation.quality)
+    changed = _change(image, perturbation)
+    return changed if perturbation.resave_quality is None else _jpeg(changed, perturbation.resave_quality)
+
+
+def _jpeg(image: tf.Tensor, quality: int) -> tf.Tensor:
+    """``image`` encoded as JPEG at ``quality`` and decoded again (rounded to 8 bits first)."""
+    encoded = tf.image.adjust_jpeg_quality(
+        tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), quality
+    )
+    return tf.cast(encoded, tf.float32)
+
+
+def _change(image: tf.Tensor, perturbation: Perturbation) -> tf.Tensor:
+    """The resampling or filtering step of a perturbation other than ``jpeg``."""
     if perturbation.kind == "centre_crop":
         return tf.image.central_crop(image, perturbation.factor)
     if perturbation.kind == "downscale":

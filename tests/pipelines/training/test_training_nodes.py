@@ -427,7 +427,7 @@ def test_features_are_cached_for_every_train_and_validation_tile(
 def test_training_tiles_get_one_reshared_view_each(
     family_manifest: pd.DataFrame, extractors: list[CandidateParams]
 ) -> None:
-    degradations = [{"kind": "blur", "sigma": 2.0}, {"kind": "jpeg", "quality": 40}]
+    degradations = [{"kind": "blur", "sigma": 2.0, "resave_quality": 80}, {"kind": "jpeg", "quality": 40}]
     candidate = probe_candidate().model_copy(
         update={"reshared_views": [Perturbation.model_validate(d) for d in degradations]}
     )
@@ -437,10 +437,10 @@ def test_training_tiles_get_one_reshared_view_each(
     assert sorted(views["path"]) == sorted(train), (
         "one re-shared view per training image, none for validation"
     )
-    assert set(views["view"]) == {"blur_2", "jpeg_40"}, "both drawn, named by their setting"
+    assert set(views["view"]) == {"blur_2_jpeg_80", "jpeg_40"}, "both drawn, named by their settings"
     again = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
     pd.testing.assert_frame_equal(views[["path", "view"]], again.loc[views.index, ["path", "view"]])
-    row = views[views["view"] == "blur_2"].iloc[0]
+    row = views[views["view"] == "blur_2_jpeg_80"].iloc[0]
     pixels = np.asarray(Image.open(row["path"]).convert("RGB"))
     blurred = perturbed_pixels(pixels, candidate.reshared_views[0])[4:36, 4:36].reshape(-1, 3).mean(axis=0)
     np.testing.assert_allclose(row["features"], blurred, rtol=1e-5)

@@ -268,7 +268,8 @@ def extract_features(
 
 def _view_name(degradation: Perturbation) -> str:
     setting = {"jpeg": "quality", "blur": "sigma"}.get(degradation.kind, "factor")
-    return f"{degradation.kind}_{getattr(degradation, setting):g}"
+    resave = "" if degradation.resave_quality is None else f"_jpeg_{degradation.resave_quality}"
+    return f"{degradation.kind}_{getattr(degradation, setting):g}{resave}"
 
 
 def train_probe(
