@@ -39,7 +39,8 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
         "threshold_human": 0.2468,
         "threshold_ai": 0.8642,
         "band": {
-            "chosen_on": ["validation", "held_out_families"],
+            "chosen_on": ["validation", "held_out_families", "validation JPEG", "validation PNG"],
+            "stored_formats": ["JPEG", "PNG"],
             "held_out_families": ["realcugan", "waifu2x"],
             "held_out_answers": {
                 "ai_images": {"human": 0.05, "inconclusive": 0.25, "ai": 0.7},
@@ -84,6 +85,28 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
                 "roc_auc": float("nan"),
                 "ai_rate": 0.08,
                 "inconclusive_rate": 0.25,
+            },
+        ],
+        "formats": [
+            {
+                "split": "validation",
+                "format": "PNG",
+                "human_images": 30,
+                "ai_images": 30,
+                "roc_auc": 0.91,
+                "human_ai_rate": 0.1,
+                "human_inconclusive_rate": 0.3,
+                "ai_recall": 0.8,
+            },
+            {
+                "split": "test",
+                "format": "JPEG",
+                "human_images": 0,
+                "ai_images": 5,
+                "roc_auc": float("nan"),
+                "human_ai_rate": float("nan"),
+                "human_inconclusive_rate": float("nan"),
+                "ai_recall": 1.0,
             },
         ],
         "robustness": {"none": metrics(0.95), "jpeg_q50": metrics(0.9), "blur_sigma_1": metrics(0.6)},
@@ -160,19 +183,23 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert card.index("## Generator families it never saw") < card.index("## Metrics"), "the headline first"
     assert "| validation | 0.450 | 0.100 | 0.450 |" in card
     assert (
-        "chosen on\n  validation and on the images of the 2 generator families held out of training" in card
+        "chosen on\n  validation (and on each of its stored formats apart: JPEG, PNG) and on the images "
+        "of the 2 generator families held out of training" in card
     )
     assert "| held-out families, AI images | 0.050 | 0.250 | 0.700 |" in card
     assert "| held-out families, human twins | 0.600 | 0.360 | 0.040 |" in card
     assert "| unseen | 0.300 | 0.400 | 0.300 |" in card
     assert "| validation | realcugan | AI | 40 | 0.970 | 0.900 | 0.050 |" in card
     assert "| unseen | camera | human | 12 |  | 0.080 | 0.250 |" in card, "no AUROC for a human family"
+    assert "| validation | PNG | 30 | 0.100 | 0.300 | 30 | 0.800 | 0.910 |" in card
+    assert "| test | JPEG | 0 | nan | nan | 5 | 1.000 |  |" in card, "no AUROC without both classes"
 
 
 def test_a_band_chosen_on_validation_alone_says_so() -> None:
     export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
     evaluation["band"] = {
         "chosen_on": ["validation"],
+        "stored_formats": [],
         "held_out_families": [],
         "held_out_answers": {"ai_images": {}, "human_images": {}},
     }

@@ -67,6 +67,20 @@ def _family_table(families: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _format_table(formats: list[dict[str, Any]]) -> str:
+    lines = [
+        "| split | stored as | human images | answered ai | inconclusive | AI images | answered ai | AUROC |",
+        "|---" * 8 + "|",
+    ]
+    lines += [
+        f"| {row['split']} | {row['format']} | {row['human_images']} | {row['human_ai_rate']:.3f} "
+        f"| {row['human_inconclusive_rate']:.3f} | {row['ai_images']} | {row['ai_recall']:.3f} "
+        f"| {'' if pd.isna(row['roc_auc']) else format(row['roc_auc'], '.3f')} |"
+        for row in formats
+    ]
+    return "\n".join(lines)
+
+
 def _answers(evaluation: dict[str, Any]) -> str:
     rows = ["| split | human | inconclusive | ai |", "|---|---|---|---|"]
     shares_by_row: dict[str, dict[str, float]] = {
@@ -112,10 +126,14 @@ def _int8_variant(quantization: dict[str, Any]) -> str:
 
 def _band_basis(evaluation: dict[str, Any]) -> str:
     families = evaluation["band"]["held_out_families"]
+    formats = evaluation["band"]["stored_formats"]
+    basis = "validation"
+    if formats:
+        basis += f" (and on each of its stored formats apart: {', '.join(formats)})"
     if not families:
-        return "validation"
+        return basis
     return (
-        f"validation and on the images of the {len(families)} generator families held out of training, "
+        f"{basis} and on the images of the {len(families)} generator families held out of training, "
         "each scored by the fold that never saw it,"
     )
 
@@ -212,6 +230,11 @@ content twins) at its own validation-chosen band.
 
 ## Per generator family (this model)
 {_family_table(evaluation["families"])}
+
+## Per stored file format (this model)
+Both images of a pair are stored alike; a human image answered "ai" is a false accusation.
+
+{_format_table(evaluation["formats"])}
 
 ## Attribution (which training family an image most resembles)
 {_attribution(evaluation.get("attribution", {}))}

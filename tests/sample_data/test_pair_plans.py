@@ -30,7 +30,7 @@ def settings(**overrides: object) -> GeneratorSettings:
         "hard_negative_fraction": 0.35,
         "hard_negatives": ("bicubic_x2", "jpeg_resave"),
         "upscalerjs_cache_dir": Path("unused"),
-        "image_format": "jpg",
+        "lossless_fraction": 0.4,
         "jpeg_quality": 95,
     }
     values.update(overrides)
@@ -65,6 +65,22 @@ def test_plans_deal_families_and_hard_negatives_exactly() -> None:
     assert {plan.ai.generator for plan in by_family["realcugan"]} == {"realcugan/up3x-conservative"}
     assert {plan.ai.factor for plan in by_family["realcugan"]} == {3}
     assert plans == plan_pairs([(400, 300), (300, 500), (640, 480)], 40, 0.34, settings(), seed=1)
+
+
+def test_a_lossless_share_of_each_family_is_png_and_changes_no_other_draw() -> None:
+    sizes = [(400, 300), (300, 500), (640, 480)]
+    plans = plan_pairs(sizes, 40, 0.34, settings(lossless_fraction=0.25), seed=1)
+    for family in ("simulator", "realcugan", "waifu2x"):
+        members = [plan for plan in plans if plan.ai.family == family]
+        assert sum(plan.lossless for plan in members) == round(0.25 * len(members))
+    for plan in plans:
+        extension = ".png" if plan.lossless else ".jpg"
+        assert plan.real_name.endswith(extension) and plan.ai_name.endswith(extension)
+    all_jpeg = plan_pairs(sizes, 40, 0.34, settings(lossless_fraction=0.0), seed=1)
+    assert not any(plan.lossless for plan in all_jpeg)
+    assert [(p.box, p.human, p.ai, p.real_first) for p in plans] == [
+        (p.box, p.human, p.ai, p.real_first) for p in all_jpeg
+    ]
 
 
 def test_crop_boxes_keep_the_context_margin_inside_the_photo() -> None:

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 TRAIN_DIR = "train_data"
 TEST_DIR = "test_data_v2"
 ORIGINAL: Final = "original"
+LOSSLESS_STREAM: Final = 1
+"""Seeds the draw of which pairs are stored as PNG apart from every other draw."""
 CONTEXT_MARGIN: Final = 4
 """Crop pixels kept free around every crop, so an up-scaler whose factor does not divide the crop
 size (×3: 86 px → 258) can be fed a slightly larger region centred on the same crop."""
@@ -62,7 +64,9 @@ class GeneratorSettings:
         hard_negative_fraction: Share of pairs, per family, whose human side is a hard negative.
         hard_negatives: Classical operations to draw hard negatives from, uniformly.
         upscalerjs_cache_dir: Download cache of models fetched at run time (UpscalerJS).
-        image_format: ``"jpg"`` or ``"png"``, the same for both classes.
+        lossless_fraction: Share of pairs, per family, written as PNG (both sides alike); the
+            others are JPEG. Real uploads come both ways, and a set stored in one format lets a
+            model learn that format's traces as a class cue.
         jpeg_quality: JPEG quality, the same for both classes.
     """
 
@@ -80,7 +84,7 @@ class GeneratorSettings:
     hard_negative_fraction: float
     hard_negatives: tuple[str, ...]
     upscalerjs_cache_dir: Path
-    image_format: str
+    lossless_fraction: float
     jpeg_quality: int
 
 
@@ -145,7 +149,10 @@ class AISide:
 
 @dataclass(frozen=True)
 class PairPlan:
-    """Everything needed to render one pair, drawn up front from the seed."""
+    """Everything needed to render one pair, drawn up front from the seed.
+
+    ``lossless`` pairs are written as PNG, the others as JPEG: both sides of a pair alike.
+    """
 
     pair_id: int
     part: str
@@ -156,6 +163,7 @@ class PairPlan:
     real_first: bool
     human: HumanSide
     ai: AISide
+    lossless: bool
 
 
 def family_counts(n_pairs: int, weights: Mapping[str, float]) -> dict[str, int]:
@@ -193,7 +201,9 @@ def plan_pairs(
     Photographs are dealt round-robin (in a seeded order) so each contributes about equally;
     a seeded ``test_fraction`` of the photographs is held out whole for the test part. Each
     family makes its exact share of the pairs, and within each family an exact
-    ``hard_negative_fraction`` of the pairs has a hard negative on the human side.
+    ``hard_negative_fraction`` of the pairs has a hard negative on the human side and an exact
+    ``lossless_fraction`` is stored as PNG. The storage is drawn from a stream of its own, so the
+    crops, generators and hard negatives do not depend on it.
 
     Args:
         photo_sizes: ``(width, height)`` of each usable photograph.
@@ -217,7 +227,9 @@ def plan_pairs(
     n_test_photos = min(len(order) - 1, max(1, round(test_fraction * len(order)))) if test_fraction else 0
     test_photos = set(order[:n_test_photos].tolist())
     families = _deal_families(n_pairs, settings.family_weights, rng)
-    hard = _deal_hard_negatives(families, settings.hard_negative_fraction, rng)
+    hard = _deal_share(families, settings.hard_negative_fraction, rng)
+    storage_rng = np.random.default_rng([seed, LOSSLESS_STREAM])
+    lossless = _deal_share(families, settings.lossless_fraction, storage_rng)
     plans = []
     for pair_id, family in enumerate(families):
         photo_index = int(order[pair_id % len(order)])
@@ -226,17 +238,19 @@ def plan_pairs(
         human = _draw_human_side(pair_id in hard, settings, rng)
         part = "test" if photo_index in test_photos else "train"
         folder = TEST_DIR if part == "test" else TRAIN_DIR
+        extension = "png" if pair_id in lossless else "jpg"
         plans.append(
             PairPlan(
                 pair_id=pair_id,
                 part=part,
                 photo_index=photo_index,
                 box=box,
-                real_name=f"{folder}/{rng.bytes(16).hex()}.{settings.image_format}",
-                ai_name=f"{folder}/{rng.bytes(16).hex()}.{settings.image_format}",
+                real_name=f"{folder}/{rng.bytes(16).hex()}.{extension}",
+                ai_name=f"{folder}/{rng.bytes(16).hex()}.{extension}",
                 real_first=bool(rng.integers(2)),
                 human=human,
                 ai=ai,
+                lossless=pair_id in lossless,
             )
         )
     return sorted(plans, key=lambda plan: (plan.photo_index, plan.pair_id))
@@ -248,13 +262,14 @@ def _deal_families(n_pairs: int, weights: Mapping[str, float], rng: np.random.Ge
     return [str(family) for family in families[rng.permutation(n_pairs)]]
 
 
-def _deal_hard_negatives(families: list[str], fraction: float, rng: np.random.Generator) -> set[int]:
-    hard: set[int] = set()
+def _deal_share(families: list[str], fraction: float, rng: np.random.Generator) -> set[int]:
+    """The pair ids of an exact ``fraction`` of each family's pairs."""
+    chosen: set[int] = set()
     for family in dict.fromkeys(families):
         members = np.flatnonzero(np.array(families) == family)
-        chosen = rng.choice(members, size=round(fraction * len(members)), replace=False)
-        hard.update(int(index) for index in chosen)
-    return hard
+        picked = rng.choice(members, size=round(fraction * len(members)), replace=False)
+        chosen.update(int(index) for index in picked)
+    return chosen
 
 
 def _draw_box(

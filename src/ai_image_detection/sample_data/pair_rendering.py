@@ -133,7 +133,8 @@ def _render_pair(plan: PairPlan) -> tuple[bytes, bytes]:
         )
         upscaled = _upscaler(plan.ai.family, plan.ai.model)(low)
         ai = sharpen_to(centre_crop(upscaled, settings.crop_size), real, plan.ai.sharpness_ratio)
-    return encode(human, settings), encode(ai, settings)
+    quality = None if plan.lossless else settings.jpeg_quality
+    return encode(human, quality), encode(ai, quality)
 
 
 def low_resolution_input(
@@ -202,22 +203,22 @@ def sharpen_to(image: NDArray[np.uint8], twin: NDArray[np.uint8], ratio: float) 
     return np.clip(np.rint(sharpened), 0, 255).astype(np.uint8)
 
 
-def encode(pixels: np.ndarray, settings: GeneratorSettings) -> bytes:
-    """Encode RGB pixels the way both classes are written (same format, quality, sub-sampling).
+def encode(pixels: np.ndarray, jpeg_quality: int | None) -> bytes:
+    """Encode RGB pixels the way both sides of a pair are written (same format, quality, sub-sampling).
 
     Args:
         pixels: ``[H, W, 3]`` uint8 image.
-        settings: Holds the format and JPEG quality.
+        jpeg_quality: JPEG quality (4:2:0), or None for PNG.
 
     Returns:
         The encoded file bytes, with no metadata (so bytes depend only on pixels).
     """
     buffer = io.BytesIO()
     image = Image.fromarray(pixels, mode="RGB")
-    if settings.image_format == "jpg":
-        image.save(buffer, format="JPEG", quality=settings.jpeg_quality, subsampling="4:2:0", optimize=False)
-    else:
+    if jpeg_quality is None:
         image.save(buffer, format="PNG", optimize=False)
+    else:
+        image.save(buffer, format="JPEG", quality=jpeg_quality, subsampling="4:2:0", optimize=False)
     return buffer.getvalue()
 
 

@@ -19,6 +19,7 @@ from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.metrics import answer_shares, binary_metrics, choose_band, choose_threshold
 from ai_image_detection.pipelines.evaluation.family_metrics import (
     FAMILY_COLUMNS,
+    FORMAT_COLUMNS,
     HELD_OUT_COLUMNS,
     calibrated_held_out_families,
 )
@@ -39,7 +40,7 @@ SIZE = 32
 HUMAN = "camera/original"
 
 
-def params(**band: float) -> EvaluationParams:
+def params(**band: float | bool) -> EvaluationParams:
     return EvaluationParams(
         max_tiles=9,
         batch_size=16,
@@ -60,16 +61,21 @@ def brightness_model(steepness: float = 0.5) -> keras.Model:
     return model
 
 
-def _write(folder: Path, name: str, brightness: float, side: int, rng: np.random.Generator) -> str:
+def _write(
+    folder: Path, name: str, brightness: float, side: int, rng: np.random.Generator, stored: str = "PNG"
+) -> str:
     pixels = np.clip(rng.normal(brightness, 3.0, (side, side, 3)), 0, 255).astype(np.uint8)
-    path = folder / f"{name}.png"
-    Image.fromarray(pixels).save(path)
+    path = folder / f"{name}.{stored.lower()}"
+    Image.fromarray(pixels).save(path, format=stored)
     return str(path)
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """Human twins darker than their AI images, with overlap; the unseen family (waifu2x) much brighter."""
+    """Human twins darker than their AI images, with overlap; the unseen family (waifu2x) much brighter.
+
+    The realesrgan pairs are stored as JPEG, every other image as PNG.
+    """
     folder = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     layout = [
@@ -89,7 +95,8 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
                 (1, generator, ai_brightness),
             ):
                 side = 80 if index % 4 == 0 else 40  # 80 x 80: nine tiles, 40 x 40: one
-                path = _write(folder, f"{pair.replace('/', '_')}-{label}", brightness, side, rng)
+                stored = "JPEG" if generator.startswith("realesrgan") else "PNG"
+                path = _write(folder, f"{pair.replace('/', '_')}-{label}", brightness, side, rng, stored)
                 rows.append(
                     {
                         "path": path,
@@ -98,6 +105,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
                         "split": split,
                         "generator": made_by,
                         "pair": pair,
+                        "format": stored,
                     }
                 )
     for index in range(3):  # the competition's test images have no labels
@@ -110,6 +118,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
                 "split": "test",
                 "generator": "unknown",
                 "pair": f"u{index}",
+                "format": "PNG",
             }
         )
     return pd.DataFrame(rows).astype({"label": "Int8"})
@@ -317,8 +326,14 @@ def test_the_band_also_meets_its_targets_on_the_held_out_families(
     humans, answered_human = held_out[held_out["label"] == 0], held_out[held_out["probability_ai"] < band[0]]
     assert (humans["probability_ai"] >= band[1]).mean() <= 0.05
     assert answered_human.empty or (answered_human["label"] == 0).mean() >= 0.95
-    assert report["band"]["chosen_on"] == ["validation", "held_out_families"]
+    assert report["band"]["chosen_on"] == [
+        "validation",
+        "held_out_families",
+        "validation JPEG",
+        "validation PNG",
+    ]
     assert report["band"]["held_out_families"] == ["alpha", "beta"]
+    assert report["band"]["stored_formats"] == ["JPEG", "PNG"]
     assert report["band"]["held_out_answers"]["human_images"] == answer_shares(
         humans["probability_ai"], *band
     )
@@ -332,8 +347,7 @@ def test_the_band_also_meets_its_targets_on_the_held_out_families(
 def test_the_band_on_validation_alone_when_told(
     model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
 ) -> None:
-    validation_only = params()
-    validation_only.band.on_held_out_families = False
+    validation_only = params(on_held_out_families=False, on_each_format=False)
     validation_only = validation_only.model_copy(update={"robustness": {}})
     report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), validation_only)
     validation = calibrated[0][calibrated[0]["split"] == "validation"]
@@ -342,6 +356,58 @@ def test_the_band_on_validation_alone_when_told(
         y, p, report["threshold"], 0.05, 0.95
     )
     assert report["band"]["chosen_on"] == ["validation"] and report["band"]["held_out_families"] == []
+
+
+def test_the_band_also_meets_its_targets_on_each_stored_format(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+) -> None:
+    predictions = calibrated[0]
+    stored = predictions["path"].map(manifest.set_index("path")["format"])
+    band = (report["threshold_human"], report["threshold_ai"])
+    validation = predictions[predictions["split"] == "validation"]
+    slices = [validation[stored[validation.index] == name] for name in ("JPEG", "PNG")]
+    for part in slices:
+        humans = part.loc[part["label"] == 0, "probability_ai"]
+        assert (humans >= band[1]).mean() <= 0.05
+        answered_human = part[part["probability_ai"] < band[0]]
+        assert answered_human.empty or (answered_human["label"] == 0).mean() >= 0.95
+    held_out = calibrated_held_out_families(held_out_scores())
+    y, p = validation["label"].astype(int), validation["probability_ai"]
+    assert band == choose_band(
+        y,
+        p,
+        report["threshold"],
+        0.05,
+        0.95,
+        also_on=[
+            (held_out["label"], held_out["probability_ai"]),
+            *((part["label"], part["probability_ai"]) for part in slices),
+        ],
+    )
+
+
+def test_the_format_table_has_a_row_per_split_and_stored_format(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+) -> None:
+    predictions = calibrated[0]
+    table = pd.DataFrame(report["formats"])
+    assert list(table.columns) == FORMAT_COLUMNS
+    assert set(zip(table["split"], table["format"], strict=True)) == {
+        ("validation", "JPEG"),
+        ("validation", "PNG"),
+        ("test", "PNG"),
+        ("unseen", "PNG"),
+    }
+    jpeg = table[(table["split"] == "validation") & (table["format"] == "JPEG")].iloc[0]
+    validation = predictions[predictions["split"] == "validation"]
+    part = validation[validation["pair"].str.contains("realesrgan")]
+    humans, ai = part[part["label"] == 0], part[part["label"] == 1]
+    assert (jpeg["human_images"], jpeg["ai_images"]) == (20, 20)
+    assert jpeg["roc_auc"] == pytest.approx(roc_auc_score(part["label"].astype(int), part["probability_ai"]))
+    assert jpeg["human_ai_rate"] == np.mean(humans["probability_ai"] >= report["threshold_ai"])
+    assert jpeg["ai_recall"] == np.mean(ai["probability_ai"] >= report["threshold_ai"])
+    test = table[table["split"] == "test"].iloc[0]
+    assert test["human_images"] + test["ai_images"] == 10, "unlabelled images are not judged"
 
 
 def test_the_held_out_families_summary_by_hand() -> None:

@@ -36,6 +36,7 @@ FAMILIES = ["simulator", *MODELS]
 PER_FAMILY = 30
 PAIRS = PER_FAMILY * len(FAMILIES)
 HARD_NEGATIVE_FRACTION = 0.35
+LOSSLESS_FRACTION = 0.4
 
 
 def _photo(path: Path, package: str) -> SourcePhoto:
@@ -70,7 +71,7 @@ def make_params(pairs: int = PAIRS, **overrides: object) -> SampleDataParams:
         "test_fraction": 0.34,
         "crop_size": CROP,
         "min_scale": 0.35,
-        "image_format": "jpg",
+        "lossless_fraction": LOSSLESS_FRACTION,
         "jpeg_quality": 95,
         "min_distinct_photos": 1,
         "workers": 1,
@@ -130,8 +131,8 @@ def test_writes_the_kaggle_layout(generated: tuple) -> None:
     train_images, test_images, train_table, test_table, sidecar = generated
     assert list(train_table.columns) == ["file_name", "label"]
     assert list(test_table.columns) == ["id"]
-    assert train_table["file_name"].str.fullmatch(r"train_data/[0-9a-f]{32}\.jpg").all()
-    assert test_table["id"].str.fullmatch(r"test_data_v2/[0-9a-f]{32}\.jpg").all()
+    assert train_table["file_name"].str.fullmatch(r"train_data/[0-9a-f]{32}\.(jpg|png)").all()
+    assert test_table["id"].str.fullmatch(r"test_data_v2/[0-9a-f]{32}\.(jpg|png)").all()
     assert set(train_table["label"]) == {0, 1}
     assert train_table["label"].mean() == 0.5
     assert len(train_images) + len(test_images) == 2 * PAIRS
@@ -190,13 +191,24 @@ def test_hard_negatives_are_human_and_share_every_family(generated: tuple) -> No
     assert classical["generator_package"].eq("pillow").all()
 
 
+def test_each_family_stores_its_lossless_share_as_png_on_both_sides(generated: tuple) -> None:
+    files = _files(generated)
+    for family, pairs in _pairs_by_family(generated).items():
+        suffixes = pairs[["human", "ai"]].map(lambda name: Path(name).suffix)
+        assert (suffixes["human"] == suffixes["ai"]).all(), family
+        assert (suffixes["human"] == ".png").sum() == round(LOSSLESS_FRACTION * PER_FAMILY), family
+    for name, data in files.items():
+        assert Image.open(io.BytesIO(data)).format == {".png": "PNG", ".jpg": "JPEG"}[Path(name).suffix]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_makes_content_twins_of_the_same_size_and_format(generated: tuple, family: str) -> None:
     files, pairs = _files(generated), _pairs_by_family(generated)[family]
     for human_name, ai_name in zip(pairs["human"], pairs["ai"], strict=True):
         images = [Image.open(io.BytesIO(files[name])) for name in (human_name, ai_name)]
-        assert {(image.format, image.size, image.mode) for image in images} == {("JPEG", (CROP, CROP), "RGB")}
-        assert images[0].quantization == images[1].quantization
+        assert len({(image.format, image.size, image.mode) for image in images}) == 1
+        assert (images[0].size, images[0].mode) == ((CROP, CROP), "RGB")
+        assert getattr(images[0], "quantization", None) == getattr(images[1], "quantization", None)
         blurred = [
             np.asarray(image.filter(ImageFilter.GaussianBlur(2)), dtype=float).ravel() for image in images
         ]
@@ -245,9 +257,10 @@ def test_trivial_features_do_not_separate_a_family_from_its_twins(
 
 def test_both_classes_share_jpeg_quantisation_tables(generated: tuple) -> None:
     files, sidecar = _files(generated), generated[4]
+    jpeg = sidecar[sidecar["file_name"].str.endswith(".jpg")]
     tables = {
         label: {repr(Image.open(io.BytesIO(files[name])).quantization) for name in names}
-        for label, names in sidecar.groupby("label")["file_name"]
+        for label, names in jpeg.groupby("label")["file_name"]
     }
     assert tables[0] == tables[1]
     assert len(tables[0]) == 1

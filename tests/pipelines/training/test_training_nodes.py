@@ -64,7 +64,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
             "test_fraction": 0.0,
             "crop_size": 64,
             "min_scale": 0.35,
-            "image_format": "jpg",
+            "lossless_fraction": 0.4,
             "jpeg_quality": 95,
             "min_distinct_photos": 1,
             "workers": 1,

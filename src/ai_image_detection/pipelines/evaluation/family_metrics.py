@@ -1,6 +1,7 @@
-"""Per generator family: the answers on it, attribution, and the held-out families' calibrated scores.
+"""Per generator family and per stored file format: the answers on each; attribution; held-out scores.
 
-The band's targets hold on those held-out scores too.
+The held-out families' scores are calibrated here; the band's targets hold on them, and on each
+stored format of validation, too.
 
 All end up in a candidate's evaluation report
 (:func:`~ai_image_detection.pipelines.evaluation.nodes.evaluate_candidate`).
@@ -21,6 +22,16 @@ from ai_image_detection.metrics import answer_shares
 
 FAMILY_COLUMNS = ["split", "family", "label", "images", "roc_auc", "ai_rate", "inconclusive_rate"]
 HELD_OUT_COLUMNS = ["fold", "path", "label", "generator", "probability_ai"]
+FORMAT_COLUMNS = [
+    "split",
+    "format",
+    "human_images",
+    "ai_images",
+    "roc_auc",
+    "human_ai_rate",
+    "human_inconclusive_rate",
+    "ai_recall",
+]
 
 
 def calibrated_held_out_families(held_out_family_scores: pd.DataFrame) -> pd.DataFrame:
@@ -92,6 +103,57 @@ def family_table(predictions: pd.DataFrame, band: tuple[float, float]) -> pd.Dat
             }
         )
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
+
+
+def stored_formats(predictions: pd.DataFrame, image_manifest: pd.DataFrame) -> pd.Series:
+    """The file format each predicted image was stored in (``JPEG``, ``PNG``, ...), from the manifest.
+
+    Args:
+        predictions: Rows with ``path``.
+        image_manifest: The manifest (``path``, ``format``).
+
+    Returns:
+        One format per prediction row, aligned with ``predictions``' index.
+    """
+    formats = image_manifest.drop_duplicates("path").set_index("path")["format"]
+    return predictions["path"].map(formats).rename("format")
+
+
+def format_table(predictions: pd.DataFrame, formats: pd.Series, band: tuple[float, float]) -> pd.DataFrame:
+    """One row per split and stored format: how the calibrated answers fare on each.
+
+    A model can learn how a data set stores its images (JPEG traces, say) as a class cue; then the
+    same photo uploaded losslessly is answered differently. Both classes of a slice are stored alike.
+
+    Args:
+        predictions: Calibrated predictions (``split``, ``label``, ``probability_ai``).
+        formats: :func:`stored_formats` of ``predictions``.
+        band: ``(threshold_human, threshold_ai)``.
+
+    Returns:
+        :data:`FORMAT_COLUMNS`: images per class, AUROC (NaN without both classes), the human images
+        answered ``ai`` (false accusations) and ``inconclusive``, and the AI images answered ``ai``.
+    """
+    labelled = predictions.assign(format=formats)[predictions["label"].notna()]
+    rows = []
+    for (split, stored), part in labelled.groupby(["split", "format"]):
+        labels = part["label"].astype(int)
+        human, ai = part.loc[labels == 0, "probability_ai"], part.loc[labels == 1, "probability_ai"]
+        human_answers, ai_answers = answer_shares(human, *band), answer_shares(ai, *band)
+        both = len(human) and len(ai)
+        rows.append(
+            {
+                "split": str(split),
+                "format": str(stored),
+                "human_images": len(human),
+                "ai_images": len(ai),
+                "roc_auc": float(roc_auc_score(labels, part["probability_ai"])) if both else float("nan"),
+                "human_ai_rate": human_answers["ai"],
+                "human_inconclusive_rate": human_answers["inconclusive"],
+                "ai_recall": ai_answers["ai"],
+            }
+        )
+    return pd.DataFrame(rows, columns=FORMAT_COLUMNS)
 
 
 def attribution_report(predictions: pd.DataFrame, families: list[str]) -> dict[str, Any]:

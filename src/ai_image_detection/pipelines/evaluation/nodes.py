@@ -37,6 +37,8 @@ from ai_image_detection.pipelines.evaluation.family_metrics import (
     attribution_report,
     calibrated_held_out_families,
     family_table,
+    format_table,
+    stored_formats,
 )
 from ai_image_detection.scoring import keras_outputs, keras_scorer, score_files
 
@@ -56,6 +58,10 @@ class BandParams(BaseModel):
     on_held_out_families: bool = Field(
         default=True,
         description="the targets hold on the leave-one-family-out held-out images too, not validation alone",
+    )
+    on_each_format: bool = Field(
+        default=True,
+        description="the targets hold on each stored file format of validation (JPEG, PNG, ...) apart too",
     )
 
 
@@ -163,6 +169,8 @@ def evaluate_candidate(
     images of the generator families held out of training, each scored by the fold that never saw
     it (:func:`calibrated_held_out_families`): a model that is nearly always right on validation
     would otherwise have nothing to abstain on, and answer "human" to much of a family it never saw.
+    With ``band.on_each_format`` they also hold on each stored file format of validation apart, so
+    that the false accusations of a minority format (lossless PNG among JPEGs) are not averaged away.
 
     Args:
         model: The trained detector.
@@ -177,7 +185,8 @@ def evaluate_candidate(
         ``band`` (what it was chosen on, and its answers on the held-out families' AI and human
         images), ``calibration``, per split (``validation``, ``test`` when labelled, ``unseen``) the
         metrics ``at_threshold``, ``at_0.5`` and ``answers`` (shares of human / inconclusive /
-        ai), ``families`` (one row per split and generator family), ``attribution`` (accuracy of
+        ai), ``families`` (one row per split and generator family), ``formats`` (one row per split
+        and stored file format, :func:`format_table`), ``attribution`` (accuracy of
         the closest family on seen families, :func:`attribution_report`), ``robustness`` (validation
         metrics per perturbation at the threshold), ``robustness_answers`` (per perturbation, the
         answers on the AI and on the human validation images), ``seconds_per_image``, ``parameters`` and
@@ -189,13 +198,25 @@ def evaluate_candidate(
     held_out = calibrated_held_out_families(
         held_out_family_scores if params.band.on_held_out_families else held_out_family_scores.head(0)
     )
+    formats = stored_formats(predictions, image_manifest)
+    validation_formats = formats[validation.index]
+    format_slices: dict[str, pd.DataFrame] = {}
+    if params.band.on_each_format and validation_formats.nunique() > 1:
+        format_slices = {
+            str(stored): part
+            for stored, part in validation.groupby(validation_formats)
+            if set(part["label"].astype(int)) == {0, 1}
+        }
     band = choose_band(
         labels,
         validation["probability_ai"],
         threshold,
         params.band.max_fpr,
         params.band.min_human_precision,
-        also_on=[(held_out["label"], held_out["probability_ai"])] if len(held_out) else [],
+        also_on=[
+            *([(held_out["label"], held_out["probability_ai"])] if len(held_out) else []),
+            *((part["label"], part["probability_ai"]) for part in format_slices.values()),
+        ],
     )
     report: dict[str, Any] = {
         "threshold": threshold,
@@ -203,7 +224,12 @@ def evaluate_candidate(
         "threshold_human": band[0],
         "threshold_ai": band[1],
         "band": {
-            "chosen_on": ["validation", *(["held_out_families"] if len(held_out) else [])],
+            "chosen_on": [
+                "validation",
+                *(["held_out_families"] if len(held_out) else []),
+                *(f"validation {stored}" for stored in format_slices),
+            ],
+            "stored_formats": list(format_slices),
             "held_out_families": sorted(held_out["fold"].unique().tolist()),
             "held_out_answers": answers_by_class(held_out["label"], held_out["probability_ai"], band),
         },
@@ -220,6 +246,7 @@ def evaluate_candidate(
                 "answers": answer_shares(p, *band),
             }
     report["families"] = family_table(predictions, band).to_dict("records")
+    report["formats"] = format_table(predictions, formats, band).to_dict("records")
     report["attribution"] = attribution_report(predictions, model_families(model))
     report["robustness"] = {"none": report["validation"]["at_threshold"]}
     report["robustness_answers"] = {"none": answers_by_class(labels, validation["probability_ai"], band)}

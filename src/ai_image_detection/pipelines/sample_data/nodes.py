@@ -144,7 +144,7 @@ class SampleDataParams(BaseModel):
     test_fraction: float = Field(ge=0, lt=1)
     crop_size: int = Field(ge=32)
     min_scale: float = Field(gt=0, le=1)
-    image_format: Literal["jpg", "png"]
+    lossless_fraction: float = Field(ge=0, le=1, description="share of pairs per family stored as PNG")
     jpeg_quality: int = Field(ge=50, le=100)
     min_distinct_photos: int = Field(ge=1)
     workers: int = Field(ge=0, description="render processes; 0 = one per CPU core")
@@ -198,7 +198,7 @@ class SampleDataParams(BaseModel):
             hard_negative_fraction=generators.hard_negative_fraction,
             hard_negatives=tuple(generators.hard_negatives),
             upscalerjs_cache_dir=Path(cache).expanduser() if cache else DEFAULT_UPSCALERJS_CACHE,
-            image_format=self.image_format,
+            lossless_fraction=self.lossless_fraction,
             jpeg_quality=self.jpeg_quality,
         )
 
