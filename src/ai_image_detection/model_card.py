@@ -20,69 +20,103 @@ _METRICS = (
 )
 
 
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _auroc(value: float) -> str:
+    """An AUROC cell: empty when undefined (a single class)."""
+    return "" if pd.isna(value) else format(value, ".3f")
+
+
 def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
-    header = "| | " + " | ".join(label for _, label in _METRICS) + " |"
-    rule = "|---" * (len(_METRICS) + 1) + "|"
-    lines = [
-        f"| {name} | " + " | ".join(f"{m[key]:.3f}" for key, _ in _METRICS) + " |" for name, m in rows.items()
-    ]
-    return "\n".join([header, rule, *lines])
+    header = ["", *(label for _, label in _METRICS)]
+    return _table(header, [[name, *(f"{m[key]:.3f}" for key, _ in _METRICS)] for name, m in rows.items()])
 
 
 def _data_table(image_manifest: pd.DataFrame) -> str:
     labels = image_manifest["label"].map({0: "human", 1: "AI"}).fillna("unlabelled")
     counts = pd.crosstab(image_manifest["split"], labels)
-    columns = list(counts.columns)
-    lines = ["| split | " + " | ".join(columns) + " | source photos |", "|---" * (len(columns) + 2) + "|"]
-    for split, row in counts.iterrows():
-        groups = image_manifest.loc[image_manifest["split"] == split, "group"].nunique()
-        lines.append(f"| {split} | " + " | ".join(str(row[c]) for c in columns) + f" | {groups} |")
-    return "\n".join(lines)
+    columns = [str(column) for column in counts.columns]
+    rows = [
+        [
+            str(split),
+            *(str(row[c]) for c in counts.columns),
+            str(image_manifest.loc[image_manifest["split"] == split, "group"].nunique()),
+        ]
+        for split, row in counts.iterrows()
+    ]
+    return _table(["split", *columns, "source photos"], rows)
 
 
 def _unseen_table(folds: pd.DataFrame) -> str:
-    lines = [
-        "| held-out family | AI images | human twins | AUROC | recall | human FPR | inconclusive |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {row.family} | {row.ai_images} | {row.human_images} | {row.roc_auc:.3f} | {row.recall:.3f} "
-        f"| {row.human_fpr:.3f} | {row.inconclusive_rate:.3f} |"
+    header = ["held-out family", "AI images", "human twins", "AUROC", "recall", "human FPR", "inconclusive"]
+    rows = [
+        [
+            str(row.family),
+            str(row.ai_images),
+            str(row.human_images),
+            f"{row.roc_auc:.3f}",
+            f"{row.recall:.3f}",
+            f"{row.human_fpr:.3f}",
+            f"{row.inconclusive_rate:.3f}",
+        ]
         for row in folds.itertuples()
     ]
-    return "\n".join(lines)
+    return _table(header, rows)
 
 
 def _family_table(families: list[dict[str, Any]]) -> str:
-    lines = [
-        "| split | family | class | images | AUROC vs humans | answered ai | inconclusive |",
-        "|---" * 7 + "|",
-    ]
-    lines += [
-        f"| {row['split']} | {row['family']} | {'AI' if row['label'] else 'human'} | {row['images']} "
-        f"| {'' if pd.isna(row['roc_auc']) else format(row['roc_auc'], '.3f')} | {row['ai_rate']:.3f} "
-        f"| {row['inconclusive_rate']:.3f} |"
+    header = ["split", "family", "class", "images", "AUROC vs humans", "answered ai", "inconclusive"]
+    rows = [
+        [
+            row["split"],
+            row["family"],
+            "AI" if row["label"] else "human",
+            str(row["images"]),
+            _auroc(row["roc_auc"]),
+            f"{row['ai_rate']:.3f}",
+            f"{row['inconclusive_rate']:.3f}",
+        ]
         for row in families
     ]
-    return "\n".join(lines)
+    return _table(header, rows)
 
 
 def _format_table(formats: list[dict[str, Any]]) -> str:
-    lines = [
-        "| split | stored as | human images | answered ai | inconclusive | AI images | answered ai | AUROC |",
-        "|---" * 8 + "|",
+    header = [
+        "split",
+        "stored as",
+        "human images",
+        "answered ai",
+        "inconclusive",
+        "AI images",
+        "answered ai",
+        "AUROC",
     ]
-    lines += [
-        f"| {row['split']} | {row['format']} | {row['human_images']} | {row['human_ai_rate']:.3f} "
-        f"| {row['human_inconclusive_rate']:.3f} | {row['ai_images']} | {row['ai_recall']:.3f} "
-        f"| {'' if pd.isna(row['roc_auc']) else format(row['roc_auc'], '.3f')} |"
+    rows = [
+        [
+            row["split"],
+            row["format"],
+            str(row["human_images"]),
+            f"{row['human_ai_rate']:.3f}",
+            f"{row['human_inconclusive_rate']:.3f}",
+            str(row["ai_images"]),
+            f"{row['ai_recall']:.3f}",
+            _auroc(row["roc_auc"]),
+        ]
         for row in formats
     ]
-    return "\n".join(lines)
+    return _table(header, rows)
+
+
+_ANSWERS = ("human", "inconclusive", "ai")
 
 
 def _answers(evaluation: dict[str, Any]) -> str:
-    rows = ["| split | human | inconclusive | ai |", "|---|---|---|---|"]
     shares_by_row: dict[str, dict[str, float]] = {
         split: evaluation[split]["answers"]
         for split in ("validation", "test", "unseen")
@@ -92,23 +126,34 @@ def _answers(evaluation: dict[str, Any]) -> str:
         held_out = evaluation["band"]["held_out_answers"]
         shares_by_row["held-out families, AI images"] = held_out["ai_images"]
         shares_by_row["held-out families, human twins"] = held_out["human_images"]
-    for name, shares in shares_by_row.items():
-        rows.append(f"| {name} | {shares['human']:.3f} | {shares['inconclusive']:.3f} | {shares['ai']:.3f} |")
-    return "\n".join(rows)
-
-
-_ANSWERS = ("human", "inconclusive", "ai")
+    rows = [
+        [name, *(f"{shares[answer]:.3f}" for answer in _ANSWERS)] for name, shares in shares_by_row.items()
+    ]
+    return _table(["split", *_ANSWERS], rows)
 
 
 def _reshared_answers(robustness_answers: dict[str, dict[str, dict[str, float]]]) -> str:
-    rows = [
-        "| perturbation | human images: human | inconclusive | ai | AI images: human | inconclusive | ai |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "perturbation",
+        "human images: human",
+        "inconclusive",
+        "ai",
+        "AI images: human",
+        "inconclusive",
+        "ai",
     ]
-    for name, answers in robustness_answers.items():
-        cells = [answers[kind][answer] for kind in ("human_images", "ai_images") for answer in _ANSWERS]
-        rows.append(f"| {name} | " + " | ".join(f"{share:.3f}" for share in cells) + " |")
-    return "\n".join(rows)
+    rows = [
+        [
+            name,
+            *(
+                f"{answers[kind][answer]:.3f}"
+                for kind in ("human_images", "ai_images")
+                for answer in _ANSWERS
+            ),
+        ]
+        for name, answers in robustness_answers.items()
+    ]
+    return _table(header, rows)
 
 
 def _int8_variant(quantization: dict[str, Any]) -> str:
@@ -141,19 +186,21 @@ def _band_basis(evaluation: dict[str, Any]) -> str:
 def _attribution(attribution: dict[str, Any]) -> str:
     if not attribution.get("families"):
         return "No attribution head: the training data named no generator family."
-    lines = [
-        f"Columns: {', '.join(attribution['families'])}. Accuracy of the closest family on images of "
-        "families it was trained on (unseen families cannot be named right and are left out):",
-        "",
-        "| split | images | accuracy | per family |",
-        "|---|---|---|---|",
+    rows = [
+        [
+            split,
+            str(attribution[split]["images"]),
+            f"{attribution[split]['accuracy']:.3f}",
+            ", ".join(f"{name} {value:.2f}" for name, value in attribution[split]["per_family"].items()),
+        ]
+        for split in ("validation", "test")
+        if split in attribution
     ]
-    for split in ("validation", "test"):
-        if split in attribution:
-            part = attribution[split]
-            per_family = ", ".join(f"{name} {value:.2f}" for name, value in part["per_family"].items())
-            lines.append(f"| {split} | {part['images']} | {part['accuracy']:.3f} | {per_family} |")
-    return "\n".join(lines)
+    return (
+        f"Columns: {', '.join(attribution['families'])}. Accuracy of the closest family on images of "
+        "families it was trained on (unseen families cannot be named right and are left out):\n\n"
+        + _table(["split", "images", "accuracy", "per family"], rows)
+    )
 
 
 def render_model_card(
