@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from ai_image_detection.calibration import fit_platt
 from ai_image_detection.contract import generator_family
 from ai_image_detection.families import family_targets
-from ai_image_detection.metrics import answer_shares
+from ai_image_detection.metrics import answer_shares, answers_by_class
 
 FAMILY_COLUMNS = ["split", "family", "label", "images", "roc_auc", "ai_rate", "inconclusive_rate"]
 HELD_OUT_COLUMNS = ["fold", "path", "label", "generator", "probability_ai"]
@@ -138,19 +138,18 @@ def format_table(predictions: pd.DataFrame, formats: pd.Series, band: tuple[floa
     rows = []
     for (split, stored), part in labelled.groupby(["split", "format"]):
         labels = part["label"].astype(int)
-        human, ai = part.loc[labels == 0, "probability_ai"], part.loc[labels == 1, "probability_ai"]
-        human_answers, ai_answers = answer_shares(human, *band), answer_shares(ai, *band)
-        both = len(human) and len(ai)
+        answers = answers_by_class(labels, part["probability_ai"], band)
+        both = set(labels) == {0, 1}
         rows.append(
             {
                 "split": str(split),
                 "format": str(stored),
-                "human_images": len(human),
-                "ai_images": len(ai),
+                "human_images": int((labels == 0).sum()),
+                "ai_images": int((labels == 1).sum()),
                 "roc_auc": float(roc_auc_score(labels, part["probability_ai"])) if both else float("nan"),
-                "human_ai_rate": human_answers["ai"],
-                "human_inconclusive_rate": human_answers["inconclusive"],
-                "ai_recall": ai_answers["ai"],
+                "human_ai_rate": answers["human_images"]["ai"],
+                "human_inconclusive_rate": answers["human_images"]["inconclusive"],
+                "ai_recall": answers["ai_images"]["ai"],
             }
         )
     return pd.DataFrame(rows, columns=FORMAT_COLUMNS)
