@@ -446,6 +446,31 @@ def test_training_tiles_get_one_reshared_view_each(
     np.testing.assert_allclose(row["features"], blurred, rtol=1e-5)
 
 
+def test_training_tiles_get_several_different_reshared_views(
+    family_manifest: pd.DataFrame, extractors: list[CandidateParams]
+) -> None:
+    degradations = [
+        {"kind": "blur", "sigma": 1.5},
+        {"kind": "jpeg", "quality": 40},
+        {"kind": "downscale", "factor": 0.5},
+    ]
+    candidate = probe_candidate().model_copy(
+        update={
+            "reshared_views": [Perturbation.model_validate(d) for d in degradations],
+            "reshared_views_per_image": 2,
+        }
+    )
+    features = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
+    views = features[features["view"] != "clean"]
+    train = family_manifest.loc[family_manifest["split"] == "train", "path"]
+    per_image = views.groupby("path")["view"].agg(["count", "nunique"])
+    assert sorted(per_image.index) == sorted(train), "re-shared views of training images only"
+    assert (per_image["count"] == 2).all() and (per_image["nunique"] == 2).all(), (
+        "each training image twice, after two different degradations"
+    )
+    assert set(views["view"]) == {"blur_1.5", "jpeg_40", "downscale_0.5"}
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -472,6 +497,18 @@ def test_probe_settings_on_a_candidate_that_ignores_them_are_an_error(
 ) -> None:
     config = {**fold_candidate().model_dump(mode="json"), **settings}
     with pytest.raises(ValueError, match=message):
+        CandidateParams.model_validate(config)
+
+
+def test_more_reshared_views_per_image_than_degradations_is_an_error() -> None:
+    config = {
+        **fold_candidate().model_dump(mode="json"),
+        "probe": True,
+        "detector": {"architecture": "clip_vit_b16", "weights": "imagenet", "image_size": 224},
+        "reshared_views": [{"kind": "jpeg", "quality": 70}],
+        "reshared_views_per_image": 2,
+    }
+    with pytest.raises(ValueError, match="each view of an image is a different one"):
         CandidateParams.model_validate(config)
 
 

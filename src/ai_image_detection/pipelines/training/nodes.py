@@ -214,8 +214,8 @@ def extract_features(
     The one expensive step of a probe, done once per run: the heads of the candidate and of all
     its leave-one-family-out folds train on this table in seconds. Tiles are cut as the service
     cuts them (:mod:`ai_image_detection.tiling`), so a head scores exactly the crops it will see.
-    Each training image also gets one ``reshared`` view, after one degradation drawn
-    from ``candidate.reshared_views`` (seeded), when there are any.
+    Each training image also gets ``candidate.reshared_views_per_image`` re-shared views, each after
+    a different degradation drawn from ``candidate.reshared_views`` (seeded), when there are any.
 
     Args:
         image_manifest: The manifest from ingestion.
@@ -237,9 +237,13 @@ def extract_features(
     views: list[tuple[str, list[str], Perturbation | None]] = [("clean", rows["path"].tolist(), None)]
     if candidate.reshared_views:
         train = rows.loc[rows["split"] == "train", "path"].to_numpy()
-        drawn = np.random.default_rng(seed).integers(len(candidate.reshared_views), size=len(train))
-        for index, drawn_degradation in enumerate(candidate.reshared_views):
-            views.append((_view_name(drawn_degradation), train[drawn == index].tolist(), drawn_degradation))
+        # a random order of the degradations per image; its first ones are the image's views
+        order = (
+            np.random.default_rng(seed).random((len(train), len(candidate.reshared_views))).argsort(axis=1)
+        )
+        drawn = order[:, : candidate.reshared_views_per_image]
+        for index, reshared in enumerate(candidate.reshared_views):
+            views.append((_view_name(reshared), train[(drawn == index).any(axis=1)].tolist(), reshared))
     tables = []
     for view, paths, degradation in views:
         tiles = score_files(

@@ -43,9 +43,14 @@ class CandidateParams(BaseModel):
     reshared_views: list[Perturbation] = Field(
         default=[],
         description=(
-            "a probe's training tiles are also cached once more after one of these degradations, "
+            "a probe's training tiles are also cached after some of these degradations, "
             "drawn per image (seeded), so its heads learn what survives re-sharing"
         ),
+    )
+    reshared_views_per_image: int = Field(
+        default=1,
+        ge=1,
+        description="how many of reshared_views each training image gets, each a different one",
     )
 
     @model_validator(mode="after")
@@ -58,6 +63,11 @@ class CandidateParams(BaseModel):
             )
         if not self.probe and self.reshared_views:
             raise ValueError("reshared_views are cached features of a probe: set probe: true or drop them")
+        if self.reshared_views and self.reshared_views_per_image > len(self.reshared_views):
+            raise ValueError(
+                f"reshared_views_per_image ({self.reshared_views_per_image}) is more than the "
+                f"{len(self.reshared_views)} reshared_views: each view of an image is a different one"
+            )
         if not self.probe and self.detector.class_token_layers:
             raise ValueError(
                 "class_token_layers are the features a probe reads: set probe: true or drop them"
