@@ -89,6 +89,34 @@ def test_verdict_and_provenance_shares() -> None:
     assert predictions["latency_ms"]["p50"] < predictions["latency_ms"]["p95"]
 
 
+def test_answers_per_upload_format_show_a_storage_shortcut() -> None:
+    lines = prediction_lines(300)
+    for line in lines:  # lossless uploads taken for AI, as a model that learned JPEG as "human" would
+        if line["format"] == "PNG" and line["decided_by"] == "pixels":
+            line["probability_ai"], line["label"] = 0.9, "ai"
+    lines[0]["format"] = None  # a line of an older log, without the field
+    rows = {row["format"]: row for row in monitor(lines)["predictions"]["by_format"]}
+
+    assert set(rows) == {"JPEG", "PNG", "unknown"}
+    assert sum(row["predictions"] for row in rows.values()) == 300
+    png, jpeg = rows["PNG"], rows["JPEG"]
+    assert png["verdict_shares"]["ai"] == 1.0
+    assert png["reference_verdict_shares"]["ai"] == pytest.approx(0.5, abs=0.1), "the reference is half AI"
+    assert jpeg["verdict_shares"]["ai"] == pytest.approx(jpeg["reference_verdict_shares"]["ai"], abs=0.1)
+    assert png["reference_images"] + jpeg["reference_images"] == 400
+    assert rows["unknown"]["reference_images"] == 0
+    assert rows["unknown"]["reference_verdict_shares"] == dict.fromkeys(["human", "inconclusive", "ai"])
+
+
+def test_a_format_only_the_reference_has_shows_with_no_live_answers() -> None:
+    lines = [line | {"format": "JPEG"} for line in prediction_lines(20)]
+    rows = monitor(lines)["predictions"]["by_format"]
+    assert [row["format"] for row in rows] == ["JPEG", "PNG"], "most predictions first"
+    assert rows[1]["predictions"] == 0
+    assert rows[1]["verdict_shares"] == dict.fromkeys(["human", "inconclusive", "ai"])
+    assert rows[1]["reference_images"] > 0
+
+
 def test_traffic_like_validation_is_not_flagged() -> None:
     report = monitor(prediction_lines(200))
     assert report["drift"]["probability_ai"]["band"] == "stable"

@@ -30,7 +30,7 @@ def test_the_page_embeds_its_figures_and_loads_nothing_from_outside() -> None:
     assert [base64.b64decode(data) for data in embedded] == [probability_png, inputs_png]
     assert not re.search(r"(src|href)=\"(?!data:)", page), "no external resource"
     assert "<script" not in page
-    for figure in ("PSI", "KS p-value", "inconclusive share", "confirmed error rate", "OK"):
+    for figure in ("PSI", "KS p-value", "inconclusive share", "confirmed error rate", "OK", "live ai"):
         assert figure in page
 
 
@@ -48,6 +48,7 @@ def test_every_text_from_the_data_is_escaped() -> None:
 
     assert hostile not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "ai_share__img_src_x_onerror_alert_1__" in metrics(report), "a metric name MLflow accepts"
 
 
 def test_figures_of_an_empty_log_still_render() -> None:
@@ -66,6 +67,7 @@ def test_metrics_are_finite_numbers_at_step_zero() -> None:
         values
     )
     assert {"format_psi", "bytes_psi", "feedback_total", "feedback_claimed_ai", "retrain"} <= set(values)
+    assert {"ai_share_JPEG", "ai_share_PNG"} <= set(values), "the share answered ai per upload format"
     assert all(entry["step"] == 0 and math.isfinite(entry["value"]) for entry in values.values())
     empty = metrics(monitor([]))
     assert "probability_ai_psi" not in empty, "a figure that could not be computed is left out"

@@ -123,19 +123,56 @@ def _shares(values: pd.Series, names: tuple[str, ...]) -> dict[str, float | None
     return {name: float((values == name).mean()) if len(values) else None for name in names}
 
 
-def _reference_verdicts(reference: pd.DataFrame) -> dict[str, float | None]:
-    """Shares of each answer on the reference images, at the model version's own band."""
+def _reference_answers(reference: pd.DataFrame) -> pd.Series | None:
+    """The answer to each reference image at the model version's own band (None without a band)."""
     if reference.empty or not {"threshold_human", "threshold_ai"} <= set(reference.columns):
-        return dict.fromkeys(VERDICTS)
-    answers = pd.Series(
+        return None
+    return pd.Series(
         [
             verdict(p, low, high)
             for p, low, high in reference[["probability_ai", "threshold_human", "threshold_ai"]].itertuples(
                 index=False
             )
-        ]
+        ],
+        index=reference.index,
     )
-    return _shares(answers, VERDICTS)
+
+
+def verdicts_by_format(live: pd.DataFrame, reference: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per upload format, the answers of the live traffic next to those on the reference's images.
+
+    A format whose live answers lean to "ai" far more than its reference does is how a storage
+    shortcut shows in production (a model that had learned JPEG traces as "human" answered "ai"
+    to a quarter of lossless human photos; evaluation's per-format table is its offline twin).
+
+    Args:
+        live: The monitored predictions (``format``, ``label``).
+        reference: The served version's reference (``format``, its band and scores); may be empty.
+
+    Returns:
+        One row per format seen live or in the reference, most predictions first: ``format``,
+        ``predictions``, ``verdict_shares`` and ``reference_images``, ``reference_verdict_shares``
+        (None where there is nothing to share out).
+    """
+    answers = _reference_answers(reference)
+    reference_formats = (
+        reference["format"].map(_as_text) if "format" in reference.columns else pd.Series(dtype=str)
+    )
+    live_formats = live["format"].map(_as_text)
+    rows = []
+    for stored in sorted(set(live_formats) | set(reference_formats)):
+        mine = live.loc[live_formats == stored, "label"]
+        theirs = answers[reference_formats == stored] if answers is not None else pd.Series(dtype=str)
+        rows.append(
+            {
+                "format": stored,
+                "predictions": len(mine),
+                "verdict_shares": _shares(mine, VERDICTS),
+                "reference_images": int((reference_formats == stored).sum()),
+                "reference_verdict_shares": _shares(theirs, VERDICTS),
+            }
+        )
+    return sorted(rows, key=lambda row: -row["predictions"])
 
 
 def summarise_predictions(
@@ -149,18 +186,24 @@ def summarise_predictions(
 
     Returns:
         ``count``, ``verdict_counts``, ``verdict_shares`` (and ``reference_verdict_shares``),
+        ``by_format`` (:func:`verdicts_by_format`),
         ``inconclusive_share``, ``declared_by_provenance_share`` (verdicts decided by a valid AI
         claim), ``provenance_found_share``, ``endpoints``, ``latency_ms`` (p50, p95), ``first``,
         ``last`` and ``note`` (``"no predictions logged yet"`` when there are none).
     """
     live = monitored_predictions
+    reference = reference_table(served_model_reference)
+    answers = _reference_answers(reference)
     found = live["provenance_sources"].map(lambda sources: isinstance(sources, list) and len(sources) > 0)
     latency = live["latency_ms"].dropna()
     return {
         "count": len(live),
         "verdict_counts": {name: int((live["label"] == name).sum()) for name in VERDICTS},
         "verdict_shares": _shares(live["label"], VERDICTS),
-        "reference_verdict_shares": _reference_verdicts(reference_table(served_model_reference)),
+        "reference_verdict_shares": _shares(answers, VERDICTS)
+        if answers is not None
+        else dict.fromkeys(VERDICTS),
+        "by_format": verdicts_by_format(live, reference),
         "inconclusive_share": float((live["label"] == "inconclusive").mean()) if len(live) else None,
         "declared_by_provenance_share": float((live["decided_by"] == "provenance").mean())
         if len(live)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
@@ -108,7 +109,34 @@ def _predictions(predictions: Mapping[str, Any]) -> str:
         *((f"endpoint {name}", count) for name, count in predictions["endpoints"].items()),
     ]
     note = f"<p><strong>{escape(predictions['note'])}</strong></p>" if predictions["note"] else ""
-    return note + facts(figures) + table(["verdict", "count", "live share", "reference share"], verdicts)
+    names = list(predictions["verdict_counts"])
+    by_format = [
+        (
+            row["format"],
+            row["predictions"],
+            *(row["verdict_shares"][name] for name in names),
+            row["reference_images"],
+            *(row["reference_verdict_shares"][name] for name in names),
+        )
+        for row in predictions["by_format"]
+    ]
+    return (
+        note
+        + facts(figures)
+        + table(["verdict", "count", "live share", "reference share"], verdicts)
+        + "<h3>Answers per upload format</h3><p>A format answered &ldquo;ai&rdquo; far more often live "
+        "than on the reference is how a storage shortcut shows (lossless human photos taken for AI).</p>"
+        + table(
+            [
+                "format",
+                "predictions",
+                *(f"live {name}" for name in names),
+                "reference images",
+                *(f"reference {name}" for name in names),
+            ],
+            by_format,
+        )
+    )
 
 
 def _drift(drift: Mapping[str, Any]) -> str:
@@ -248,6 +276,11 @@ def metrics(monitoring_report: Mapping[str, Any]) -> dict[str, dict[str, float]]
         "feedback_confirmed_errors": feedback["this_version"]["confirmed_errors"],
         "feedback_confirmed_error_rate": feedback["this_version"]["confirmed_error_rate"],
         "retrain": int(monitoring_report["flag"]["retrain"]),
+        **{
+            f"ai_share_{re.sub(r'[^A-Za-z0-9]', '_', row['format'])}": row["verdict_shares"]["ai"]
+            for row in predictions["by_format"]
+            if row["predictions"]
+        },
     }
     compared = {"probability_ai": drift["probability_ai"] or {}, **drift["inputs"]}
     for name, figures in compared.items():
