@@ -156,7 +156,9 @@ def verdicts_by_format(live: pd.DataFrame, reference: pd.DataFrame) -> list[dict
     """
     answers = _reference_answers(reference)
     reference_formats = (
-        reference["format"].map(_as_text) if "format" in reference.columns else pd.Series(dtype=str)
+        reference["format"].map(_as_text)
+        if "format" in reference.columns
+        else pd.Series("unknown", index=reference.index)
     )
     live_formats = live["format"].map(_as_text)
     rows = []
