@@ -123,10 +123,10 @@ def _shares(values: pd.Series, names: tuple[str, ...]) -> dict[str, float | None
     return {name: float((values == name).mean()) if len(values) else None for name in names}
 
 
-def _reference_answers(reference: pd.DataFrame) -> pd.Series | None:
-    """The answer to each reference image at the model version's own band (None without a band)."""
+def _reference_answers(reference: pd.DataFrame) -> pd.Series:
+    """The answer to each reference image at the model version's own band (none without a band)."""
     if reference.empty or not {"threshold_human", "threshold_ai"} <= set(reference.columns):
-        return None
+        return pd.Series(dtype=str)
     return pd.Series(
         [
             verdict(p, low, high)
@@ -164,7 +164,7 @@ def verdicts_by_format(live: pd.DataFrame, reference: pd.DataFrame) -> list[dict
     rows = []
     for stored in sorted(set(live_formats) | set(reference_formats)):
         mine = live.loc[live_formats == stored, "label"]
-        theirs = answers[reference_formats == stored] if answers is not None else pd.Series(dtype=str)
+        theirs = answers[reference_formats[answers.index] == stored]
         rows.append(
             {
                 "format": stored,
@@ -195,16 +195,13 @@ def summarise_predictions(
     """
     live = monitored_predictions
     reference = reference_table(served_model_reference)
-    answers = _reference_answers(reference)
     found = live["provenance_sources"].map(lambda sources: isinstance(sources, list) and len(sources) > 0)
     latency = live["latency_ms"].dropna()
     return {
         "count": len(live),
         "verdict_counts": {name: int((live["label"] == name).sum()) for name in VERDICTS},
         "verdict_shares": _shares(live["label"], VERDICTS),
-        "reference_verdict_shares": _shares(answers, VERDICTS)
-        if answers is not None
-        else dict.fromkeys(VERDICTS),
+        "reference_verdict_shares": _shares(_reference_answers(reference), VERDICTS),
         "by_format": verdicts_by_format(live, reference),
         "inconclusive_share": float((live["label"] == "inconclusive").mean()) if len(live) else None,
         "declared_by_provenance_share": float((live["decided_by"] == "provenance").mean())
