@@ -117,6 +117,14 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             }
             for name, accused in (("none", 0.0), ("jpeg_q50", 0.04), ("downscale_90pct", 0.16))
         },
+        "robustness_unseen": {"none": metrics(0.85), "blur_sigma_1": metrics(0.45)},
+        "robustness_unseen_answers": {
+            name: {
+                "human_images": {"human": 0.7, "inconclusive": 0.25, "ai": 0.05},
+                "ai_images": {"human": missed, "inconclusive": 0.2, "ai": 0.8 - missed},
+            }
+            for name, missed in (("none", 0.1), ("blur_sigma_1", 0.55))
+        },
     }
     quantization = {
         "method": "dynamic_mixed",
@@ -193,6 +201,19 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "| unseen | camera | human | 12 |  | 0.080 | 0.250 |" in card, "no AUROC for a human family"
     assert "| validation | PNG | 30 | 0.100 | 0.300 | 30 | 0.800 | 0.910 |" in card
     assert "| test | JPEG | 0 | nan | nan | 5 | 1.000 |  |" in card, "no AUROC without both classes"
+    unseen_reshared = card.split("## Robustness on the generator family it never saw")[1].split("## int8")[0]
+    assert "| none | 0.900 | 0.900 | 0.900 | 0.850 |" in unseen_reshared
+    assert "| blur_sigma_1 | 0.900 | 0.900 | 0.900 | 0.450 |" in unseen_reshared
+    assert "| blur_sigma_1 | 0.700 | 0.250 | 0.050 | 0.550 | 0.200 | 0.250 |" in unseen_reshared
+
+
+def test_a_report_without_unseen_robustness_says_it_was_not_measured() -> None:
+    export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
+    evaluation["robustness_unseen"], evaluation["robustness_unseen_answers"] = {}, {}
+    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    unseen_reshared = card.split("## Robustness on the generator family it never saw")[1].split("## int8")[0]
+    assert "Not measured: no labelled unseen split" in unseen_reshared
+    assert "| blur_sigma_1 |" not in unseen_reshared
 
 
 def test_a_band_chosen_on_validation_alone_says_so() -> None:

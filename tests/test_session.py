@@ -149,9 +149,16 @@ def test_sample_data_then_default_run(finished_run: Path) -> None:
     evaluation = json.loads(
         (project_copy / "data" / "08_reporting" / "evaluation" / "small_cnn.json").read_text()
     )
-    assert {"threshold", "validation", "test", "unseen", "robustness", "families", "calibration"} <= set(
-        evaluation
-    )
+    assert {
+        "threshold",
+        "validation",
+        "test",
+        "unseen",
+        "robustness",
+        "robustness_unseen",
+        "families",
+        "calibration",
+    } <= set(evaluation)
     detector = (project_copy / "data" / "06_models" / "detector.onnx").read_bytes()
     export = json.loads((project_copy / "data" / "08_reporting" / "export_report.json").read_text())
     assert onnx_metadata(detector)["candidate"] == export["candidate"] in CANDIDATES

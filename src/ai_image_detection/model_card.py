@@ -156,6 +156,18 @@ def _reshared_answers(robustness_answers: dict[str, dict[str, dict[str, float]]]
     return _table(header, rows)
 
 
+def _unseen_robustness(
+    metrics: dict[str, dict[str, float]], answers: dict[str, dict[str, dict[str, float]]]
+) -> str:
+    if not metrics:
+        return "Not measured: no labelled unseen split, or `evaluation.robustness_on_unseen` is empty."
+    return f"""{_metrics_table(metrics)}
+
+Answers on the same re-shared unseen-split images:
+
+{_reshared_answers(answers)}"""
+
+
 def _int8_variant(quantization: dict[str, Any]) -> str:
     methods = ", ".join(quantization["methods"])
     line = f"{quantization['method']} quantisation (the best on validation of {methods})."
@@ -293,6 +305,9 @@ Answers on the same re-shared validation images (shares; a human image answered 
 accusation):
 
 {_reshared_answers(evaluation["robustness_answers"])}
+
+## Robustness on the generator family it never saw (unseen split, at the chosen threshold)
+{_unseen_robustness(evaluation.get("robustness_unseen", {}), evaluation.get("robustness_unseen_answers", {}))}
 
 ## int8 variant
 {_int8_variant(quantization)}

@@ -49,6 +49,7 @@ def params(**band: float | bool) -> EvaluationParams:
             "jpeg_q50": Perturbation(kind="jpeg", quality=50),
             "blur": Perturbation(kind="blur", sigma=1.0),
         },
+        robustness_on_unseen=["blur"],
     )
 
 
@@ -279,6 +280,32 @@ def test_robustness_speed_size_and_the_plots(
     assert isinstance(plot_candidate(calibrated[0], report, params()), Figure)
 
 
+def test_robustness_on_the_unseen_split_rescores_its_images_under_the_chosen_perturbations(
+    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]]
+) -> None:
+    assert set(report["robustness_unseen"]) == set(report["robustness_unseen_answers"]) == {"none", "blur"}
+    assert report["robustness_unseen"]["none"] == report["unseen"]["at_threshold"]
+    assert report["robustness_unseen"]["blur"]["roc_auc"] > 0.9, (
+        "the unseen family's brightness survives a blur"
+    )
+    assert report["robustness_unseen"]["blur"] != report["robustness"]["blur"], (
+        "its own images, not validation's"
+    )
+    unseen = calibrated[0][calibrated[0]["split"] == "unseen"]
+    band = (report["threshold_human"], report["threshold_ai"])
+    for kind, label in (("ai_images", 1), ("human_images", 0)):
+        clean = unseen.loc[unseen["label"] == label, "probability_ai"]
+        assert report["robustness_unseen_answers"]["none"][kind] == answer_shares(clean, *band)
+        assert sum(report["robustness_unseen_answers"]["blur"][kind].values()) == pytest.approx(1.0)
+
+
+def test_robustness_on_unseen_names_only_perturbations_of_the_robustness_table() -> None:
+    with pytest.raises(
+        ValueError, match=r"robustness_on_unseen names \['jpeg_q10'\], which robustness does not"
+    ):
+        EvaluationParams.model_validate({**params().model_dump(), "robustness_on_unseen": ["jpeg_q10"]})
+
+
 def test_a_band_too_wide_is_logged(
     model: keras.Model,
     calibrated: tuple[pd.DataFrame, dict[str, Any]],
@@ -286,7 +313,7 @@ def test_a_band_too_wide_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     strict = params(max_fpr=0.001, min_human_precision=0.999, max_inconclusive=0.01)
-    strict = strict.model_copy(update={"robustness": {}})
+    strict = strict.model_copy(update={"robustness": {}, "robustness_on_unseen": []})
     report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), strict)
     assert report["validation"]["answers"]["inconclusive"] > 0.01
     assert "needs work, not a wider band" in caplog.text
@@ -348,7 +375,7 @@ def test_the_band_on_validation_alone_when_told(
     model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
 ) -> None:
     validation_only = params(on_held_out_families=False, on_each_format=False)
-    validation_only = validation_only.model_copy(update={"robustness": {}})
+    validation_only = validation_only.model_copy(update={"robustness": {}, "robustness_on_unseen": []})
     report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), validation_only)
     validation = calibrated[0][calibrated[0]["split"] == "validation"]
     y, p = validation["label"].astype(int), validation["probability_ai"]

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
 from ai_image_detection.input_pipeline import Perturbation, make_prediction_dataset, perturbed_pixels
@@ -76,6 +76,20 @@ class EvaluationParams(BaseModel):
     max_tiles: int = Field(default=9, ge=1, description="tiles averaged per image, as the service does")
     band: BandParams
     robustness: dict[str, Perturbation]
+    robustness_on_unseen: list[str] = Field(
+        default=[],
+        description="perturbations of `robustness` also applied to the unseen split (families never seen)",
+    )
+
+    @model_validator(mode="after")
+    def _known_perturbations(self) -> EvaluationParams:
+        unknown = sorted(set(self.robustness_on_unseen) - set(self.robustness))
+        if unknown:
+            raise ValueError(
+                f"robustness_on_unseen names {unknown}, which robustness does not define "
+                f"(it has {sorted(self.robustness)})"
+            )
+        return self
 
 
 SCORED_SPLITS = ("validation", "test", "unseen")
@@ -189,7 +203,9 @@ def evaluate_candidate(
         and stored file format, :func:`format_table`), ``attribution`` (accuracy of
         the closest family on seen families, :func:`attribution_report`), ``robustness`` (validation
         metrics per perturbation at the threshold), ``robustness_answers`` (per perturbation, the
-        answers on the AI and on the human validation images), ``seconds_per_image``, ``parameters`` and
+        answers on the AI and on the human validation images), ``robustness_unseen`` and
+        ``robustness_unseen_answers`` (the same on the unseen split, for ``robustness_on_unseen``;
+        empty without a labelled unseen split), ``seconds_per_image``, ``parameters`` and
         ``size_mb``.
     """
     validation = predictions[predictions["split"] == "validation"]
@@ -248,24 +264,20 @@ def evaluate_candidate(
     report["families"] = family_table(predictions, band).to_dict("records")
     report["formats"] = format_table(predictions, formats, band).to_dict("records")
     report["attribution"] = attribution_report(predictions, model_families(model))
-    report["robustness"] = {"none": report["validation"]["at_threshold"]}
-    report["robustness_answers"] = {"none": answers_by_class(labels, validation["probability_ai"], band)}
-    paths = validation["path"].tolist()
     scaling = PlattScaling(calibration["slope"], calibration["intercept"])
-    for name, perturbation in params.robustness.items():
-        tiles = score_files(
-            keras_scorer(model),
-            paths,
-            _input_size(model),
-            params.max_tiles,
-            params.batch_size,
-            transform=functools.partial(perturbed_pixels, perturbation=perturbation),
-            description=f"robustness: {name}",
-        )
-        scores = scaling.image_scores(tiles)
-        report["robustness"][name] = binary_metrics(labels, scores, threshold)
-        report["robustness_answers"][name] = answers_by_class(labels, scores, band)
-    report["seconds_per_image"] = inference_seconds_per_image(model, paths, params.batch_size)
+    report["robustness"], report["robustness_answers"] = robustness_rows(
+        model, validation, params.robustness, scaling, threshold, band, params
+    )
+    unseen = predictions[(predictions["split"] == "unseen") & predictions["label"].notna()]
+    on_unseen = {name: params.robustness[name] for name in params.robustness_on_unseen}
+    report["robustness_unseen"], report["robustness_unseen_answers"] = (
+        robustness_rows(model, unseen, on_unseen, scaling, threshold, band, params, "unseen")
+        if set(unseen["label"].astype(int)) == {0, 1}
+        else ({}, {})
+    )
+    report["seconds_per_image"] = inference_seconds_per_image(
+        model, validation["path"].tolist(), params.batch_size
+    )
     report["parameters"] = int(model.count_params())
     report["size_mb"] = round(report["parameters"] * 4 / 2**20, 2)
     inconclusive = report["validation"]["answers"]["inconclusive"]
@@ -285,6 +297,51 @@ def evaluate_candidate(
         100 * inconclusive,
     )
     return report
+
+
+def robustness_rows(
+    model: keras.Model,
+    images: pd.DataFrame,
+    perturbations: dict[str, Perturbation],
+    scaling: PlattScaling,
+    threshold: float,
+    band: tuple[float, float],
+    params: EvaluationParams,
+    split: str = "validation",
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
+    """Metrics at the threshold and answers in the band of labelled images, as scored and re-shared.
+
+    Args:
+        model: The trained detector.
+        images: Labelled predictions (``path``, ``label`` and the calibrated ``probability_ai``).
+        perturbations: What each re-shared version of the images went through (applied before cropping).
+        scaling: The calibration fitted on validation.
+        threshold: The single cut the metrics are taken at.
+        band: The inconclusive band's edges (human below the first, ai from the second).
+        params: Tiling and batch size.
+        split: How the progress bar names the images.
+
+    Returns:
+        Per perturbation (``none`` first: the images as scored) the metrics at the threshold, and the
+        answers on the AI and on the human images.
+    """
+    labels = images["label"].astype(int).to_numpy()
+    metrics = {"none": binary_metrics(labels, images["probability_ai"], threshold)}
+    answers = {"none": answers_by_class(labels, images["probability_ai"], band)}
+    for name, perturbation in perturbations.items():
+        tiles = score_files(
+            keras_scorer(model),
+            images["path"].tolist(),
+            _input_size(model),
+            params.max_tiles,
+            params.batch_size,
+            transform=functools.partial(perturbed_pixels, perturbation=perturbation),
+            description=f"robustness ({split}): {name}",
+        )
+        scores = scaling.image_scores(tiles)
+        metrics[name] = binary_metrics(labels, scores, threshold)
+        answers[name] = answers_by_class(labels, scores, band)
+    return metrics, answers
 
 
 def _input_size(model: keras.Model) -> int:
