@@ -10,7 +10,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from ai_image_detection.serving.batching import CropBatcher, QueueFullError
+from ai_image_detection.serving.batching import (
+    CALL_SIZE_LIMIT,
+    CropBatcher,
+    QueueFullError,
+    fastest_call_size,
+)
 
 SIDE = 4
 
@@ -183,3 +188,42 @@ def test_a_model_that_answers_the_wrong_number_of_rows_fails_its_call_not_the_ba
         return await batcher.score(crops_of(2, 2))
 
     assert asyncio.run(twice()).tolist() == [[2], [2]]
+
+
+class TimedModel:
+    """A model on a clock of its own: a call of ``n`` crops takes ``cost(n)`` seconds of it."""
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        self.cost = cost
+        self.now = 0.0
+        self.calls: list[int] = []
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """Advance the clock by the call's cost; a zero row per crop."""
+        assert crops.shape[1:] == (SIDE, SIDE, 3) and crops.dtype == np.uint8
+        self.calls.append(len(crops))
+        self.now += self.cost(len(crops))
+        return np.zeros((len(crops), 1), dtype=np.float32)
+
+    def clock(self) -> float:
+        """The model's own time, in seconds."""
+        return self.now
+
+
+def test_a_model_slower_per_crop_in_larger_calls_is_called_one_crop_at_a_time() -> None:
+    model = TimedModel(lambda crops: 0.01 * crops**1.3)  # 2 crops a call: 19 % slower per crop
+    size, speeds = fastest_call_size(model, (SIDE, SIDE, 3), clock=model.clock)
+    assert size == 1
+    assert list(speeds) == [1, 2], "the search stops at the first size clearly slower than the best"
+    assert speeds[1] == pytest.approx(100.0)
+    assert model.calls.count(2) >= 2, "an untimed call, then timed ones"
+
+
+def test_the_smallest_call_size_about_as_fast_as_the_fastest_is_chosen() -> None:
+    model = TimedModel(lambda crops: 0.02 + 0.01 * crops)  # a fixed cost per call: larger calls pay off
+    size, speeds = fastest_call_size(model, (SIDE, SIDE, 3), clock=model.clock)
+    assert list(speeds) == [1, 2, 4, 8, 16, 32, 64] and max(speeds) == CALL_SIZE_LIMIT
+    assert max(speeds, key=lambda calls: speeds[calls]) == 64
+    assert size == 32, "94 crops/s at 32 is within 5 % of 97 at 64, and a request waits less"
+    limited, tried = fastest_call_size(model, (SIDE, SIDE, 3), limit=8, clock=model.clock)
+    assert (limited, list(tried)) == (8, [1, 2, 4, 8])

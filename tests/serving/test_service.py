@@ -300,12 +300,29 @@ def test_info_and_health(client: TestClient) -> None:
     info = client.post("/info", json={}).json()
     assert info["model_version"] == "7"
     assert (info["input_size"], info["max_files"], info["max_bytes"]) == (INPUT_SIZE, 4, 3_000_000)
+    assert (info["batching"], info["max_batch_size"]) == (True, 64), "AIID_MAX_BATCH_SIZE, as set"
     assert (info["threshold"], info["thresholds"], info["max_tiles"]) == (THRESHOLD, BAND, MODEL_MAX_TILES)
     assert (info["calibration"], info["metadata_fallbacks"]) == (CALIBRATION, [])
     assert info["families"] == FAMILIES
     assert "JPEG" in info["formats"]
     assert client.get("/readyz").status_code == 200
     assert client.get("/livez").status_code == 200
+
+
+def test_without_a_set_call_size_the_service_measures_the_fastest_when_it_starts(
+    service_module: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    unset = service_module.SETTINGS.model_copy(update={"max_batch_size": None})
+    monkeypatch.setattr(service_module, "SETTINGS", unset)
+    with caplog.at_level(logging.INFO, logger=service_module.__name__):
+        detector = service_module.Detector.inner()
+    size = detector.batcher.max_batch_size
+    assert size in {2**power for power in range(7)}
+    assert (
+        f"model calls carry up to {size} crops: the fastest per crop here (crops/s by call size: 1:"
+        in caplog.text
+    )
+    assert f"batching up to {size} crops a call" in caplog.text
 
 
 def test_requests_queue_up_to_the_depth_and_one_more_is_told_when_to_retry(

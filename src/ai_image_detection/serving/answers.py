@@ -137,6 +137,9 @@ class ServiceInfo(ModelDescription):
     max_files: int = Field(description="Most images in one `/predict_batch` request.")
     max_pixels: int = Field(description="Largest accepted width x height.")
     batching: bool = Field(description="Whether crops of concurrent requests share model calls.")
+    max_batch_size: int = Field(
+        description="Most crops in one model call: set, or measured at start-up as the fastest per crop."
+    )
     formats: list[str] = Field(description="Accepted image formats.")
 
 

@@ -41,7 +41,7 @@ from bentoml.validators import ContentType
 from starlette.staticfiles import StaticFiles
 
 from ai_image_detection.serving.answers import Explanation, ImageVerdict, ServiceInfo, judge
-from ai_image_detection.serving.batching import CropBatcher, QueueFullError
+from ai_image_detection.serving.batching import CropBatcher, QueueFullError, fastest_call_size
 from ai_image_detection.serving.examination import Examined, Examiner
 from ai_image_detection.serving.feedback import (
     FeedbackReceipt,
@@ -95,13 +95,13 @@ class Detector:
         self.batcher = CropBatcher(
             self.scorer.score,
             batching=SETTINGS.batching,
-            max_batch_size=SETTINGS.max_batch_size,
+            max_batch_size=self._call_size(),
             max_queued_requests=SETTINGS.max_queued_requests,
             on_call=observe_model_call,
         )
         logger.info(
             "batching %s; at most %d requests wait for the model",
-            f"up to {SETTINGS.max_batch_size} crops a call" if SETTINGS.batching else "off",
+            f"up to {self.batcher.max_batch_size} crops a call" if SETTINGS.batching else "off",
             SETTINGS.max_queued_requests,
         )
         self.examiner = Examiner(SETTINGS)
@@ -112,6 +112,19 @@ class Detector:
         self.prediction_log = PredictionLog(
             SETTINGS.prediction_log_dir, SETTINGS.prediction_log_max_bytes, SETTINGS.prediction_log_backups
         )
+
+    def _call_size(self) -> int:
+        """``AIID_MAX_BATCH_SIZE`` when set; else the call size at which the model is fastest here."""
+        if SETTINGS.max_batch_size is not None or not SETTINGS.batching:
+            return SETTINGS.max_batch_size or 1
+        size = self.model.input_size
+        chosen, speeds = fastest_call_size(self.scorer.score, (size, size, 3))
+        logger.info(
+            "model calls carry up to %d crops: the fastest per crop here (crops/s by call size: %s)",
+            chosen,
+            ", ".join(f"{calls}: {speed:.1f}" for calls, speed in speeds.items()),
+        )
+        return chosen
 
     def __del__(self) -> None:
         """Write out the prediction log's queued lines; stop the model thread."""
@@ -357,6 +370,7 @@ class Detector:
             max_files=SETTINGS.max_files,
             max_pixels=SETTINGS.max_pixels,
             batching=SETTINGS.batching,
+            max_batch_size=self.batcher.max_batch_size,
             formats=sorted(SUPPORTED_FORMATS),
         )
 

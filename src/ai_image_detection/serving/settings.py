@@ -22,7 +22,10 @@ class ServingSettings(BaseSettings):
             request is a call of its own: only to measure what batching buys).
         max_batch_size: Most crops in one model call (a single request with more runs alone). The
             requests that arrive while a call runs make up the next one, so a batch grows with the
-            load and no latency target or timer is needed.
+            load and no latency target or timer is needed. Unset, it is measured at start-up: the
+            call size at which the model scores the most crops per second on this machine
+            (:func:`~ai_image_detection.serving.batching.fastest_call_size`; 1 for a model that is
+            fastest one crop at a time, as CLIP is on 2 cores).
         max_queued_requests: Requests that may wait for the model at once, the one being scored
             included (the queue depth); one more is refused at once with 503 ``overloaded`` and
             ``Retry-After``.
@@ -59,7 +62,7 @@ class ServingSettings(BaseSettings):
 
     model_tag: str = "ai-image-detector:latest"
     batching: bool = True
-    max_batch_size: int = Field(default=64, ge=2)
+    max_batch_size: int | None = Field(default=None, ge=1)
     max_queued_requests: int = Field(default=128, ge=1)
     retry_after_s: int = Field(default=2, ge=1)
     max_bytes: int = Field(default=10_000_000, ge=1)
