@@ -14,6 +14,7 @@ import onnx
 
 from ai_image_detection.contract import INPUT_NAME, OUTPUT_NAME
 from ai_image_detection.onnx_runtime import onnx_session
+from ai_image_detection.throughput import calls_per_second
 
 _COUNTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
@@ -55,12 +56,7 @@ def images_per_second(
     if len(images) < batch_size:
         raise ValueError(f"need at least {batch_size} images for batch size {batch_size}, got {len(images)}")
     batch = np.ascontiguousarray(images[:batch_size], dtype=np.float32)
-    run(batch)
-    calls, started = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - started < min_seconds:
-        run(batch)
-        calls += 1
-    return calls * batch_size / (time.perf_counter() - started)
+    return batch_size * calls_per_second(run, batch, min_seconds, min_calls)
 
 
 def gflops_per_image(onnx_model: bytes) -> float:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ai_image_detection.throughput import calls_per_second
+
 logger = logging.getLogger(__name__)
 
 CropInference = Callable[[np.ndarray], np.ndarray]
@@ -71,12 +73,7 @@ def fastest_call_size(
 
     def crops_per_second(size: int) -> float:
         crops = np.zeros((size, *crop_shape), dtype=np.uint8)
-        infer(crops)
-        calls, started = 0, clock()
-        while (elapsed := clock() - started) < MIN_TIMED_SECONDS or calls == 0:
-            infer(crops)
-            calls += 1
-        return calls * size / max(elapsed, 1e-9)
+        return size * calls_per_second(infer, crops, MIN_TIMED_SECONDS, clock=clock)
 
     speeds: dict[int, float] = {}
     size = 1
