@@ -39,12 +39,23 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
         "threshold_human": 0.2468,
         "threshold_ai": 0.8642,
         "band": {
-            "chosen_on": ["validation", "held_out_families", "validation JPEG", "validation PNG"],
+            "chosen_on": [
+                "validation",
+                "held_out_families",
+                "held_out_families re-shared",
+                "validation JPEG",
+                "validation PNG",
+            ],
             "stored_formats": ["JPEG", "PNG"],
             "held_out_families": ["realcugan", "waifu2x"],
             "held_out_answers": {
                 "ai_images": {"human": 0.05, "inconclusive": 0.25, "ai": 0.7},
                 "human_images": {"human": 0.6, "inconclusive": 0.36, "ai": 0.04},
+            },
+            "held_out_reshared_views": ["blur_1.5", "jpeg_70"],
+            "held_out_reshared_answers": {
+                "ai_images": {"human": 0.02, "inconclusive": 0.58, "ai": 0.4},
+                "human_images": {"human": 0.31, "inconclusive": 0.66, "ai": 0.03},
             },
         },
         "max_tiles": 9,
@@ -196,6 +207,11 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     )
     assert "| held-out families, AI images | 0.050 | 0.250 | 0.700 |" in card
     assert "| held-out families, human twins | 0.600 | 0.360 | 0.040 |" in card
+    assert "| held-out families re-shared, AI images | 0.020 | 0.580 | 0.400 |" in card
+    assert "| held-out families re-shared, human twins | 0.310 | 0.660 | 0.030 |" in card
+    assert "on those families' re-shared copies (pooled: `blur_1.5`, `jpeg_70`), so that a trace" in " ".join(
+        card.split()
+    )
     assert "| unseen | 0.300 | 0.400 | 0.300 |" in card
     assert "| validation | realcugan | AI | 40 | 0.970 | 0.900 | 0.050 |" in card
     assert "| unseen | camera | human | 12 |  | 0.080 | 0.250 |" in card, "no AUROC for a human family"
@@ -223,7 +239,10 @@ def test_a_band_chosen_on_validation_alone_says_so() -> None:
         "stored_formats": [],
         "held_out_families": [],
         "held_out_answers": {"ai_images": {}, "human_images": {}},
+        "held_out_reshared_views": [],
+        "held_out_reshared_answers": {"ai_images": {}, "human_images": {}},
     }
     card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
     assert '"inconclusive" in between (chosen on\n  validation for at most' in card
     assert "held-out families, AI images" not in card
+    assert "re-shared" not in card.split("## Answers")[1].split("##")[0]

@@ -13,6 +13,9 @@ import pandas as pd
 
 from ai_image_detection.contract import FEEDBACK_FAMILY, HUMAN_FAMILY, UNKNOWN_GENERATOR, generator_family
 
+CLEAN_VIEW = "clean"
+"""The ``view`` of an image as stored; a probe also caches (and its folds score) re-shared views."""
+
 
 def families_of(manifest: pd.DataFrame) -> pd.Series:
     """The generator family of every row (``family`` of ``family/model``)."""

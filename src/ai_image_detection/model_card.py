@@ -126,6 +126,10 @@ def _answers(evaluation: dict[str, Any]) -> str:
         held_out = evaluation["band"]["held_out_answers"]
         shares_by_row["held-out families, AI images"] = held_out["ai_images"]
         shares_by_row["held-out families, human twins"] = held_out["human_images"]
+    if evaluation["band"]["held_out_reshared_views"]:
+        reshared = evaluation["band"]["held_out_reshared_answers"]
+        shares_by_row["held-out families re-shared, AI images"] = reshared["ai_images"]
+        shares_by_row["held-out families re-shared, human twins"] = reshared["human_images"]
     rows = [
         [name, *(f"{shares[answer]:.3f}" for answer in _ANSWERS)] for name, shares in shares_by_row.items()
     ]
@@ -183,16 +187,23 @@ def _int8_variant(quantization: dict[str, Any]) -> str:
 
 def _band_basis(evaluation: dict[str, Any]) -> str:
     families = evaluation["band"]["held_out_families"]
+    views = evaluation["band"]["held_out_reshared_views"]
     formats = evaluation["band"]["stored_formats"]
     basis = "validation"
     if formats:
         basis += f" (and on each of its stored formats apart: {', '.join(formats)})"
-    if not families:
-        return basis
-    return (
-        f"{basis} and on the images of the {len(families)} generator families held out of training, "
-        "each scored by the fold that never saw it,"
-    )
+    if families:
+        basis += (
+            f" and on the images of the {len(families)} generator families held out of training, "
+            "each scored by the fold that never saw it,"
+        )
+    if views:
+        basis += (
+            " and on those families' re-shared copies (pooled: "
+            f"{', '.join(f'`{view}`' for view in views)}), so that a trace erased by re-sharing is "
+            "not taken for a human,"
+        )
+    return basis
 
 
 def _attribution(attribution: dict[str, Any]) -> str:

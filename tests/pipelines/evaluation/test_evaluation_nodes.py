@@ -16,7 +16,13 @@ from sklearn.metrics import roc_auc_score
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
 from ai_image_detection.input_pipeline import Perturbation
-from ai_image_detection.metrics import answer_shares, binary_metrics, choose_band, choose_threshold
+from ai_image_detection.metrics import (
+    answer_shares,
+    answers_by_class,
+    binary_metrics,
+    choose_band,
+    choose_threshold,
+)
 from ai_image_detection.pipelines.evaluation.family_metrics import (
     FAMILY_COLUMNS,
     FORMAT_COLUMNS,
@@ -320,26 +326,44 @@ def test_a_band_too_wide_is_logged(
 
 
 def held_out_scores() -> pd.DataFrame:
-    """Two folds, each separable on its validation (no band, cut 0.5); AUROC 5/6 and 1/4 on their families."""
+    """Two folds, each separable on its validation (no band, cut 0.5); AUROC 5/6 and 1/4 on their families.
+
+    Alpha's held-out pairs are also scored re-shared (view ``jpeg_70``): there its AI images lost
+    their trace and score as low as its humans.
+    """
     rows = []
     for fold, ai, human in (("alpha", [0.9, 0.8, 0.3], [0.2, 0.4]), ("beta", [0.6, 0.1], [0.45, 0.7])):
         for label, score in ((0, 0.1), (0, 0.2), (1, 0.8), (1, 0.9)):
             rows.append(
-                (fold, f"{fold}-v{score}", label, "validation", HUMAN if label == 0 else "x/1", score)
+                (
+                    fold,
+                    f"{fold}-v{score}",
+                    "clean",
+                    label,
+                    "validation",
+                    HUMAN if label == 0 else "x/1",
+                    score,
+                )
             )
         for label, scores, generator in ((1, ai, f"{fold}/1"), (0, human, HUMAN)):
-            rows += [(fold, f"{fold}-h{s}", label, "held_out", generator, s) for s in scores]
-    return pd.DataFrame(rows, columns=["fold", "path", "label", "split", "generator", "probability_ai"])
+            rows += [(fold, f"{fold}-h{s}", "clean", label, "held_out", generator, s) for s in scores]
+    for label, scores, generator in ((1, [0.02, 0.04, 0.5], "alpha/1"), (0, [0.01, 0.3], HUMAN)):
+        rows += [("alpha", f"alpha-r{s}", "jpeg_70", label, "held_out", generator, s) for s in scores]
+    return pd.DataFrame(
+        rows, columns=["fold", "path", "view", "label", "split", "generator", "probability_ai"]
+    )
 
 
 def test_each_held_out_family_is_calibrated_by_its_own_fold() -> None:
     scores = held_out_scores()
     held_out = calibrated_held_out_families(scores)
     assert list(held_out.columns) == HELD_OUT_COLUMNS
-    assert list(held_out["path"]) == list(scores.loc[scores["split"] == "held_out", "path"])
+    raw_rows = scores[scores["split"] == "held_out"].sort_values("fold", kind="stable")
+    assert list(held_out["path"]) == list(raw_rows["path"]), "every view, fold by fold"
     for fold, rows in held_out.groupby("fold"):
         own = scores[scores["fold"] == fold]
         validation, raw = own[own["split"] == "validation"], own[own["split"] == "held_out"]
+        assert list(rows["view"]) == list(raw["view"])
         scaling = fit_platt([np.array([p]) for p in validation["probability_ai"]], validation["label"])
         np.testing.assert_allclose(rows["probability_ai"], scaling(raw["probability_ai"]))
     assert calibrated_held_out_families(scores.head(0)).empty
@@ -350,16 +374,21 @@ def test_the_band_also_meets_its_targets_on_the_held_out_families(
 ) -> None:
     held_out = calibrated_held_out_families(held_out_scores())
     band = (report["threshold_human"], report["threshold_ai"])
-    humans, answered_human = held_out[held_out["label"] == 0], held_out[held_out["probability_ai"] < band[0]]
-    assert (humans["probability_ai"] >= band[1]).mean() <= 0.05
-    assert answered_human.empty or (answered_human["label"] == 0).mean() >= 0.95
+    for view in (held_out["view"] == "clean", held_out["view"] != "clean"):
+        part = held_out[view]
+        humans, answered_human = part[part["label"] == 0], part[part["probability_ai"] < band[0]]
+        assert (humans["probability_ai"] >= band[1]).mean() <= 0.05
+        assert answered_human.empty or (answered_human["label"] == 0).mean() >= 0.95
     assert report["band"]["chosen_on"] == [
         "validation",
         "held_out_families",
+        "held_out_families re-shared",
         "validation JPEG",
         "validation PNG",
     ]
     assert report["band"]["held_out_families"] == ["alpha", "beta"]
+    assert report["band"]["held_out_reshared_views"] == ["jpeg_70"]
+    humans = held_out[(held_out["label"] == 0) & (held_out["view"] == "clean")]
     assert report["band"]["stored_formats"] == ["JPEG", "PNG"]
     assert report["band"]["held_out_answers"]["human_images"] == answer_shares(
         humans["probability_ai"], *band
@@ -374,7 +403,7 @@ def test_the_band_also_meets_its_targets_on_the_held_out_families(
 def test_the_band_on_validation_alone_when_told(
     model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
 ) -> None:
-    validation_only = params(on_held_out_families=False, on_each_format=False)
+    validation_only = params(on_held_out_families=False, on_held_out_reshared=False, on_each_format=False)
     validation_only = validation_only.model_copy(update={"robustness": {}, "robustness_on_unseen": []})
     report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), validation_only)
     validation = calibrated[0][calibrated[0]["split"] == "validation"]
@@ -407,10 +436,50 @@ def test_the_band_also_meets_its_targets_on_each_stored_format(
         0.05,
         0.95,
         also_on=[
-            (held_out["label"], held_out["probability_ai"]),
+            *(
+                (part["label"], part["probability_ai"])
+                for _, part in held_out.groupby(held_out["view"] != "clean")
+            ),
             *((part["label"], part["probability_ai"]) for part in slices),
         ],
     )
+
+
+def test_a_trace_erased_by_re_sharing_is_not_taken_for_a_human(
+    model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+) -> None:
+    alpha = held_out_scores().query("fold == 'alpha'")  # as stored, its lowest score is a human's
+    reports = {
+        reshared: evaluate_candidate(
+            model,
+            *calibrated,
+            manifest,
+            alpha,
+            params(on_held_out_reshared=reshared, on_each_format=False).model_copy(
+                update={"robustness": {}, "robustness_on_unseen": []}
+            ),
+        )
+        for reshared in (True, False)
+    }
+    with_views, without = reports[True], reports[False]
+    assert with_views["threshold_human"] < without["threshold_human"], "re-shared AI images lower the edge"
+    assert with_views["threshold_ai"] == without["threshold_ai"]
+    assert with_views["band"]["chosen_on"] == [
+        "validation",
+        "held_out_families",
+        "held_out_families re-shared",
+    ]
+    assert without["band"]["chosen_on"] == ["validation", "held_out_families"]
+    reshared = calibrated_held_out_families(alpha).query("view != 'clean'")
+    answers = {
+        name: answers_by_class(
+            reshared["label"], reshared["probability_ai"], (result["threshold_human"], result["threshold_ai"])
+        )
+        for name, result in (("with", with_views), ("without", without))
+    }
+    assert with_views["band"]["held_out_reshared_answers"] == answers["with"]
+    assert answers["without"]["ai_images"]["human"] > 0 and answers["with"]["ai_images"]["human"] == 0
+    assert without["band"]["held_out_reshared_views"] == [], "not chosen on, not reported"
 
 
 def test_the_format_table_has_a_row_per_split_and_stored_format(
@@ -454,6 +523,8 @@ def test_the_held_out_families_summary_by_hand() -> None:
     assert summary["min_roc_auc"] == pytest.approx(1 / 4)
     assert summary["worst_family"] == "beta"
     assert summary["mean_human_fpr"] == 0.25
+    as_stored = held_out_scores().query("view == 'clean'")
+    assert summarise_held_out_families(as_stored, params()) == summary, "the table is of images as stored"
 
 
 def test_each_fold_chooses_its_band_on_its_own_validation() -> None:

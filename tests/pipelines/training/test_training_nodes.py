@@ -313,6 +313,7 @@ def test_each_fold_never_trains_on_its_family(
             "families unseen at ingestion stay out of the folds"
         )
     assert list(scores.columns) == HELD_OUT_SCORE_COLUMNS
+    assert set(scores["view"]) == {"clean"}, "a whole detector's folds score the images as stored"
     assert scores["probability_ai"].dtype == np.float64
     assert scores["probability_ai"].between(0, 1).all()
     ai, human = scores[scores["label"] == 1], scores[scores["label"] == 0]
@@ -587,3 +588,39 @@ def test_probe_folds_hold_each_family_out_of_the_heads(
             held.loc[held["label"] == 0, "probability_ai"],
         )
         assert ai.min() > human.max(), f"brightness transfers to the unseen family {family}"
+
+
+def test_probe_folds_also_score_the_held_out_familys_reshared_views(
+    family_manifest: pd.DataFrame, extractors: list[CandidateParams], tracking: MlflowClient
+) -> None:
+    candidate = probe_candidate().model_copy(
+        update={
+            "reshared_views": [Perturbation(kind="blur", sigma=1.5), Perturbation(kind="jpeg", quality=60)]
+        }
+    )
+    features = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
+    with mlflow.start_run(run_name="kedro run"):
+        scores = leave_one_family_out_probe(
+            family_manifest,
+            features,
+            candidate,
+            42,
+            "abc123",
+            LeaveOneFamilyOutParams(families=["alpha"], epochs=40),
+            "probe",
+        )
+
+    assert list(scores.columns) == HELD_OUT_SCORE_COLUMNS
+    clean, reshared = scores[scores["view"] == "clean"], scores[scores["view"] != "clean"]
+    assert not clean.duplicated("path").any(), "each scored image once as stored"
+    held_pairs = family_manifest["pair"].str.startswith("alpha-")
+    held_training = family_manifest.loc[held_pairs & (family_manifest["split"] == "train"), "path"]
+    cached = features[features["view"] != "clean"]
+    expected = cached[cached["path"].isin(set(held_training))]
+    assert sorted(zip(reshared["path"], reshared["view"], strict=True)) == sorted(
+        zip(expected["path"], expected["view"], strict=True)
+    ), "the held-out family's cached re-shared views, and nobody else's"
+    assert len(expected) == len(held_training), "one view per training image here"
+    assert set(reshared["split"]) == {"held_out"} and set(reshared["view"]) == {"blur_1.5", "jpeg_60"}
+    ai, human = reshared[reshared["label"] == 1], reshared[reshared["label"] == 0]
+    assert ai["probability_ai"].min() > human["probability_ai"].max(), "blur and JPEG keep the brightness"

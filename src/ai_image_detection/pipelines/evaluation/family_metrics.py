@@ -1,7 +1,7 @@
 """Per generator family and per stored file format: the answers on each; attribution; held-out scores.
 
-The held-out families' scores are calibrated here; the band's targets hold on them, and on each
-stored format of validation, too.
+The held-out families' scores are calibrated here; the band's targets hold on them (as stored and,
+for a probe, re-shared), and on each stored format of validation, too.
 
 All end up in a candidate's evaluation report
 (:func:`~ai_image_detection.pipelines.evaluation.nodes.evaluate_candidate`).
@@ -17,11 +17,11 @@ from sklearn.metrics import roc_auc_score
 
 from ai_image_detection.calibration import fit_platt
 from ai_image_detection.contract import generator_family
-from ai_image_detection.families import family_targets
+from ai_image_detection.families import CLEAN_VIEW, family_targets
 from ai_image_detection.metrics import answer_shares, answers_by_class
 
 FAMILY_COLUMNS = ["split", "family", "label", "images", "roc_auc", "ai_rate", "inconclusive_rate"]
-HELD_OUT_COLUMNS = ["fold", "path", "label", "generator", "probability_ai"]
+HELD_OUT_COLUMNS = ["fold", "path", "view", "label", "generator", "probability_ai"]
 FORMAT_COLUMNS = [
     "split",
     "format",
@@ -38,22 +38,22 @@ def calibrated_held_out_families(held_out_family_scores: pd.DataFrame) -> pd.Dat
     """The images of every held-out family, each scored by the fold that never saw it, calibrated.
 
     A fold's scores go through a Platt scaling fitted on that fold's own validation images, as the
-    shipped model's are on its validation, so that every fold speaks the calibrated scale the band
-    is chosen on. A fold's score is already the mean of its raw tile scores, so each image counts
-    as one tile of the fit.
+    shipped model's are on its validation images as stored, so that every fold speaks the
+    calibrated scale the band is chosen on. A fold's score is already the mean of its raw tile
+    scores, so each image counts as one tile of the fit.
 
     Args:
         held_out_family_scores: The training pipeline's leave-one-family-out scores (``fold``,
-            ``path``, ``label``, ``split`` of ``validation`` or ``held_out``, ``generator``,
-            ``probability_ai``).
+            ``path``, ``view``, ``label``, ``split`` of ``validation`` or ``held_out``,
+            ``generator``, ``probability_ai``).
 
     Returns:
-        The ``held_out`` rows in :data:`HELD_OUT_COLUMNS`, ``probability_ai`` calibrated (empty
-        without folds).
+        The ``held_out`` rows of every view in :data:`HELD_OUT_COLUMNS`, ``probability_ai``
+        calibrated (empty without folds).
     """
     folds = []
     for _, fold in held_out_family_scores.groupby("fold", sort=True):
-        validation = fold[fold["split"] == "validation"]
+        validation = fold[(fold["split"] == "validation") & (fold["view"] == CLEAN_VIEW)]
         scaling = fit_platt(
             [np.array([score]) for score in validation["probability_ai"]], validation["label"].astype(int)
         )

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
+from ai_image_detection.families import CLEAN_VIEW
 from ai_image_detection.input_pipeline import Perturbation, make_prediction_dataset, perturbed_pixels
 from ai_image_detection.metrics import (
     ThresholdObjective,
@@ -58,6 +59,10 @@ class BandParams(BaseModel):
     on_held_out_families: bool = Field(
         default=True,
         description="the targets hold on the leave-one-family-out held-out images too, not validation alone",
+    )
+    on_held_out_reshared: bool = Field(
+        default=True,
+        description="the targets hold on the held-out families' re-shared views too (pooled, probes only)",
     )
     on_each_format: bool = Field(
         default=True,
@@ -183,8 +188,12 @@ def evaluate_candidate(
     images of the generator families held out of training, each scored by the fold that never saw
     it (:func:`calibrated_held_out_families`): a model that is nearly always right on validation
     would otherwise have nothing to abstain on, and answer "human" to much of a family it never saw.
-    With ``band.on_each_format`` they also hold on each stored file format of validation apart, so
-    that the false accusations of a minority format (lossless PNG among JPEGs) are not averaged away.
+    With ``band.on_held_out_reshared`` they also hold on those families' re-shared views (the
+    blurred, shrunk and re-compressed copies a probe caches, pooled): a trace that re-sharing erased
+    is no evidence of a human, and an unseen generator's re-shared image must not be answered
+    "human" because its trace is gone. With ``band.on_each_format`` they also hold on each stored
+    file format of validation apart, so that the false accusations of a minority format (lossless
+    PNG among JPEGs) are not averaged away.
 
     Args:
         model: The trained detector.
@@ -197,12 +206,13 @@ def evaluate_candidate(
     Returns:
         ``threshold`` (the single best cut), ``threshold_human``/``threshold_ai`` (the band),
         ``band`` (what it was chosen on, and its answers on the held-out families' AI and human
-        images), ``calibration``, per split (``validation``, ``test`` when labelled, ``unseen``) the
-        metrics ``at_threshold``, ``at_0.5`` and ``answers`` (shares of human / inconclusive /
-        ai), ``families`` (one row per split and generator family), ``formats`` (one row per split
-        and stored file format, :func:`format_table`), ``attribution`` (accuracy of
-        the closest family on seen families, :func:`attribution_report`), ``robustness`` (validation
-        metrics per perturbation at the threshold), ``robustness_answers`` (per perturbation, the
+        images, as stored and re-shared), ``calibration``, per split (``validation``, ``test``
+        when labelled, ``unseen``) the metrics ``at_threshold``, ``at_0.5`` and ``answers``
+        (shares of human / inconclusive / ai), ``families`` (one row per split and generator
+        family), ``formats`` (one row per split and stored file format, :func:`format_table`),
+        ``attribution`` (accuracy of the closest family on seen families,
+        :func:`attribution_report`), ``robustness`` (validation metrics per perturbation at the
+        threshold), ``robustness_answers`` (per perturbation, the
         answers on the AI and on the human validation images), ``robustness_unseen`` and
         ``robustness_unseen_answers`` (the same on the unseen split, for ``robustness_on_unseen``;
         empty without a labelled unseen split), ``seconds_per_image``, ``parameters`` and
@@ -211,9 +221,13 @@ def evaluate_candidate(
     validation = predictions[predictions["split"] == "validation"]
     labels = validation["label"].astype(int).to_numpy()
     threshold = choose_threshold(labels, validation["probability_ai"], params.threshold_objective)
-    held_out = calibrated_held_out_families(
-        held_out_family_scores if params.band.on_held_out_families else held_out_family_scores.head(0)
-    )
+    held_out = calibrated_held_out_families(held_out_family_scores)
+    reshared = held_out[held_out["view"] != CLEAN_VIEW]
+    held_out = held_out[held_out["view"] == CLEAN_VIEW]
+    if not params.band.on_held_out_families:
+        held_out = held_out.head(0)
+    if not params.band.on_held_out_reshared:
+        reshared = reshared.head(0)
     formats = stored_formats(predictions, image_manifest)
     validation_formats = formats[validation.index]
     format_slices: dict[str, pd.DataFrame] = {}
@@ -230,7 +244,7 @@ def evaluate_candidate(
         params.band.max_fpr,
         params.band.min_human_precision,
         also_on=[
-            *([(held_out["label"], held_out["probability_ai"])] if len(held_out) else []),
+            *((part["label"], part["probability_ai"]) for part in (held_out, reshared) if len(part)),
             *((part["label"], part["probability_ai"]) for part in format_slices.values()),
         ],
     )
@@ -243,11 +257,16 @@ def evaluate_candidate(
             "chosen_on": [
                 "validation",
                 *(["held_out_families"] if len(held_out) else []),
+                *(["held_out_families re-shared"] if len(reshared) else []),
                 *(f"validation {stored}" for stored in format_slices),
             ],
             "stored_formats": list(format_slices),
             "held_out_families": sorted(held_out["fold"].unique().tolist()),
             "held_out_answers": answers_by_class(held_out["label"], held_out["probability_ai"], band),
+            "held_out_reshared_views": sorted(reshared["view"].unique().tolist()),
+            "held_out_reshared_answers": answers_by_class(
+                reshared["label"], reshared["probability_ai"], band
+            ),
         },
         "max_tiles": params.max_tiles,
         "calibration": calibration,
@@ -404,7 +423,8 @@ def summarise_held_out_families(
         generator families, e.g. a data set without a ``generator`` column).
     """
     folds = []
-    for family, fold in held_out_family_scores.groupby("fold", sort=True):
+    as_stored = held_out_family_scores[held_out_family_scores["view"] == CLEAN_VIEW]
+    for family, fold in as_stored.groupby("fold", sort=True):
         validation = fold[fold["split"] == "validation"]
         held_out = fold[fold["split"] == "held_out"]
         y = validation["label"].astype(int).to_numpy()

@@ -16,7 +16,7 @@ from ai_image_detection.pipelines.training.params import CandidateParams, LeaveO
 
 logger = logging.getLogger(__name__)
 
-HELD_OUT_SCORE_COLUMNS = ["fold", "path", "label", "split", "generator", "probability_ai"]
+HELD_OUT_SCORE_COLUMNS = ["fold", "path", "view", "label", "split", "generator", "probability_ai"]
 
 
 def fold_recipe(candidate: CandidateParams, rotation: LeaveOneFamilyOutParams) -> CandidateParams:

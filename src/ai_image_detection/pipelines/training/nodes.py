@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from ai_image_detection.families import attribution_families, without_family
+from ai_image_detection.families import CLEAN_VIEW, attribution_families, without_family
 from ai_image_detection.input_pipeline import (
     AugmentationParams,
     Perturbation,
@@ -171,8 +171,9 @@ def leave_one_family_out(
         candidate_name: The candidate's name; each fold is a nested run ``<name>/without-<family>``.
 
     Returns:
-        ``fold`` (the held-out family), ``path``, ``label``, ``split`` (``validation`` or
-        ``held_out``), ``generator`` and the raw ``probability_ai`` of each scored image.
+        ``fold`` (the held-out family), ``path``, ``view`` (``clean``: the image as stored),
+        ``label``, ``split`` (``validation`` or ``held_out``), ``generator`` and the raw
+        ``probability_ai`` of each scored image.
 
     Raises:
         ValueError: If a family to rotate is not among the trained AI families.
@@ -195,7 +196,7 @@ def leave_one_family_out(
         )
         scored.append(
             rows[["path", "label", "split", "generator"]].assign(
-                fold=family, probability_ai=[float(np.mean(t)) for t in tiles]
+                fold=family, view=CLEAN_VIEW, probability_ai=[float(np.mean(t)) for t in tiles]
             )
         )
     return held_out_table(scored)
@@ -234,7 +235,7 @@ def extract_features(
         raise ValueError("features are cached for probes only (probe: true)")
     rows = image_manifest[image_manifest["split"].isin(FEATURE_SPLITS) & image_manifest["label"].notna()]
     extractor = feature_extractor(candidate.detector)
-    views: list[tuple[str, list[str], Perturbation | None]] = [("clean", rows["path"].tolist(), None)]
+    views: list[tuple[str, list[str], Perturbation | None]] = [(CLEAN_VIEW, rows["path"].tolist(), None)]
     if candidate.reshared_views:
         train = rows.loc[rows["split"] == "train", "path"].to_numpy()
         # a random order of the degradations per image; its first ones are the image's views
@@ -317,6 +318,11 @@ def leave_one_family_out_probe(
 ) -> pd.DataFrame:
     """:func:`leave_one_family_out` for a probe: each fold's heads train on the cached features.
 
+    Besides the images as stored (view ``clean``), each fold scores every cached re-shared view
+    of the held-out family's training pairs (:func:`extract_features`): how a generator the heads
+    never saw fares once its images are blurred, shrunk or re-compressed, which is how the public
+    meets them, at no extra cost in features.
+
     Args:
         image_manifest: The manifest from ingestion.
         tile_features: Output of :func:`extract_features`.
@@ -327,7 +333,9 @@ def leave_one_family_out_probe(
         candidate_name: The candidate's name; each fold is a nested run ``<name>/without-<family>``.
 
     Returns:
-        The same table as :func:`leave_one_family_out`.
+        The same table as :func:`leave_one_family_out`, with a row per image and view: ``clean``
+        for every scored image, and the re-shared views (named as in :func:`extract_features`)
+        of the held-out pairs that have them.
     """
     recipe = fold_recipe(candidate, rotation)
     scored: list[pd.DataFrame] = []
@@ -337,14 +345,19 @@ def leave_one_family_out_probe(
             fold, tile_features, recipe, seed, data_version, f"{candidate_name}/without-{family}"
         )
         rows = fold_scored_rows(image_manifest, fold, family)
+        held_out = set(rows.loc[rows["split"] == "held_out", "path"])
         tiles = tile_features[
-            tile_features["path"].isin(set(rows["path"])) & (tile_features["view"] == "clean")
+            (tile_features["view"] == CLEAN_VIEW) & tile_features["path"].isin(set(rows["path"]))
+            | (tile_features["view"] != CLEAN_VIEW) & tile_features["path"].isin(held_out)
         ]
         tile_scores = np.asarray(probability_output(head.predict(stacked_features(tiles), verbose=0)))[:, 0]
-        image_scores = pd.Series(tile_scores, index=tiles["path"].to_numpy()).groupby(level=0).mean()
+        image_scores = (
+            tiles[["path", "view"]]
+            .assign(probability_ai=tile_scores)
+            .groupby(["path", "view"], as_index=False, sort=False)["probability_ai"]
+            .mean()
+        )
         scored.append(
-            rows[["path", "label", "split", "generator"]].assign(
-                fold=family, probability_ai=image_scores.reindex(rows["path"]).to_numpy()
-            )
+            image_scores.merge(rows[["path", "label", "split", "generator"]], on="path").assign(fold=family)
         )
     return held_out_table(scored)

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from ai_image_detection.families import attribution_families, family_targets
+from ai_image_detection.families import CLEAN_VIEW, attribution_families, family_targets
 from ai_image_detection.models.zoo import probe_head
 from ai_image_detection.pipelines.training.fitting import (
     compile_for_training,
@@ -46,7 +46,7 @@ def fit_probe_head(
     """Train the heads on the tiles of the manifest's train split, stopping early on validation."""
     keras.utils.set_random_seed(seed)
     families = attribution_families(image_manifest)
-    clean = tile_features[tile_features["view"] == "clean"]
+    clean = tile_features[tile_features["view"] == CLEAN_VIEW]
     split = {  # every view of the training tiles; validation (early stopping) as it arrives, clean
         name: views.merge(
             image_manifest.loc[image_manifest["split"] == name, ["path", "label", "generator"]], on="path"
