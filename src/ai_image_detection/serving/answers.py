@@ -207,8 +207,8 @@ def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: Mode
     if label == "inconclusive":
         notes.append(
             f"P(AI) {_percent(probability_ai)} lies in the {_band(model.thresholds)}: in evaluation "
-            "(validation images and generator families held out of training) the model was unreliable for "
-            "scores in this band, so it names no class and no confidence"
+            "(validation images, and generator families held out of training, as generated and re-shared) "
+            "the model was unreliable for scores in this band, so it names no class and no confidence"
         )
     if model.calibration is None:
         notes.append(
