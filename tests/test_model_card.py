@@ -167,6 +167,8 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             "inconclusive_rate": [0.5, 0.3],
             "threshold_human": [0.3, 0.3],
             "threshold_ai": [0.8, 0.8],
+            "reshared_images": [0, 0],
+            "reshared_roc_auc": [float("nan"), float("nan")],
         }
     )
     return export_report, evaluation, quantization, manifest, unseen_folds
@@ -221,6 +223,21 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "| none | 0.900 | 0.900 | 0.900 | 0.850 |" in unseen_reshared
     assert "| blur_sigma_1 | 0.900 | 0.900 | 0.900 | 0.450 |" in unseen_reshared
     assert "| blur_sigma_1 | 0.700 | 0.250 | 0.050 | 0.550 | 0.200 | 0.250 |" in unseen_reshared
+
+
+def test_a_probes_headline_adds_its_folds_on_re_shared_copies() -> None:
+    export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
+    before = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    assert "AUROC re-shared" not in before, "a whole detector's folds score the images as stored only"
+    unseen_folds["reshared_images"] = [110, 90]
+    unseen_folds["reshared_roc_auc"] = [0.551, 0.702]
+    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    headline = card.split("## Generator families it never saw (the headline)")[1].split("## Metrics")[0]
+    assert "| inconclusive | AUROC re-shared |" in headline
+    assert "| waifu2x | 30 | 30 | 0.612 | 0.200 | 0.050 | 0.500 | 0.551 |" in headline
+    assert "AUROC re-shared: the same fold on the pairs' blurred, shrunk and re-compressed" in " ".join(
+        headline.split()
+    )
 
 
 def test_a_report_without_unseen_robustness_says_it_was_not_measured() -> None:

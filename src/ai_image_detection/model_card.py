@@ -52,8 +52,20 @@ def _data_table(image_manifest: pd.DataFrame) -> str:
     return _table(["split", *columns, "source photos"], rows)
 
 
+def _reshared_note(folds: pd.DataFrame) -> str:
+    if not (folds["reshared_images"] > 0).any():
+        return ""
+    return (
+        "; AUROC re-shared: the same fold on the pairs' blurred, shrunk and re-compressed copies "
+        "(the re-shared views cached for training, pooled)"
+    )
+
+
 def _unseen_table(folds: pd.DataFrame) -> str:
     header = ["held-out family", "AI images", "human twins", "AUROC", "recall", "human FPR", "inconclusive"]
+    reshared = bool((folds["reshared_images"] > 0).any())
+    if reshared:
+        header.append("AUROC re-shared")
     rows = [
         [
             str(row.family),
@@ -63,6 +75,7 @@ def _unseen_table(folds: pd.DataFrame) -> str:
             f"{row.recall:.3f}",
             f"{row.human_fpr:.3f}",
             f"{row.inconclusive_rate:.3f}",
+            *([f"{row.reshared_roc_auc:.3f}"] if reshared else []),
         ]
         for row in folds.itertuples()
     ]
@@ -288,7 +301,7 @@ Splits are grouped by source photo, so a photo and its generated twin never stra
 
 ## Generator families it never saw (the headline)
 Each row: the same recipe trained without that family's pairs, scored on them (AI images against their
-content twins) at its own validation-chosen band.
+content twins) at its own validation-chosen band{_reshared_note(unseen_folds)}.
 
 {_unseen_table(unseen_folds)}
 

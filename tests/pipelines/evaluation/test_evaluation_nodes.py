@@ -523,8 +523,15 @@ def test_the_held_out_families_summary_by_hand() -> None:
     assert summary["min_roc_auc"] == pytest.approx(1 / 4)
     assert summary["worst_family"] == "beta"
     assert summary["mean_human_fpr"] == 0.25
-    as_stored = held_out_scores().query("view == 'clean'")
-    assert summarise_held_out_families(as_stored, params()) == summary, "the table is of images as stored"
+    assert (folds["alpha"]["reshared_images"], folds["beta"]["reshared_images"]) == (5, 0)
+    # alpha's re-shared AI views 0.02, 0.04, 0.5 against its twins' 0.01, 0.3: 4 of 6 pairs ordered
+    assert folds["alpha"]["reshared_roc_auc"] == pytest.approx(4 / 6)
+    assert math.isnan(folds["beta"]["reshared_roc_auc"]), "beta has no re-shared views"
+    assert summary["mean_reshared_roc_auc"] == pytest.approx(4 / 6), "the folds that have them"
+    as_stored = summarise_held_out_families(held_out_scores().query("view == 'clean'"), params())
+    for fold in (*as_stored["folds"], *summary["folds"]):
+        fold.pop("reshared_images"), fold.pop("reshared_roc_auc")
+    assert as_stored["folds"] == summary["folds"], "the rest of the table is of images as stored"
 
 
 def test_each_fold_chooses_its_band_on_its_own_validation() -> None:
@@ -541,6 +548,7 @@ def test_no_families_no_folds() -> None:
     summary = summarise_held_out_families(held_out_scores().head(0), params())
     assert summary["folds"] == [] and summary["worst_family"] == ""
     assert math.isnan(summary["mean_roc_auc"]) and math.isnan(summary["mean_human_fpr"])
+    assert math.isnan(summary["mean_reshared_roc_auc"])
 
 
 def test_the_comparison_puts_unseen_families_first(report: dict[str, Any]) -> None:
@@ -567,6 +575,7 @@ def test_the_comparison_puts_unseen_families_first(report: dict[str, Any]) -> No
     assert rows.loc["a", "unseen_roc_auc_mean"] == summary["mean_roc_auc"]
     assert rows.loc["b", "unseen_roc_auc_mean"] == 0.6, "each candidate gets its own summary"
     assert rows.loc["b", "f1"] == 0.2
+    assert rows.loc["a", "unseen_reshared_roc_auc_mean"] == summary["mean_reshared_roc_auc"]
     assert rows.loc["a", "threshold_ai"] == report["threshold_ai"]
     assert rows.loc["a", "ece_after"] == report["calibration"]["ece_after"]
     assert rows.loc["a", "ms_per_image"] == pytest.approx(1000 * report["seconds_per_image"])

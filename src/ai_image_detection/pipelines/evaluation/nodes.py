@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.metrics import roc_auc_score
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
 from ai_image_detection.families import CLEAN_VIEW
@@ -108,6 +109,8 @@ UNSEEN_FOLD_COLUMNS = [
     "inconclusive_rate",
     "threshold_human",
     "threshold_ai",
+    "reshared_images",
+    "reshared_roc_auc",
 ]
 PREDICTION_COLUMNS = ["path", "source_path", "label", "split", "generator", "pair"]
 
@@ -410,20 +413,29 @@ def summarise_held_out_families(
     """The leave-one-family-out folds of one candidate, each judged on the family it never saw.
 
     Each fold's thresholds are chosen on its own validation images, as the shipped model's are;
-    then, on the held-out family's pairs: AUROC of its AI images against their content twins,
-    recall and human false-positive rate at ``threshold_ai``, and the inconclusive share.
+    then, on the held-out family's pairs as stored: AUROC of its AI images against their content
+    twins, recall and human false-positive rate at ``threshold_ai``, and the inconclusive share.
+    For a probe, whose folds also score the cached re-shared views of the held-out pairs, the
+    AUROC of those views too (AI views against the twins' views, pooled over degradations): how
+    the recipe ranks a generator it never saw once its images have been blurred, shrunk or
+    re-compressed.
 
     Args:
         held_out_family_scores: Output of the training pipeline's ``leave_one_family_out``.
         params: Threshold objective and band targets.
 
     Returns:
-        ``folds`` (one record per held-out family) and the summary over folds: ``mean_roc_auc``,
-        ``min_roc_auc``, ``worst_family`` and ``mean_human_fpr`` (NaN when the data name no
-        generator families, e.g. a data set without a ``generator`` column).
+        ``folds`` (one record per held-out family, :data:`UNSEEN_FOLD_COLUMNS`; ``reshared_images``
+        0 and ``reshared_roc_auc`` NaN without re-shared views) and the summary over folds:
+        ``mean_roc_auc``, ``min_roc_auc``, ``worst_family``, ``mean_human_fpr`` and
+        ``mean_reshared_roc_auc`` (NaN when the data name no generator families, e.g. a data set
+        without a ``generator`` column, and the last also without re-shared views).
     """
     folds = []
     as_stored = held_out_family_scores[held_out_family_scores["view"] == CLEAN_VIEW]
+    reshared_views = held_out_family_scores[
+        (held_out_family_scores["view"] != CLEAN_VIEW) & (held_out_family_scores["split"] == "held_out")
+    ]
     for family, fold in as_stored.groupby("fold", sort=True):
         validation = fold[fold["split"] == "validation"]
         held_out = fold[fold["split"] == "held_out"]
@@ -433,6 +445,7 @@ def summarise_held_out_families(
             y, validation["probability_ai"], threshold, params.band.max_fpr, params.band.min_human_precision
         )
         ai, human = held_out[held_out["label"] == 1], held_out[held_out["label"] == 0]
+        reshared = reshared_views[reshared_views["fold"] == family]
         metrics = binary_metrics(held_out["label"].astype(int), held_out["probability_ai"], band[1])
         folds.append(
             {
@@ -445,6 +458,12 @@ def summarise_held_out_families(
                 "inconclusive_rate": answer_shares(held_out["probability_ai"], *band)["inconclusive"],
                 "threshold_human": band[0],
                 "threshold_ai": band[1],
+                "reshared_images": len(reshared),
+                "reshared_roc_auc": (
+                    float(roc_auc_score(reshared["label"].astype(int), reshared["probability_ai"]))
+                    if reshared["label"].nunique() == 2  # noqa: PLR2004
+                    else float("nan")
+                ),
             }
         )
     if not folds:
@@ -455,6 +474,7 @@ def summarise_held_out_families(
             "min_roc_auc": nan,
             "worst_family": "",
             "mean_human_fpr": nan,
+            "mean_reshared_roc_auc": nan,
         }
     table = pd.DataFrame(folds)
     worst = table.iloc[int(np.argmin(table["roc_auc"].to_numpy()))]
@@ -464,6 +484,7 @@ def summarise_held_out_families(
         "min_roc_auc": float(worst["roc_auc"]),
         "worst_family": str(worst["family"]),
         "mean_human_fpr": float(table["human_fpr"].mean()),
+        "mean_reshared_roc_auc": float(table["reshared_roc_auc"].mean()),
     }
 
 
@@ -492,6 +513,7 @@ def compare_candidates(
                 "unseen_roc_auc_min": summary["min_roc_auc"],
                 "unseen_worst_family": summary["worst_family"],
                 "unseen_human_fpr": summary["mean_human_fpr"],
+                "unseen_reshared_roc_auc_mean": summary["mean_reshared_roc_auc"],
                 "accuracy": r["validation"]["at_threshold"]["accuracy"],
                 "f1": r["validation"]["at_threshold"]["f1"],
                 "roc_auc": r["validation"]["at_threshold"]["roc_auc"],
