@@ -22,7 +22,7 @@ PARAMS = MonitoringParams(
     psi_bands={"moderate": 0.1, "major": 0.25},
     retrain_when={
         "probability_psi": 0.25,
-        "inconclusive_share": 0.3,
+        "inconclusive_rise": 0.15,
         "feedback_error_rate": 0.2,
         "min_feedback": 5,
         "input_psi": None,

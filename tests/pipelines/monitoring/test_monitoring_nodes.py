@@ -159,13 +159,37 @@ def test_drift_is_shown_but_not_judged_on_too_few_predictions() -> None:
     assert report["flag"]["watch"][0].startswith("only 20 predictions")
 
 
-def test_many_inconclusive_answers_say_retrain() -> None:
+def forty_percent_inconclusive() -> list[dict[str, Any]]:
     lines = prediction_lines(100)
     for index, line in enumerate(lines):
         line["label"] = "inconclusive" if index < 40 else "ai"
-    report = monitor(lines)
+    return lines
+
+
+def test_abstaining_more_than_on_the_validation_set_says_retrain() -> None:
+    report = monitor(forty_percent_inconclusive())
     assert report["predictions"]["inconclusive_share"] == pytest.approx(0.4)
-    assert any("inconclusive" in reason for reason in report["flag"]["reasons"])
+    reference_share = report["predictions"]["reference_verdict_shares"]["inconclusive"]
+    assert reference_share < 0.25, "the band (0.3, 0.7) abstains on few of the reference's images"
+    assert [reason for reason in report["flag"]["reasons"] if "inconclusive" in reason] == [
+        f"40.0% of the answers inconclusive, {reference_share:.1%} on the validation set (>= 15% points more)"
+    ]
+
+
+def test_abstaining_as_much_as_on_the_validation_set_is_no_drift() -> None:
+    wide = reference_table().assign(threshold_human=0.1, threshold_ai=0.9)  # abstains on most of it
+    report = monitor(forty_percent_inconclusive(), reference=served_reference(wide))
+    assert report["predictions"]["reference_verdict_shares"]["inconclusive"] > 0.4
+    assert not any("inconclusive" in line for line in report["flag"]["reasons"] + report["flag"]["watch"])
+
+
+def test_without_a_reference_band_the_inconclusive_share_is_only_watched() -> None:
+    bandless = reference_table().drop(columns=["threshold_human", "threshold_ai"])
+    report = monitor(forty_percent_inconclusive(), reference=served_reference(bandless))
+    assert not any("inconclusive" in reason for reason in report["flag"]["reasons"])
+    assert (
+        "40.0% of the answers inconclusive; no reference share to judge it against" in report["flag"]["watch"]
+    )
 
 
 def test_feedback_counts_and_the_error_rate_it_confirms() -> None:

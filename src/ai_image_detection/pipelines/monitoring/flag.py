@@ -1,8 +1,9 @@
 """The drift flag's rule: which figures say "retrain", and which are only worth watching.
 
 Each finding is a sentence for people, and whether it decides. Drift and the inconclusive share
-decide only once the model version has answered ``min_predictions`` times, and the feedback error
-rate only on ``retrain_when.min_feedback`` feedback; below that they are listed to watch.
+(against the reference's own) decide only once the model version has answered ``min_predictions``
+times, and the feedback error rate only on ``retrain_when.min_feedback`` feedback; below that they
+are listed to watch.
 """
 
 from __future__ import annotations
@@ -42,12 +43,28 @@ def drift_findings(drift: dict[str, Any], enough: bool, params: MonitoringParams
     return findings
 
 
-def inconclusive_finding(share: float | None, enough: bool, params: MonitoringParams) -> list[Finding]:
-    """The share of inconclusive answers at or above ``inconclusive_share`` (when that rule is set)."""
-    threshold = params.retrain_when.inconclusive_share
-    if threshold is None or share is None or share < threshold:
+def inconclusive_finding(
+    share: float | None, reference_share: float | None, enough: bool, params: MonitoringParams
+) -> list[Finding]:
+    """The inconclusive share ``inconclusive_rise`` or more above the reference's (when that rule is set).
+
+    A model abstains on part of its own validation images by design (its band); what says that
+    the traffic has moved away from what it can answer is abstaining more than it did there.
+    """
+    rise = params.retrain_when.inconclusive_rise
+    if rise is None or share is None:
         return []
-    return [(enough, f"{share:.1%} of the answers inconclusive (>= {threshold:.0%})")]
+    if reference_share is None:
+        return [(False, f"{share:.1%} of the answers inconclusive; no reference share to judge it against")]
+    if share < reference_share + rise:
+        return []
+    return [
+        (
+            enough,
+            f"{share:.1%} of the answers inconclusive, {reference_share:.1%} on the validation set "
+            f"(>= {rise:.0%} points more)",
+        )
+    ]
 
 
 def feedback_finding(this_version: dict[str, Any], params: MonitoringParams) -> list[Finding]:
@@ -74,7 +91,8 @@ def findings(
     """Every finding of the rule, deciding or not, in the report's order.
 
     Args:
-        prediction_summary: The monitored version's answers (``count``, ``inconclusive_share``).
+        prediction_summary: The monitored version's answers (``count``, ``inconclusive_share``,
+            ``reference_verdict_shares``).
         drift: Its drift figures (and ``note`` when some are missing).
         feedback_summary: The feedback figures (``this_version``).
         params: The thresholds.
@@ -88,7 +106,12 @@ def findings(
     if count and not enough:
         found.append((False, f"only {count} predictions (< {params.min_predictions}): shown, not judged"))
     found += drift_findings(drift, enough, params)
-    found += inconclusive_finding(prediction_summary["inconclusive_share"], enough, params)
+    found += inconclusive_finding(
+        prediction_summary["inconclusive_share"],
+        prediction_summary["reference_verdict_shares"]["inconclusive"],
+        enough,
+        params,
+    )
     found += feedback_finding(feedback_summary["this_version"], params)
     if drift["note"]:
         found.append((False, drift["note"]))

@@ -30,8 +30,12 @@ class RetrainRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     probability_psi: float = Field(gt=0, description="PSI of P(AI) against the reference, at or above")
-    inconclusive_share: float | None = Field(
-        default=None, gt=0, le=1, description="share of inconclusive answers, at or above (null: never)"
+    inconclusive_rise: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="inconclusive share above the reference's (its validation images at its band), "
+        "at or above this many points (null: never)",
     )
     feedback_error_rate: float = Field(
         gt=0, le=1, description="share of the model version's feedback that confirms a wrong verdict"
