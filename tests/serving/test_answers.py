@@ -57,13 +57,22 @@ def test_human_below_the_band_ai_from_its_top_edge_inconclusive_between(
 
 
 def test_an_inconclusive_answer_claims_no_class_and_says_why() -> None:
-    answer = judge(0.47, 9, FACTS, MODEL, NOTHING, PREDICTION_ID)
+    answer = judge(0.53, 9, FACTS, MODEL, NOTHING, PREDICTION_ID)
     assert answer.summary == (
-        "Inconclusive: P(AI) 47.0% lies in the inconclusive band [40.0%, 60.0%), "
+        "Inconclusive: P(AI) 53.0% lies in the inconclusive band [40.0%, 60.0%), "
         "where the model is unreliable; no verdict."
     )
-    (note,) = answer.notes
+    (note,) = answer.notes  # above the forced-choice cut 0.5: no word on missing traces
     assert "inconclusive band" in note and "unreliable" in note and "no confidence" in note
+
+
+def test_an_inconclusive_answer_on_the_human_side_says_a_missing_trace_is_no_evidence() -> None:
+    answer = judge(0.42, 9, FACTS, MODEL, NOTHING, PREDICTION_ID)  # in the band, below the cut 0.5
+    assert answer.label == "inconclusive"
+    band_note, erased = answer.notes
+    assert "inconclusive band" in band_note
+    assert erased.startswith("no AI trace was found, but that is not evidence of a human")
+    assert "re-compressing" in erased
 
 
 def test_a_decided_answer_states_its_confidence() -> None:

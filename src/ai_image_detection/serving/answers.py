@@ -210,6 +210,12 @@ def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: Mode
             "(validation images, and generator families held out of training, as generated and re-shared) "
             "the model was unreliable for scores in this band, so it names no class and no confidence"
         )
+        if probability_ai < model.threshold:
+            notes.append(
+                "no AI trace was found, but that is not evidence of a human: resizing, re-compressing "
+                "or blurring an image erases the traces of generators the model never saw, and such "
+                "images score this low too"
+            )
     if model.calibration is None:
         notes.append(
             "this model's metadata records no calibration: P(AI) and the confidence are its raw output, "
