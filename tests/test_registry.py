@@ -1,4 +1,4 @@
-"""The champion alias: unseen families first, then human false positives, then F1; never on a regression."""
+"""The champion alias: unseen families, false positives, false reassurance, F1; never on a regression."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ai_image_detection.registry import (
 
 NAME = "ai-image-detector"
 ALIAS = "champion"
-RULE = ChampionRule(roc_auc_tolerance=0.01, fpr_tolerance=0.01)
+RULE = ChampionRule(roc_auc_tolerance=0.01, fpr_tolerance=0.01, ai_answered_human_tolerance=0.01)
 
 RED, GREEN, RIGHT, WRONG = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0), (-1.0, -1.0, 0.0)
 """Channel weights: P(AI) = sigmoid(sum_c w_c (mean_c - 128) / 8)."""
@@ -38,8 +38,12 @@ def channel_detector(
     threshold: float = 0.5,
     threshold_ai: float | None = 0.5,
     max_tiles: int | None = 9,
+    threshold_human: float | None = None,
 ) -> bytes:
-    """An ONNX detector of the contract's shape that reads the mean colour of its input."""
+    """An ONNX detector of the contract's shape that reads the mean colour of its input.
+
+    Its band is ``[threshold_human, threshold_ai)`` (no band when ``threshold_human`` is None).
+    """
     nodes = [
         helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
         helper.make_node("Sub", ["mean", "centre"], ["centred"]),
@@ -60,7 +64,8 @@ def channel_detector(
     model.ir_version = 8
     metadata = {"threshold": str(threshold), "input_height": str(size), "input_width": str(size)}
     if threshold_ai is not None:
-        metadata |= {"threshold_human": str(threshold_ai), "threshold_ai": str(threshold_ai)}
+        human = threshold_ai if threshold_human is None else threshold_human
+        metadata |= {"threshold_human": str(human), "threshold_ai": str(threshold_ai)}
     if max_tiles is not None:
         metadata["max_tiles"] = str(max_tiles)
     helper.set_model_props(model, metadata)
@@ -106,10 +111,13 @@ def champion_version(tracking: MlflowClient) -> str:
 
 
 def test_the_scorecards_of_the_stand_in_detectors(images: JudgedImages) -> None:
-    assert scorecard(channel_detector(RED), images) == Scorecard(0.5, 0.0, 1.0)
-    assert scorecard(channel_detector(GREEN), images) == Scorecard(1.0, 0.0, pytest.approx(18 / 19))
-    assert scorecard(channel_detector(RIGHT), images) == Scorecard(1.0, 0.0, 1.0)
-    assert scorecard(channel_detector(WRONG), images) == Scorecard(0.0, 1.0, 0.0)
+    # red answers the 10 unseen AI images "human", green the one validation AI image without green
+    assert scorecard(channel_detector(RED), images) == Scorecard(0.5, 0.0, 0.5, 1.0)
+    assert scorecard(channel_detector(GREEN), images) == Scorecard(
+        1.0, 0.0, pytest.approx(1 / 20), pytest.approx(18 / 19)
+    )
+    assert scorecard(channel_detector(RIGHT), images) == Scorecard(1.0, 0.0, 0.0, 1.0)
+    assert scorecard(channel_detector(WRONG), images) == Scorecard(0.0, 1.0, 1.0, 0.0)
 
 
 def test_the_champion_moves_on_improvement_and_not_on_regression(
@@ -132,8 +140,9 @@ def test_the_champion_moves_on_improvement_and_not_on_regression(
     assert worse.reason.endswith("(no silent regression)")
     assert champion_version(tracking) == "2"
     tags = tracking.get_model_version(NAME, worse.version).tags
-    assert (tags["validation_f1"], tags["human_fpr"], tags["unseen_roc_auc"]) == (
+    assert (tags["validation_f1"], tags["human_fpr"], tags["ai_answered_human"], tags["unseen_roc_auc"]) == (
         "0.000000",
+        "1.000000",
         "1.000000",
         "0.000000",
     )
@@ -160,6 +169,18 @@ def test_better_on_unseen_families_wins_despite_a_slightly_worse_f1(
     assert general.alias_moved
     assert "unseen-family AUROC 1.0000 vs 0.5000" in general.reason
     assert champion_version(tracking) == general.version == "2"
+
+
+def test_of_two_models_that_rank_alike_the_one_that_reassures_less_ships(
+    tracking: MlflowClient, images: JudgedImages
+) -> None:
+    promote(channel_detector(GREEN), images)  # answers "human" to the validation AI image it misses
+    careful = promote(channel_detector(GREEN, threshold_human=1e-4), images)  # inconclusive there
+    assert careful.challenger.ai_answered_human == 0.0
+    assert careful.alias_moved
+    assert 'AI images answered "human" 0.0000 vs 0.0500' in careful.reason
+    bold = promote(channel_detector(GREEN), images)
+    assert not bold.alias_moved and champion_version(tracking) == careful.version == "2"
 
 
 def test_a_registered_model_without_the_alias_has_no_champion(
@@ -199,8 +220,8 @@ def test_a_champion_of_another_input_size_is_scored_at_its_own_size(
     promote(small, images)
     larger = promote(channel_detector(RIGHT, size=12), images)
     assert larger.champion == scorecard(small, images), "the 8-pixel champion scored as it serves"
-    assert larger.alias_moved, "same unseen AUROC and FPR: the better F1 decides"
-    assert "validation F1 1.0000 vs 0.9474" in larger.reason
+    assert larger.alias_moved, "same unseen AUROC and FPR: fewer AI images answered human decides"
+    assert 'AI images answered "human" 0.0000 vs 0.0500' in larger.reason
     assert tracking.get_model_version(NAME, larger.version).tags["input_height"] == "12"
 
 
@@ -218,36 +239,60 @@ def test_the_scorecard_reads_tiles_and_band_from_the_metadata(tmp_path: Path) ->
     )
     detector = (1.0, 1.0, 0.0)
     tiled = scorecard(channel_detector(detector, threshold_ai=0.8, max_tiles=9), images)
-    assert tiled == Scorecard(None, 0.0, pytest.approx(2 / 3)), "no unseen images: no unseen AUROC"
+    # the AI image's three tiles average 2/3: below the human edge 0.8, so it is answered "human"
+    assert tiled == Scorecard(None, 0.0, 1.0, pytest.approx(2 / 3)), "no unseen images: no unseen AUROC"
     assert scorecard(channel_detector(detector, threshold_ai=0.8, max_tiles=1), images).validation_f1 == 0.0
     older = scorecard(channel_detector(detector, threshold_ai=None, max_tiles=None), images)
-    assert older == Scorecard(None, 1.0, pytest.approx(2 / 3)), "no band: the threshold; no tiling: nine"
+    assert older == Scorecard(None, 1.0, 0.0, pytest.approx(2 / 3)), "no band: the threshold; no tiling: nine"
 
 
 @pytest.mark.parametrize(
     ("challenger", "champion", "moves", "decided_by"),
     [
         (
-            Scorecard(0.90, 0.30, 0.50),
-            Scorecard(0.80, 0.00, 1.00),
+            Scorecard(0.90, 0.30, 0.0, 0.50),
+            Scorecard(0.80, 0.00, 0.0, 1.00),
             True,
             "unseen-family AUROC 0.9000 vs 0.8000",
         ),
-        (Scorecard(0.80, 0.00, 1.00), Scorecard(0.90, 0.30, 0.50), False, "unseen-family AUROC"),
+        (Scorecard(0.80, 0.00, 0.0, 1.00), Scorecard(0.90, 0.30, 0.0, 0.50), False, "unseen-family AUROC"),
         (
-            Scorecard(0.895, 0.05, 0.99),
-            Scorecard(0.90, 0.02, 0.50),
+            Scorecard(0.895, 0.05, 0.0, 0.99),
+            Scorecard(0.90, 0.02, 0.0, 0.50),
             False,
             "human false-positive rate 0.0500",
         ),
-        (Scorecard(0.895, 0.02, 0.50), Scorecard(0.90, 0.05, 0.99), True, "human false-positive rate 0.0200"),
-        (Scorecard(0.895, 0.025, 0.91), Scorecard(0.90, 0.02, 0.90), True, "validation F1 0.9100 vs 0.9000"),
-        (Scorecard(0.90, 0.02, 0.90), Scorecard(0.90, 0.02, 0.90), True, "ties on unseen families"),
-        (Scorecard(0.90, 0.02, 0.89), Scorecard(0.90, 0.02, 0.90), False, "validation F1"),
-        (Scorecard(None, 0.10, 0.99), Scorecard(0.90, 0.02, 0.50), False, "human false-positive rate"),
+        (
+            Scorecard(0.895, 0.02, 0.0, 0.50),
+            Scorecard(0.90, 0.05, 0.0, 0.99),
+            True,
+            "human false-positive rate 0.0200",
+        ),
+        (
+            Scorecard(0.895, 0.025, 0.0, 0.91),
+            Scorecard(0.90, 0.02, 0.0, 0.90),
+            True,
+            "validation F1 0.9100 vs 0.9000",
+        ),
+        (Scorecard(0.90, 0.02, 0.0, 0.90), Scorecard(0.90, 0.02, 0.0, 0.90), True, "ties on unseen families"),
+        (Scorecard(0.90, 0.02, 0.0, 0.89), Scorecard(0.90, 0.02, 0.0, 0.90), False, "validation F1"),
+        (
+            Scorecard(None, 0.10, 0.0, 0.99),
+            Scorecard(0.90, 0.02, 0.0, 0.50),
+            False,
+            "human false-positive rate",
+        ),
+        (
+            Scorecard(0.90, 0.02, 0.005, 0.80),
+            Scorecard(0.90, 0.02, 0.027, 0.90),
+            True,
+            'AI images answered "human" 0.0050 vs 0.0270',
+        ),
+        (Scorecard(0.90, 0.02, 0.027, 0.99), Scorecard(0.90, 0.02, 0.005, 0.80), False, "answered"),
+        (Scorecard(0.90, 0.02, 0.012, 0.91), Scorecard(0.90, 0.02, 0.005, 0.90), True, "validation F1"),
     ],
 )
-def test_the_rule_reads_unseen_auroc_then_false_positives_then_f1(
+def test_the_rule_reads_unseen_auroc_then_false_positives_then_false_reassurance_then_f1(
     challenger: Scorecard, champion: Scorecard, moves: bool, decided_by: str
 ) -> None:
     moved, reason = judge(challenger, champion, RULE)

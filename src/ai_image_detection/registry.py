@@ -4,7 +4,8 @@ The challenger and the current champion are scored on the *same* images (validat
 generator families held out of training), each as the service scores it: its own input size,
 tiles and thresholds from its ONNX metadata. So the comparison holds even when the champion was
 trained on another data version or at another resolution. The alias moves only when the
-challenger is at least as good on unseen families, then on human false positives, then on F1.
+challenger is at least as good on unseen families, then on human false positives, then on AI
+images answered "human" (false reassurance), then on F1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from ai_image_detection.contract import (
     MAX_TILES_KEY,
     THRESHOLD_AI_KEY,
+    THRESHOLD_HUMAN_KEY,
     THRESHOLD_KEY,
 )
 from ai_image_detection.inference_cost import onnx_runner
@@ -54,11 +56,14 @@ class Scorecard:
     Attributes:
         unseen_roc_auc: AUROC on the unseen-family split (None when there is none).
         human_fpr: Share of human images (validation and unseen) answered ``ai`` at its ``threshold_ai``.
+        ai_answered_human: Share of AI images (validation and unseen) answered ``human``, below its
+            ``threshold_human``: the false reassurance the public gets.
         validation_f1: F1 on validation at its ``threshold``.
     """
 
     unseen_roc_auc: float | None
     human_fpr: float
+    ai_answered_human: float
     validation_f1: float
 
 
@@ -68,6 +73,7 @@ class ChampionRule:
 
     roc_auc_tolerance: float = 0.01
     fpr_tolerance: float = 0.01
+    ai_answered_human_tolerance: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,8 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
 
     Args:
         detector_onnx: The detector; its metadata gives ``input_height``, ``max_tiles``,
-            ``threshold`` and ``threshold_ai`` (older models without the last two: ``threshold``
-            and the default tiling).
+            ``threshold``, ``threshold_human`` and ``threshold_ai`` (older models without the
+            band: ``threshold`` for both edges; without ``max_tiles``: the default tiling).
         images: The images to judge it on.
 
     Returns:
@@ -99,6 +105,7 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
     size, max_tiles = int(metadata["input_height"]), int(metadata.get(MAX_TILES_KEY, DEFAULT_MAX_TILES))
     threshold = float(metadata[THRESHOLD_KEY])
     threshold_ai = float(metadata.get(THRESHOLD_AI_KEY, threshold))
+    threshold_human = float(metadata.get(THRESHOLD_HUMAN_KEY, threshold))
     run = onnx_runner(detector_onnx)
 
     def scores(paths: list[str]) -> np.ndarray:
@@ -111,15 +118,17 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
     if len(set(images.unseen_labels.tolist())) == 2:  # noqa: PLR2004 - both classes
         unseen_auc = binary_metrics(images.unseen_labels, unseen, threshold)["roc_auc"]
     humans = np.concatenate([validation[images.validation_labels == 0], unseen[images.unseen_labels == 0]])
+    ai = np.concatenate([validation[images.validation_labels == 1], unseen[images.unseen_labels == 1]])
     return Scorecard(
         unseen_roc_auc=unseen_auc,
         human_fpr=float(np.mean(humans >= threshold_ai)) if humans.size else 0.0,
+        ai_answered_human=float(np.mean(ai < threshold_human)) if ai.size else 0.0,
         validation_f1=binary_metrics(images.validation_labels, validation, threshold)["f1"],
     )
 
 
 def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tuple[bool, str]:
-    """Whether the challenger replaces the champion: unseen families first, then false positives, then F1.
+    """Whether the challenger replaces the champion: unseen families, false positives, false reassurance, F1.
 
     Args:
         challenger: The new model's scorecard.
@@ -139,9 +148,16 @@ def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tup
     gap = champion.human_fpr - challenger.human_fpr
     if abs(gap) > rule.fpr_tolerance:
         return gap > 0, f"human false-positive rate {challenger.human_fpr:.4f} vs {champion.human_fpr:.4f}"
+    gap = champion.ai_answered_human - challenger.ai_answered_human
+    if abs(gap) > rule.ai_answered_human_tolerance:
+        return (
+            gap > 0,
+            f'AI images answered "human" {challenger.ai_answered_human:.4f} vs '
+            f"{champion.ai_answered_human:.4f}",
+        )
     return (
         challenger.validation_f1 >= champion.validation_f1,
-        f"ties on unseen families and false positives; validation F1 "
+        f"ties on unseen families, false positives and AI images answered human; validation F1 "
         f"{challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}",
     )
 
@@ -154,7 +170,8 @@ def register_and_promote(
     Both are scored before anything is registered, on the same images, each at its own input
     size, tiling and thresholds, so a champion of another architecture or resolution compares
     fairly and a failure leaves the registry untouched. The rule reads unseen-family AUROC first,
-    then the human false-positive rate, then validation F1 (:func:`judge`).
+    then the human false-positive rate, then the share of AI images answered "human", then
+    validation F1 (:func:`judge`).
 
     Args:
         detector_onnx: The exported detector.
@@ -180,7 +197,11 @@ def register_and_promote(
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
     )
     version = str(info.registered_model_version)
-    tags = {"validation_f1": f"{challenger.validation_f1:.6f}", "human_fpr": f"{challenger.human_fpr:.6f}"}
+    tags = {
+        "validation_f1": f"{challenger.validation_f1:.6f}",
+        "human_fpr": f"{challenger.human_fpr:.6f}",
+        "ai_answered_human": f"{challenger.ai_answered_human:.6f}",
+    }
     if challenger.unseen_roc_auc is not None:
         tags["unseen_roc_auc"] = f"{challenger.unseen_roc_auc:.6f}"
     for key, value in {**tags, **onnx_metadata(detector_onnx)}.items():

@@ -56,7 +56,7 @@ PARAMS = ExportParams(
     parity_images=8,
     registered_model_name="ai-image-detector",
     champion_alias="champion",
-    selection={"roc_auc_tolerance": 0.01, "fpr_tolerance": 0.01},
+    selection={"roc_auc_tolerance": 0.01, "fpr_tolerance": 0.01, "ai_answered_human_tolerance": 0.01},
 )
 
 

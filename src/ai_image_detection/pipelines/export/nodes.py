@@ -64,6 +64,10 @@ class SelectionParams(BaseModel):
     fpr_tolerance: float = Field(
         ge=0, description="human false-positive rate differences within this are ties"
     )
+    ai_answered_human_tolerance: float = Field(
+        ge=0,
+        description='champion rule: shares of AI images answered "human" this close are ties',
+    )
 
 
 class ExportParams(BaseModel):
@@ -409,7 +413,11 @@ def register_detector(
         unseen_paths=unseen["path"].tolist(),
         unseen_labels=unseen["label"].astype(int).to_numpy(),
     )
-    rule = ChampionRule(params.selection.roc_auc_tolerance, params.selection.fpr_tolerance)
+    rule = ChampionRule(
+        params.selection.roc_auc_tolerance,
+        params.selection.fpr_tolerance,
+        params.selection.ai_answered_human_tolerance,
+    )
     decision = register_and_promote(
         shipped, images, params.registered_model_name, params.champion_alias, rule
     )
