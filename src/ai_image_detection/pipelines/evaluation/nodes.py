@@ -215,11 +215,10 @@ def evaluate_candidate(
         family), ``formats`` (one row per split and stored file format, :func:`format_table`),
         ``attribution`` (accuracy of the closest family on seen families,
         :func:`attribution_report`), ``robustness`` (validation metrics per perturbation at the
-        threshold), ``robustness_answers`` (per perturbation, the
-        answers on the AI and on the human validation images), ``robustness_unseen`` and
-        ``robustness_unseen_answers`` (the same on the unseen split, for ``robustness_on_unseen``;
-        empty without a labelled unseen split), ``seconds_per_image``, ``parameters`` and
-        ``size_mb``.
+        threshold), ``robustness_answers`` (per perturbation, the answers on the AI and on the
+        human validation images), ``robustness_unseen`` and ``robustness_unseen_answers`` (the
+        same on the unseen split, for ``robustness_on_unseen``; empty without a labelled unseen
+        split), ``seconds_per_image``, ``parameters`` and ``size_mb``.
     """
     validation = predictions[predictions["split"] == "validation"]
     labels = validation["label"].astype(int).to_numpy()
