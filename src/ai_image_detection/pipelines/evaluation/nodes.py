@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.metrics import roc_auc_score
 
 from ai_image_detection.calibration import PlattScaling, fit_platt
 from ai_image_detection.families import CLEAN_VIEW
@@ -446,6 +445,11 @@ def summarise_held_out_families(
         ai, human = held_out[held_out["label"] == 1], held_out[held_out["label"] == 0]
         reshared = reshared_views[reshared_views["fold"] == family]
         metrics = binary_metrics(held_out["label"].astype(int), held_out["probability_ai"], band[1])
+        reshared_auc = (
+            binary_metrics(reshared["label"].astype(int), reshared["probability_ai"], band[1])["roc_auc"]
+            if len(reshared)
+            else float("nan")
+        )
         folds.append(
             {
                 "family": str(family),
@@ -458,11 +462,7 @@ def summarise_held_out_families(
                 "threshold_human": band[0],
                 "threshold_ai": band[1],
                 "reshared_images": len(reshared),
-                "reshared_roc_auc": (
-                    float(roc_auc_score(reshared["label"].astype(int), reshared["probability_ai"]))
-                    if reshared["label"].nunique() == 2  # noqa: PLR2004
-                    else float("nan")
-                ),
+                "reshared_roc_auc": reshared_auc,
             }
         )
     if not folds:

@@ -345,11 +345,10 @@ def leave_one_family_out_probe(
             fold, tile_features, recipe, seed, data_version, f"{candidate_name}/without-{family}"
         )
         rows = fold_scored_rows(image_manifest, fold, family)
-        held_out = set(rows.loc[rows["split"] == "held_out", "path"])
-        tiles = tile_features[
-            (tile_features["view"] == CLEAN_VIEW) & tile_features["path"].isin(set(rows["path"]))
-            | (tile_features["view"] != CLEAN_VIEW) & tile_features["path"].isin(held_out)
-        ]
+        clean = tile_features["view"] == CLEAN_VIEW
+        in_fold = tile_features["path"].isin(set(rows["path"]))  # as stored: the fold's validation too
+        held_out = tile_features["path"].isin(set(rows.loc[rows["split"] == "held_out", "path"]))
+        tiles = tile_features[(clean & in_fold) | (~clean & held_out)]
         tile_scores = np.asarray(probability_output(head.predict(stacked_features(tiles), verbose=0)))[:, 0]
         image_scores = (
             tiles[["path", "view"]]
