@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ai_image_detection.input_pipeline import (
     build_augmenter,
     decode,
     make_dataset,
+    make_prediction_dataset,
     perturbed_pixels,
 )
 
@@ -163,6 +165,24 @@ def test_a_resave_quality_saves_the_resized_image_as_jpeg_afterwards() -> None:
     assert np.abs(resaved.astype(int) - lossless.astype(int)).mean() > 3, "the re-save changed the pixels"
 
 
-def test_a_jpeg_perturbation_takes_its_quality_not_a_second_resave() -> None:
-    with pytest.raises(ValueError, match="set quality, not resave_quality"):
-        Perturbation(kind="jpeg", quality=90, resave_quality=90)
+@pytest.mark.parametrize("kind", ["jpeg", "webp"])
+def test_a_re_encoding_perturbation_takes_its_quality_not_a_second_resave(kind: str) -> None:
+    with pytest.raises(ValueError, match=f"a {kind} perturbation is the re-save itself"):
+        Perturbation(kind=kind, quality=90, resave_quality=90)
+
+
+def test_a_webp_perturbation_is_a_lossy_webp_file_decoded_again() -> None:
+    pixels = _photo_like(size=50)
+    resaved = perturbed_pixels(pixels, Perturbation(kind="webp", quality=40))
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, format="WEBP", quality=40)
+    np.testing.assert_array_equal(resaved, np.asarray(Image.open(encoded).convert("RGB")))
+    assert np.abs(resaved.astype(int) - pixels.astype(int)).mean() > 3, "lossy: the pixels changed"
+
+
+def test_a_webp_perturbation_works_inside_tf_data(tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    Image.fromarray(_photo_like(size=40)).save(path)
+    (batch,) = make_prediction_dataset([str(path)], 32, 1, Perturbation(kind="webp", quality=60))
+    resaved = perturbed_pixels(_photo_like(size=40), Perturbation(kind="webp", quality=60))
+    np.testing.assert_array_equal(batch.numpy()[0], resaved[4:36, 4:36].astype(np.float32))

@@ -136,6 +136,42 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             }
             for name, missed in (("none", 0.1), ("blur_sigma_1", 0.55))
         },
+        "wild_generated": {
+            "images": 3,
+            "templates": 2,
+            "sources": ["templates-media==1.0: MIT"],
+            "human_controls": {
+                "images": 40,
+                "splits": ["validation", "unseen"],
+                "resave": {"kind": "webp", "quality": 80},
+            },
+            "answers": {
+                "ai_images": {"human": 1 / 3, "inconclusive": 2 / 3, "ai": 0.0},
+                "human_images": {"human": 0.3, "inconclusive": 0.675, "ai": 0.025},
+            },
+            "at_threshold": {**metrics(0.4), "roc_auc": 0.642, "recall": 0.0},
+            "roc_auc_humans_as_stored": 0.667,
+            "per_image": [
+                {
+                    "template": "image_z_image",
+                    "member": "t/image_z_image-1.webp",
+                    "probability_ai": 0.0001,
+                    "answer": "human",
+                },
+                {
+                    "template": "flux_schnell",
+                    "member": "t/flux_schnell-1.webp",
+                    "probability_ai": 0.2,
+                    "answer": "inconclusive",
+                },
+                {
+                    "template": "flux_schnell",
+                    "member": "t/flux_schnell-2.webp",
+                    "probability_ai": 0.3,
+                    "answer": "inconclusive",
+                },
+            ],
+        },
     }
     quantization = {
         "method": "dynamic_mixed",
@@ -247,6 +283,33 @@ def test_a_report_without_unseen_robustness_says_it_was_not_measured() -> None:
     unseen_reshared = card.split("## Robustness on the generator family it never saw")[1].split("## int8")[0]
     assert "Not measured: no labelled unseen split" in unseen_reshared
     assert "| blur_sigma_1 |" not in unseen_reshared
+
+
+PUBLISHED_HEADING = "## Published images of today's generators (never trained on)"
+
+
+def published_section(card: str) -> str:
+    return card.split(PUBLISHED_HEADING)[1].split("## int8", maxsplit=1)[0]
+
+
+def test_the_card_says_what_the_model_answers_to_published_generated_images() -> None:
+    section = published_section(render_model_card(*card_inputs()))
+    assert "3 images, the previews of 2 text-to-image workflow templates" in section
+    assert "(templates-media==1.0: MIT)" in section
+    assert "against 40 human images of validation and unseen\nre-saved as webp (quality 80)" in section
+    assert "AUROC **0.642**\n(0.667 against the same humans as stored)" in section
+    assert "| generated images | 0.333 | 0.667 | 0.000 |" in section
+    assert "| human controls, re-saved | 0.300 | 0.675 | 0.025 |" in section
+    assert 'Generated images answered "human": `image_z_image`.' in section
+
+
+def test_a_report_without_published_generated_images_says_it_was_not_measured() -> None:
+    export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
+    evaluation["wild_generated"] = {}
+    section = published_section(
+        render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    )
+    assert section.strip() == "Not measured: no published generated images (catalog `wild_generated_images`)."
 
 
 def test_a_band_chosen_on_validation_alone_says_so() -> None:

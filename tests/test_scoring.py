@@ -106,3 +106,10 @@ def test_a_file_that_is_not_an_image_is_refused(tmp_path: Path) -> None:
     path.write_text("not an image")
     with pytest.raises(ValueError, match="not a recognised image format"):
         score_files(mean_pixel, [str(path)], SIZE, MAX_TILES, 4)
+
+
+def test_images_held_in_memory_are_scored_through_a_reader(files: list[str]) -> None:
+    held = {f"package/member-{index}.png": Path(path).read_bytes() for index, path in enumerate(files)}
+    scores = score_files(mean_pixel, list(held), SIZE, MAX_TILES, 4, read=held.__getitem__)
+    for tiles, path in zip(scores, files, strict=True):
+        np.testing.assert_allclose(tiles, reference(path), rtol=1e-6)

@@ -11,6 +11,7 @@ quality, is what lets a detector survive re-shared (re-compressed, resized) imag
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ai_image_detection.families import family_targets
@@ -258,10 +260,10 @@ class Perturbation(BaseModel):
     """What a re-shared image goes through, for the robustness table.
 
     Attributes:
-        kind: ``jpeg`` (re-encode at ``quality``), ``downscale`` (resize by ``factor``,
-            antialiased), ``blur`` (Gaussian, ``sigma`` pixels) or ``centre_crop`` (keep the
-            central ``factor`` of each side).
-        quality: JPEG quality, for ``jpeg``.
+        kind: ``jpeg`` or ``webp`` (re-encode at ``quality``; lossy WebP is what much of the web
+            serves), ``downscale`` (resize by ``factor``, antialiased), ``blur`` (Gaussian,
+            ``sigma`` pixels) or ``centre_crop`` (keep the central ``factor`` of each side).
+        quality: JPEG or WebP quality, for ``jpeg`` and ``webp``.
         factor: Scale or kept fraction, for ``downscale`` and ``centre_crop``.
         sigma: Standard deviation in pixels, for ``blur``.
         resave_quality: JPEG quality the changed image is then saved at, as a site or an app
@@ -270,7 +272,7 @@ class Perturbation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["jpeg", "downscale", "blur", "centre_crop"]
+    kind: Literal["jpeg", "webp", "downscale", "blur", "centre_crop"]
     quality: int = Field(default=75, ge=1, le=100)
     factor: float = Field(default=0.5, gt=0, le=1)
     sigma: float = Field(default=1.0, gt=0)
@@ -278,8 +280,10 @@ class Perturbation(BaseModel):
 
     @model_validator(mode="after")
     def _one_jpeg_step(self) -> Perturbation:
-        if self.kind == "jpeg" and self.resave_quality is not None:
-            raise ValueError("a jpeg perturbation is the re-save itself: set quality, not resave_quality")
+        if self.kind in {"jpeg", "webp"} and self.resave_quality is not None:
+            raise ValueError(
+                f"a {self.kind} perturbation is the re-save itself: set quality, not resave_quality"
+            )
         return self
 
 
@@ -287,6 +291,8 @@ def perturb(image: tf.Tensor, perturbation: Perturbation) -> tf.Tensor:
     """Apply a deterministic perturbation to a float32 RGB image in 0–255."""
     if perturbation.kind == "jpeg":
         return _jpeg(image, perturbation.quality)
+    if perturbation.kind == "webp":
+        return _webp(image, perturbation.quality)
     changed = _change(image, perturbation)
     return changed if perturbation.resave_quality is None else _jpeg(changed, perturbation.resave_quality)
 
@@ -297,6 +303,19 @@ def _jpeg(image: tf.Tensor, quality: int) -> tf.Tensor:
         tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), quality
     )
     return tf.cast(encoded, tf.float32)
+
+
+def _webp(image: tf.Tensor, quality: int) -> tf.Tensor:
+    """``image`` encoded as lossy WebP at ``quality`` (Pillow's libwebp) and decoded again."""
+
+    def resave(pixels: np.ndarray) -> np.ndarray:
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format="WEBP", quality=int(quality))
+        return np.asarray(Image.open(encoded).convert("RGB"), dtype=np.float32)
+
+    rounded = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    resaved = tf.numpy_function(resave, [rounded], tf.float32, stateful=False)
+    return tf.ensure_shape(resaved, image.shape)
 
 
 def _change(image: tf.Tensor, perturbation: Perturbation) -> tf.Tensor:

@@ -185,6 +185,30 @@ Answers on the same re-shared unseen-split images:
 {_reshared_answers(answers)}"""
 
 
+def _wild_generated(report: dict[str, Any]) -> str:
+    if not report:
+        return "Not measured: no published generated images (catalog `wild_generated_images`)."
+    controls = report["human_controls"]
+    resave = controls["resave"]
+    rows = [
+        [name, *(f"{report['answers'][kind][answer]:.3f}" for answer in _ANSWERS)]
+        for name, kind in (("generated images", "ai_images"), ("human controls, re-saved", "human_images"))
+    ]
+    missed = [row["template"] for row in report["per_image"] if row["answer"] == "human"]
+    templates = report["templates"]
+    return f"""{report["images"]} images, the previews of {templates} text-to-image workflow templates
+({"; ".join(report["sources"])}), each the output of the generator its template names, scored as
+published (lossy WebP), against {controls["images"]} human images of {" and ".join(controls["splits"])}
+re-saved as {resave["kind"]} (quality {resave.get("quality", "default")}). None of these generators
+is among the training families. AUROC **{_auroc(report["at_threshold"]["roc_auc"])}**
+({_auroc(report["roc_auc_humans_as_stored"])} against the same humans as stored); recall at the
+forced-choice threshold {report["at_threshold"]["recall"]:.3f}.
+
+{_table(["images", *_ANSWERS], rows)}
+
+Generated images answered "human": {", ".join(f"`{name}`" for name in missed) or "none"}."""
+
+
 def _int8_variant(quantization: dict[str, Any]) -> str:
     methods = ", ".join(quantization["methods"])
     line = f"{quantization['method']} quantisation (the best on validation of {methods})."
@@ -332,6 +356,9 @@ accusation):
 
 ## Robustness on the generator family it never saw (unseen split, at the chosen threshold)
 {_unseen_robustness(evaluation.get("robustness_unseen", {}), evaluation.get("robustness_unseen_answers", {}))}
+
+## Published images of today's generators (never trained on)
+{_wild_generated(evaluation.get("wild_generated", {}))}
 
 ## int8 variant
 {_int8_variant(quantization)}

@@ -27,7 +27,15 @@ row per crop (``[N, K]``: attribution, features)."""
 Transform = Callable[[np.ndarray], np.ndarray]
 """A change to a decoded uint8 ``[H, W, 3]`` image before tiling (e.g. a robustness perturbation)."""
 
+Reader = Callable[[str], bytes]
+"""The bytes of the image a key names (by default the key is a file path)."""
+
 _DECODING_LIMITS = ImageLimits(min_side=1)
+
+
+def read_file(path: str) -> bytes:
+    """The default :data:`Reader`: the bytes of the file at ``path``."""
+    return Path(path).read_bytes()
 
 
 def probability_output(outputs: Any) -> Any:
@@ -64,19 +72,22 @@ def keras_features(model: keras.Model) -> CropScorer:
     return score
 
 
-def file_tiles(path: str, size: int, max_tiles: int, transform: Transform | None = None) -> np.ndarray:
+def file_tiles(
+    path: str, size: int, max_tiles: int, transform: Transform | None = None, read: Reader = read_file
+) -> np.ndarray:
     """The tiles of one image file, as the service cuts them from an upload of that file.
 
     Args:
-        path: Image file.
+        path: Image file (or the key ``read`` knows the image by).
         size: The model's input side.
         max_tiles: Most tiles (the model's ``max_tiles``).
         transform: Applied to the decoded pixels before tiling.
+        read: Where the file's bytes come from.
 
     Returns:
         ``[N, size, size, 3]`` uint8 tiles.
     """
-    pixels = np.asarray(decode_image(Path(path).read_bytes(), _DECODING_LIMITS).pixels)
+    pixels = np.asarray(decode_image(read(path), _DECODING_LIMITS).pixels)
     if transform is not None:
         pixels = transform(pixels)
     return tile_crops(pixels, size, max_tiles)
@@ -90,6 +101,7 @@ def score_files(
     batch_size: int,
     transform: Transform | None = None,
     description: str = "scoring images",
+    read: Reader = read_file,
 ) -> list[np.ndarray]:
     """What ``score_crops`` makes of every tile of every file, the tiles of several files batched together.
 
@@ -101,6 +113,7 @@ def score_files(
         batch_size: Crops per model call.
         transform: Applied to each decoded image before tiling.
         description: Label of the progress bar.
+        read: Where each file's bytes come from (``paths`` are then its keys).
 
     Returns:
         One array per file, in ``paths`` order, one entry (or row) per tile: an image's score
@@ -116,7 +129,7 @@ def score_files(
         pending.clear()
 
     for path in tqdm(paths, desc=description, unit="image", leave=False):
-        tiles = file_tiles(path, size, max_tiles, transform)
+        tiles = file_tiles(path, size, max_tiles, transform, read)
         counts.append(len(tiles))
         pending.append(tiles)
         if sum(len(t) for t in pending) >= batch_size:

@@ -40,6 +40,8 @@ from ai_image_detection.pipelines.evaluation.nodes import (
     score_images,
     summarise_held_out_families,
 )
+from ai_image_detection.pipelines.evaluation.wild_generated import wild_generated_report
+from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from ai_image_detection.tiling import tile_crops
 
 SIZE = 32
@@ -148,10 +150,15 @@ def calibrated(raw_scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def report(
-    model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+    model: keras.Model,
+    calibrated: tuple[pd.DataFrame, dict[str, Any]],
+    manifest: pd.DataFrame,
+    published: list[SourcePhoto],
 ) -> dict[str, Any]:
     predictions, calibration = calibrated
-    return evaluate_candidate(model, predictions, calibration, manifest, held_out_scores(), params())
+    return evaluate_candidate(
+        model, predictions, calibration, manifest, held_out_scores(), published, params()
+    )
 
 
 def test_every_scored_split_is_scored_tile_by_tile_in_manifest_order(
@@ -305,6 +312,32 @@ def test_robustness_on_the_unseen_split_rescores_its_images_under_the_chosen_per
         assert sum(report["robustness_unseen_answers"]["blur"][kind].values()) == pytest.approx(1.0)
 
 
+def test_published_generated_images_are_answered_at_the_candidates_own_band(
+    model: keras.Model,
+    calibrated: tuple[pd.DataFrame, dict[str, Any]],
+    report: dict[str, Any],
+    published: list[SourcePhoto],
+) -> None:
+    predictions, calibration = calibrated
+    expected = wild_generated_report(
+        model,
+        published,
+        predictions,
+        PlattScaling(calibration["slope"], calibration["intercept"]),
+        report["threshold"],
+        (report["threshold_human"], report["threshold_ai"]),
+        params().wild_generated_human_resave,
+        max_tiles=9,
+        batch_size=16,
+    )
+    assert report["wild_generated"] == expected
+    controls = predictions[predictions["split"].isin(["validation", "unseen"]) & (predictions["label"] == 0)]
+    assert (report["wild_generated"]["images"], report["wild_generated"]["human_controls"]["images"]) == (
+        len(published),
+        len(controls),
+    )
+
+
 def test_robustness_on_unseen_names_only_perturbations_of_the_robustness_table() -> None:
     with pytest.raises(
         ValueError, match=r"robustness_on_unseen names \['jpeg_q10'\], which robustness does not"
@@ -320,7 +353,7 @@ def test_a_band_too_wide_is_logged(
 ) -> None:
     strict = params(max_fpr=0.001, min_human_precision=0.999, max_inconclusive=0.01)
     strict = strict.model_copy(update={"robustness": {}, "robustness_on_unseen": []})
-    report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), strict)
+    report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), [], strict)
     assert report["validation"]["answers"]["inconclusive"] > 0.01
     assert "needs work, not a wider band" in caplog.text
 
@@ -405,7 +438,7 @@ def test_the_band_on_validation_alone_when_told(
 ) -> None:
     validation_only = params(on_held_out_families=False, on_held_out_reshared=False, on_each_format=False)
     validation_only = validation_only.model_copy(update={"robustness": {}, "robustness_on_unseen": []})
-    report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), validation_only)
+    report = evaluate_candidate(model, *calibrated, manifest, held_out_scores(), [], validation_only)
     validation = calibrated[0][calibrated[0]["split"] == "validation"]
     y, p = validation["label"].astype(int), validation["probability_ai"]
     assert (report["threshold_human"], report["threshold_ai"]) == choose_band(
@@ -455,6 +488,7 @@ def test_a_trace_erased_by_re_sharing_is_not_taken_for_a_human(
             *calibrated,
             manifest,
             alpha,
+            [],
             params(on_held_out_reshared=reshared, on_each_format=False).model_copy(
                 update={"robustness": {}, "robustness_on_unseen": []}
             ),
@@ -559,6 +593,7 @@ def test_the_comparison_puts_unseen_families_first(report: dict[str, Any]) -> No
         "validation": {**report["validation"], "at_threshold": {"accuracy": 0.1, "f1": 0.2}},
     }
     worse_f1["validation"]["at_threshold"]["roc_auc"] = 0.5
+    worse_f1["wild_generated"] = {}
     bars, scatter, table, families, chart = compare_candidates(
         report, worse_f1, summary, other, names=["a", "b"]
     )
@@ -577,6 +612,12 @@ def test_the_comparison_puts_unseen_families_first(report: dict[str, Any]) -> No
     assert rows.loc["b", "f1"] == 0.2
     assert rows.loc["a", "unseen_reshared_roc_auc_mean"] == summary["mean_reshared_roc_auc"]
     assert rows.loc["a", "threshold_ai"] == report["threshold_ai"]
+    published = report["wild_generated"]
+    assert rows.loc["a", "wild_generated_roc_auc"] == published["at_threshold"]["roc_auc"]
+    assert rows.loc["a", "wild_generated_answered_human"] == published["answers"]["ai_images"]["human"]
+    assert rows.loc["b", ["wild_generated_roc_auc", "wild_generated_answered_human"]].isna().all(), (
+        "unmeasured"
+    )
     assert rows.loc["a", "ece_after"] == report["calibration"]["ece_after"]
     assert rows.loc["a", "ms_per_image"] == pytest.approx(1000 * report["seconds_per_image"])
     assert list(families.columns) == ["candidate", *UNSEEN_FOLD_COLUMNS]

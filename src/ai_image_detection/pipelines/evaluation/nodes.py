@@ -41,6 +41,8 @@ from ai_image_detection.pipelines.evaluation.family_metrics import (
     format_table,
     stored_formats,
 )
+from ai_image_detection.pipelines.evaluation.wild_generated import wild_generated_report
+from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from ai_image_detection.scoring import keras_outputs, keras_scorer, score_files
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,10 @@ class EvaluationParams(BaseModel):
     robustness_on_unseen: list[str] = Field(
         default=[],
         description="perturbations of `robustness` also applied to the unseen split (families never seen)",
+    )
+    wild_generated_human_resave: Perturbation = Field(
+        default=Perturbation(kind="webp", quality=80),
+        description="what the human controls go through to be stored as the published generated images are",
     )
 
     @model_validator(mode="after")
@@ -182,6 +188,7 @@ def evaluate_candidate(
     calibration: dict[str, Any],
     image_manifest: pd.DataFrame,
     held_out_family_scores: pd.DataFrame,
+    wild_generated: list[SourcePhoto],
     params: EvaluationParams,
 ) -> dict[str, Any]:
     """Thresholds and band, metrics per split and per generator family, robustness, speed and size.
@@ -203,6 +210,8 @@ def evaluate_candidate(
         calibration: Output of :func:`calibrate`.
         image_manifest: The manifest (validation images are re-read for the robustness table).
         held_out_family_scores: The candidate's leave-one-family-out scores (training pipeline).
+        wild_generated: Published images of text-to-image generators, never trained on
+            (:mod:`.wild_generated`).
         params: Threshold objective, band targets, tiling and the perturbations.
 
     Returns:
@@ -217,7 +226,9 @@ def evaluate_candidate(
         threshold), ``robustness_answers`` (per perturbation, the answers on the AI and on the
         human validation images), ``robustness_unseen`` and ``robustness_unseen_answers`` (the
         same on the unseen split, for ``robustness_on_unseen``; empty without a labelled unseen
-        split), ``seconds_per_image``, ``parameters`` and ``size_mb``.
+        split), ``wild_generated`` (:func:`.wild_generated_report`: the answers on published
+        generated images and on human controls stored alike), ``seconds_per_image``,
+        ``parameters`` and ``size_mb``.
     """
     validation = predictions[predictions["split"] == "validation"]
     labels = validation["label"].astype(int).to_numpy()
@@ -294,6 +305,17 @@ def evaluate_candidate(
         robustness_rows(model, unseen, on_unseen, scaling, threshold, band, params, "unseen")
         if set(unseen["label"].astype(int)) == {0, 1}
         else ({}, {})
+    )
+    report["wild_generated"] = wild_generated_report(
+        model,
+        wild_generated,
+        predictions,
+        scaling,
+        threshold,
+        band,
+        params.wild_generated_human_resave,
+        params.max_tiles,
+        params.batch_size,
     )
     report["seconds_per_image"] = inference_seconds_per_image(
         model, validation["path"].tolist(), params.batch_size
@@ -487,6 +509,16 @@ def summarise_held_out_families(
     }
 
 
+def _wild_generated_columns(report: dict[str, Any]) -> dict[str, float]:
+    """AUROC on the published generated images and the share of them answered "human" (NaN unmeasured)."""
+    if not report:
+        return {"wild_generated_roc_auc": np.nan, "wild_generated_answered_human": np.nan}
+    return {
+        "wild_generated_roc_auc": report["at_threshold"]["roc_auc"],
+        "wild_generated_answered_human": report["answers"]["ai_images"]["human"],
+    }
+
+
 def compare_candidates(
     *reports: dict[str, Any], names: list[str]
 ) -> tuple[Figure, Figure, pd.DataFrame, pd.DataFrame, Figure]:
@@ -500,7 +532,8 @@ def compare_candidates(
     Returns:
         Accuracy/F1 per candidate (bars), F1 against inference time and model size, the
         comparison table (one row per candidate: leave-one-family-out AUROC and human
-        false-positive rate, then validation figures), the headline table (one row per
+        false-positive rate, AUROC on the published generated images and the share of them
+        answered "human", then validation figures), the headline table (one row per
         candidate and held-out family) and its chart.
     """
     evaluations, unseen = reports[: len(names)], reports[len(names) :]
@@ -513,6 +546,7 @@ def compare_candidates(
                 "unseen_worst_family": summary["worst_family"],
                 "unseen_human_fpr": summary["mean_human_fpr"],
                 "unseen_reshared_roc_auc_mean": summary["mean_reshared_roc_auc"],
+                **_wild_generated_columns(r["wild_generated"]),
                 "accuracy": r["validation"]["at_threshold"]["accuracy"],
                 "f1": r["validation"]["at_threshold"]["f1"],
                 "roc_auc": r["validation"]["at_threshold"]["roc_auc"],

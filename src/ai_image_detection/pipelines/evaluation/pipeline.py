@@ -62,6 +62,7 @@ def _candidate_pipeline(name: str) -> Pipeline:
                     "calibration",
                     "image_manifest@pandas",
                     "held_out_family_scores",
+                    "wild_generated_images",
                     "params:evaluation",
                 ],
                 "evaluation_report",
@@ -84,6 +85,6 @@ def _candidate_pipeline(name: str) -> Pipeline:
     return Pipeline(
         base,
         namespace=name,
-        inputs={"image_manifest@pandas"},
+        inputs={"image_manifest@pandas", "wild_generated_images"},
         parameters={"params:evaluation": "params:evaluation"},
     )

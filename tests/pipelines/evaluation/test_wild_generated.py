@@ -1,0 +1,148 @@
+"""Published generated images: scored as the service would, against human controls stored alike."""
+
+from __future__ import annotations
+
+import io
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.input_pipeline import Perturbation
+from ai_image_detection.pipelines.evaluation.wild_generated import (
+    answer,
+    template_name,
+    wild_generated_report,
+)
+from ai_image_detection.sample_data.photo_sources import SourcePhoto
+from ai_image_detection.tiling import tile_crops
+
+SIZE = 32
+WEBP_80 = Perturbation(kind="webp", quality=80)
+IDENTITY = PlattScaling(slope=1.0, intercept=0.0)
+BAND = (0.05, 0.9)
+
+
+def mean_pixel_model() -> keras.Model:
+    """P(AI) = sigmoid((mean pixel - 128) / 16): bright is AI, dark human."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.full((3, 1), 1 / 48, dtype=np.float32), np.array([-8.0], dtype=np.float32)])
+    return model
+
+
+def expected_score(pixels: np.ndarray) -> float:
+    """What the model says of an image: the mean over its tiles of each tile's P(AI)."""
+    tiles = tile_crops(pixels, SIZE, 9).astype(np.float64)
+    return float(np.mean(1 / (1 + np.exp(-(tiles.mean(axis=(1, 2, 3)) - 128) / 16))))
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def webp_round_trip(path: str) -> np.ndarray:
+    encoded = io.BytesIO()
+    Image.open(path).convert("RGB").save(encoded, format="WEBP", quality=80)
+    return decoded(encoded.getvalue())
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    return mean_pixel_model()
+
+
+@pytest.fixture(scope="module")
+def predictions(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Human controls (validation and unseen), a trained-on human and an AI image that must be left out."""
+    folder = tmp_path_factory.mktemp("controls")
+    rng = np.random.default_rng(3)
+    rows = []
+    layout = [
+        ("validation", 0, 70.0),
+        ("validation", 0, 150.0),
+        ("unseen", 0, 100.0),
+        ("unseen", 0, 135.0),
+        ("train", 0, 40.0),
+        ("validation", 1, 180.0),
+    ]
+    for index, (split, label, brightness) in enumerate(layout):
+        path = folder / f"{split}-{index}.png"
+        pixels = np.clip(rng.normal(brightness, 3.0, (48, 48 + 16 * index, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path)
+        rows.append({"path": str(path), "split": split, "label": label, "probability_ai": 0.1 + 0.1 * index})
+    return pd.DataFrame(rows).astype({"label": "Int8"})
+
+
+def report_of(model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame) -> dict:
+    return wild_generated_report(
+        model, published, predictions, IDENTITY, 0.5, BAND, WEBP_80, max_tiles=9, batch_size=4
+    )
+
+
+def test_each_published_image_is_scored_as_uploaded_and_answered_at_the_band(
+    model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame
+) -> None:
+    report = report_of(model, published, predictions)
+    scores = {photo.member: expected_score(decoded(photo.data)) for photo in published}
+    per_image = report["per_image"]
+    assert [row["member"] for row in per_image] == sorted(scores, key=scores.__getitem__), "lowest first"
+    for row in per_image:
+        assert row["probability_ai"] == pytest.approx(scores[row["member"]], abs=1e-5)
+        assert row["template"] == template_name(row["member"])
+    assert [row["answer"] for row in per_image] == ["human", "inconclusive", "ai", "ai"]
+    assert (report["images"], report["templates"]) == (4, 3)
+    assert report["sources"] == ["templates-media==1.0: MIT"]
+    assert report["answers"]["ai_images"] == {"human": 0.25, "inconclusive": 0.25, "ai": 0.5}
+
+
+def test_the_controls_are_the_untrained_humans_re_saved_as_the_published_images_are(
+    model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame
+) -> None:
+    report = report_of(model, published, predictions)
+    controls = predictions[predictions["split"].isin(["validation", "unseen"]) & (predictions["label"] == 0)]
+    resaved = np.array([expected_score(webp_round_trip(path)) for path in controls["path"]])
+    generated = np.array([expected_score(decoded(photo.data)) for photo in published])
+    labels = np.r_[np.ones(len(generated)), np.zeros(len(resaved))]
+    assert report["human_controls"] == {
+        "images": 4,
+        "splits": ["validation", "unseen"],
+        "resave": {"kind": "webp", "quality": 80},
+    }
+    assert report["at_threshold"]["roc_auc"] == pytest.approx(
+        roc_auc_score(labels, np.r_[generated, resaved])
+    )
+    assert report["at_threshold"]["recall"] == pytest.approx(np.mean(generated >= 0.5))
+    human_answers = [answer(score, BAND) for score in resaved]
+    assert report["answers"]["human_images"]["human"] == pytest.approx(human_answers.count("human") / 4)
+    as_stored = roc_auc_score(labels, np.r_[generated, controls["probability_ai"].to_numpy(dtype=float)])
+    assert report["roc_auc_humans_as_stored"] == pytest.approx(as_stored)
+
+
+def test_without_published_images_there_is_no_section(model: keras.Model, predictions: pd.DataFrame) -> None:
+    assert report_of(model, [], predictions) == {}
+
+
+@pytest.mark.parametrize(
+    ("member", "template"),
+    [
+        ("pkg/templates/flux_schnell-1.webp", "flux_schnell"),
+        ("pkg/templates/image_flux2_klein_9b_kv_image_edit-2.webp", "image_flux2_klein_9b_kv_image_edit"),
+        ("pkg/templates/templates-6-key-frames-1.webp", "templates-6-key-frames"),
+        ("pkg/templates/default.webp", "default"),
+    ],
+)
+def test_the_template_is_the_file_name_without_its_preview_index(member: str, template: str) -> None:
+    assert template_name(member) == template
+
+
+@pytest.mark.parametrize(
+    ("probability", "expected"), [(0.0, "human"), (0.049, "human"), (0.05, "inconclusive"), (0.9, "ai")]
+)
+def test_an_answer_uses_the_band_edges_as_the_service_does(probability: float, expected: str) -> None:
+    assert answer(probability, BAND) == expected
