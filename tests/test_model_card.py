@@ -45,6 +45,7 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
                 "held_out_families re-shared",
                 "validation JPEG",
                 "validation PNG",
+                "published generated images",
             ],
             "stored_formats": ["JPEG", "PNG"],
             "held_out_families": ["realcugan", "waifu2x"],
@@ -151,6 +152,8 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             },
             "at_threshold": {**metrics(0.4), "roc_auc": 0.642, "recall": 0.0},
             "roc_auc_humans_as_stored": 0.667,
+            "band_chosen_on_them": True,
+            "answers_cross_fitted": {"human": 0.0, "inconclusive": 1.0, "ai": 0.0},
             "per_image": [
                 {
                     "template": "image_z_image",
@@ -293,7 +296,8 @@ def published_section(card: str) -> str:
 
 
 def test_the_card_says_what_the_model_answers_to_published_generated_images() -> None:
-    section = published_section(render_model_card(*card_inputs()))
+    card = render_model_card(*card_inputs())
+    section = published_section(card)
     assert "3 images, the previews of 2 text-to-image workflow templates" in section
     assert "(templates-media==1.0: MIT)" in section
     assert "against 40 human images of validation and unseen\nre-saved as webp (quality 80)" in section
@@ -301,6 +305,17 @@ def test_the_card_says_what_the_model_answers_to_published_generated_images() ->
     assert "| generated images | 0.333 | 0.667 | 0.000 |" in section
     assert "| human controls, re-saved | 0.300 | 0.675 | 0.025 |" in section
     assert 'Generated images answered "human": `image_z_image`.' in section
+    assert "answered on the other (both ways), the generated images were answered human 0.000, " in section
+    assert "and on the published images of today's generators with their human controls (below)," in card
+
+
+def test_a_band_not_chosen_on_the_published_images_says_so() -> None:
+    export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
+    evaluation["wild_generated"]["answers_cross_fitted"] = None
+    evaluation["band"]["chosen_on"].remove("published generated images")
+    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    assert "(`evaluation.band.on_wild_generated: false`)" in published_section(card)
+    assert "published images of today's generators with their human controls" not in card
 
 
 def test_a_report_without_published_generated_images_says_it_was_not_measured() -> None:

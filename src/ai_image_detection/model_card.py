@@ -195,6 +195,16 @@ def _wild_generated(report: dict[str, Any]) -> str:
         for name, kind in (("generated images", "ai_images"), ("human controls, re-saved", "human_images"))
     ]
     missed = [row["template"] for row in report["per_image"] if row["answer"] == "human"]
+    cross_fitted = report["answers_cross_fitted"]
+    heeded = (
+        "The band was chosen on these images too (pooled with the controls), so that the model does not "
+        'answer "human" to what it cannot tell from a photograph; chosen on one half of them and '
+        "answered on the other (both ways), the generated images were answered "
+        + ", ".join(f"{answer} {cross_fitted[answer]:.3f}" for answer in _ANSWERS)
+        + "."
+        if cross_fitted is not None
+        else "The band was not chosen on these images (`evaluation.band.on_wild_generated: false`)."
+    )
     templates = report["templates"]
     return f"""{report["images"]} images, the previews of {templates} text-to-image workflow templates
 ({"; ".join(report["sources"])}), each the output of the generator its template names, scored as
@@ -206,7 +216,7 @@ forced-choice threshold {report["at_threshold"]["recall"]:.3f}.
 
 {_table(["images", *_ANSWERS], rows)}
 
-Generated images answered "human": {", ".join(f"`{name}`" for name in missed) or "none"}."""
+Generated images answered "human": {", ".join(f"`{name}`" for name in missed) or "none"}. {heeded}"""
 
 
 def _int8_variant(quantization: dict[str, Any]) -> str:
@@ -240,6 +250,8 @@ def _band_basis(evaluation: dict[str, Any]) -> str:
             f"{', '.join(f'`{view}`' for view in views)}), so that a trace erased by re-sharing is "
             "not taken for a human,"
         )
+    if "published generated images" in evaluation["band"]["chosen_on"]:
+        basis += " and on the published images of today's generators with their human controls (below),"
     return basis
 
 

@@ -14,11 +14,16 @@ PUBLISHED_BRIGHTNESS = {"dark_t2i-1": 60.0, "grey_t2i-1": 126.0, "bright_t2i-1":
 """Mean pixel of each published image (the brightness detectors of the tests score by it)."""
 
 
-def published_generated(side: int = 40) -> list[SourcePhoto]:
-    """Lossy WebP previews, as the workflow-template package ships them, one per entry above."""
+def published_generated(brightness_of: dict[str, float] | None = None, side: int = 40) -> list[SourcePhoto]:
+    """Lossy WebP previews, as the workflow-template package ships them: one per file stem, of its brightness.
+
+    Args:
+        brightness_of: Mean pixel by file stem; :data:`PUBLISHED_BRIGHTNESS` by default.
+        side: Width of every image; the n-th is ``side + 40 n`` pixels high.
+    """
     rng = np.random.default_rng(7)
     photos = []
-    for index, (stem, brightness) in enumerate(PUBLISHED_BRIGHTNESS.items()):
+    for index, (stem, brightness) in enumerate((brightness_of or PUBLISHED_BRIGHTNESS).items()):
         pixels = np.clip(rng.normal(brightness, 3.0, (side + 40 * index, side, 3)), 0, 255).astype(np.uint8)
         encoded = io.BytesIO()
         Image.fromarray(pixels).save(encoded, format="WEBP", quality=80)

@@ -40,9 +40,14 @@ from ai_image_detection.pipelines.evaluation.nodes import (
     score_images,
     summarise_held_out_families,
 )
-from ai_image_detection.pipelines.evaluation.wild_generated import wild_generated_report
+from ai_image_detection.pipelines.evaluation.wild_generated import (
+    PublishedScores,
+    answer,
+    score_published,
+)
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from ai_image_detection.tiling import tile_crops
+from tests.pipelines.evaluation.conftest import published_generated
 
 SIZE = 32
 HUMAN = "camera/original"
@@ -312,30 +317,73 @@ def test_robustness_on_the_unseen_split_rescores_its_images_under_the_chosen_per
         assert sum(report["robustness_unseen_answers"]["blur"][kind].values()) == pytest.approx(1.0)
 
 
+def published_scores(
+    model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], published: list[SourcePhoto]
+) -> PublishedScores:
+    predictions, calibration = calibrated
+    scaling = PlattScaling(calibration["slope"], calibration["intercept"])
+    scores = score_published(
+        model, published, predictions, scaling, params().wild_generated_human_resave, 9, 16
+    )
+    assert scores is not None
+    return scores
+
+
 def test_published_generated_images_are_answered_at_the_candidates_own_band(
     model: keras.Model,
     calibrated: tuple[pd.DataFrame, dict[str, Any]],
     report: dict[str, Any],
     published: list[SourcePhoto],
 ) -> None:
-    predictions, calibration = calibrated
-    expected = wild_generated_report(
-        model,
-        published,
-        predictions,
-        PlattScaling(calibration["slope"], calibration["intercept"]),
-        report["threshold"],
-        (report["threshold_human"], report["threshold_ai"]),
-        params().wild_generated_human_resave,
-        max_tiles=9,
-        batch_size=16,
+    scores = published_scores(model, calibrated, published)
+    band = (report["threshold_human"], report["threshold_ai"])
+    section = report["wild_generated"]
+    assert section["answers"] == answers_by_class(*scores.band_set(), band)
+    assert [row["answer"] for row in section["per_image"]] == [
+        answer(score, band) for score in sorted(scores.generated["probability_ai"])
+    ]
+    controls = calibrated[0][
+        calibrated[0]["split"].isin(["validation", "unseen"]) & (calibrated[0]["label"] == 0)
+    ]
+    assert (section["images"], section["human_controls"]["images"]) == (len(published), len(controls))
+    assert section["band_chosen_on_them"] and report["band"]["chosen_on"][-1] == "published generated images"
+    assert sum(section["answers_cross_fitted"].values()) == pytest.approx(1.0)
+
+
+def test_published_images_the_model_cannot_see_lower_the_human_edge(
+    model: keras.Model, calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+) -> None:
+    """Four published images darker than every human: a band that holds on them answers them "inconclusive".
+
+    Validation is the only other set, so that the edge moves for the published images alone.
+    """
+    published = published_generated({**{f"dark_{n}_t2i-1": 60.0 for n in range(4)}, "bright_t2i-1": 200.0})
+    quick = {"robustness": {}, "robustness_on_unseen": []}
+    others_off = {"on_held_out_families": False, "on_held_out_reshared": False, "on_each_format": False}
+    reports = {
+        on: evaluate_candidate(
+            model,
+            *calibrated,
+            manifest,
+            held_out_scores(),
+            published,
+            params(on_wild_generated=on, **others_off).model_copy(update=quick),
+        )
+        for on in (True, False)
+    }
+    with_them, without = reports[True], reports[False]
+    assert with_them["threshold_human"] < without["threshold_human"]
+    assert with_them["threshold_ai"] >= without["threshold_ai"], "the band only ever widens"
+    assert with_them["wild_generated"]["answers"]["ai_images"]["human"] == 0.0
+    assert without["wild_generated"]["answers"]["ai_images"]["human"] > 0.0, "scored, but not heeded"
+    assert without["wild_generated"]["answers_cross_fitted"] is None
+    assert "published generated images" not in without["band"]["chosen_on"]
+    labels, values = published_scores(model, calibrated, published).band_set()
+    assert with_them["wild_generated"]["answers"]["human_images"] == answer_shares(
+        values[labels == 0], with_them["threshold_human"], with_them["threshold_ai"]
     )
-    assert report["wild_generated"] == expected
-    controls = predictions[predictions["split"].isin(["validation", "unseen"]) & (predictions["label"] == 0)]
-    assert (report["wild_generated"]["images"], report["wild_generated"]["human_controls"]["images"]) == (
-        len(published),
-        len(controls),
-    )
+    answered_human = values < with_them["threshold_human"]
+    assert not answered_human.any() or (labels[answered_human] == 0).mean() >= 0.95
 
 
 def test_robustness_on_unseen_names_only_perturbations_of_the_robustness_table() -> None:
@@ -418,6 +466,7 @@ def test_the_band_also_meets_its_targets_on_the_held_out_families(
         "held_out_families re-shared",
         "validation JPEG",
         "validation PNG",
+        "published generated images",
     ]
     assert report["band"]["held_out_families"] == ["alpha", "beta"]
     assert report["band"]["held_out_reshared_views"] == ["jpeg_70"]
@@ -448,7 +497,11 @@ def test_the_band_on_validation_alone_when_told(
 
 
 def test_the_band_also_meets_its_targets_on_each_stored_format(
-    report: dict[str, Any], calibrated: tuple[pd.DataFrame, dict[str, Any]], manifest: pd.DataFrame
+    model: keras.Model,
+    report: dict[str, Any],
+    calibrated: tuple[pd.DataFrame, dict[str, Any]],
+    manifest: pd.DataFrame,
+    published: list[SourcePhoto],
 ) -> None:
     predictions = calibrated[0]
     stored = predictions["path"].map(manifest.set_index("path")["format"])
@@ -474,6 +527,7 @@ def test_the_band_also_meets_its_targets_on_each_stored_format(
                 for _, part in held_out.groupby(held_out["view"] != "clean")
             ),
             *((part["label"], part["probability_ai"]) for part in slices),
+            published_scores(model, calibrated, published).band_set(),
         ],
     )
 

@@ -14,7 +14,10 @@ from sklearn.metrics import roc_auc_score
 from ai_image_detection.calibration import PlattScaling
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.pipelines.evaluation.wild_generated import (
+    PublishedScores,
     answer,
+    cross_fitted_answers,
+    score_published,
     template_name,
     wild_generated_report,
 )
@@ -79,10 +82,14 @@ def predictions(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"label": "Int8"})
 
 
+def scores_of(model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame) -> PublishedScores:
+    scores = score_published(model, published, predictions, IDENTITY, WEBP_80, max_tiles=9, batch_size=4)
+    assert scores is not None
+    return scores
+
+
 def report_of(model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame) -> dict:
-    return wild_generated_report(
-        model, published, predictions, IDENTITY, 0.5, BAND, WEBP_80, max_tiles=9, batch_size=4
-    )
+    return wild_generated_report(scores_of(model, published, predictions), 0.5, BAND, cross_fitted=None)
 
 
 def test_each_published_image_is_scored_as_uploaded_and_answered_at_the_band(
@@ -99,6 +106,7 @@ def test_each_published_image_is_scored_as_uploaded_and_answered_at_the_band(
     assert (report["images"], report["templates"]) == (4, 3)
     assert report["sources"] == ["templates-media==1.0: MIT"]
     assert report["answers"]["ai_images"] == {"human": 0.25, "inconclusive": 0.25, "ai": 0.5}
+    assert (report["band_chosen_on_them"], report["answers_cross_fitted"]) == (False, None)
 
 
 def test_the_controls_are_the_untrained_humans_re_saved_as_the_published_images_are(
@@ -124,8 +132,52 @@ def test_the_controls_are_the_untrained_humans_re_saved_as_the_published_images_
     assert report["roc_auc_humans_as_stored"] == pytest.approx(as_stored)
 
 
-def test_without_published_images_there_is_no_section(model: keras.Model, predictions: pd.DataFrame) -> None:
-    assert report_of(model, [], predictions) == {}
+def test_without_published_images_there_is_nothing_to_score_and_no_section(
+    model: keras.Model, predictions: pd.DataFrame
+) -> None:
+    assert score_published(model, [], predictions, IDENTITY, WEBP_80, max_tiles=9, batch_size=4) is None
+    assert wild_generated_report(None, 0.5, BAND, cross_fitted=None) == {}
+
+
+def test_the_two_halves_alternate_over_the_images_and_the_controls_alike(
+    model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame
+) -> None:
+    scores = scores_of(model, published, predictions)
+    assert list(scores.generated["member"]) == sorted(photo.member for photo in published)
+    assert list(scores.generated["fold"]) == [0, 1, 0, 1]
+    labels, values = scores.band_set()
+    assert list(labels) == [1, 1, 1, 1, 0, 0, 0, 0]
+    np.testing.assert_array_equal(values, np.r_[scores.generated["probability_ai"], scores.controls])
+    for fold in (0, 1):
+        labels, values = scores.band_set(fold)
+        generated = scores.generated.loc[scores.generated["fold"] == fold, "probability_ai"]
+        assert list(labels) == [1, 1, 0, 0]
+        np.testing.assert_array_equal(values, np.r_[generated, scores.controls[fold::2]])
+
+
+def test_each_half_is_answered_at_the_band_chosen_with_the_other(
+    model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame
+) -> None:
+    scores = scores_of(model, published, predictions)
+    asked: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    bands = [(0.0, 0.95), (0.5, 0.5)]  # first for half 0 (everything inconclusive but the top), then half 1
+
+    def chooser(sets: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+        asked.append(sets)
+        return bands[len(asked) - 1]
+
+    shares = cross_fitted_answers(scores, chooser)
+    for sets, other in zip(asked, (1, 0), strict=True):
+        (chosen_on,) = sets
+        np.testing.assert_array_equal(chosen_on[1], scores.band_set(other)[1])
+    expected = [
+        answer(score, bands[fold])
+        for fold in (0, 1)
+        for score in scores.generated.loc[scores.generated["fold"] == fold, "probability_ai"]
+    ]
+    assert shares == {name: expected.count(name) / 4 for name in ("human", "inconclusive", "ai")}
+    report = wild_generated_report(scores, 0.5, BAND, cross_fitted=shares)
+    assert (report["band_chosen_on_them"], report["answers_cross_fitted"]) == (True, shares)
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,11 @@ from ai_image_detection.pipelines.evaluation.family_metrics import (
     format_table,
     stored_formats,
 )
-from ai_image_detection.pipelines.evaluation.wild_generated import wild_generated_report
+from ai_image_detection.pipelines.evaluation.wild_generated import (
+    cross_fitted_answers,
+    score_published,
+    wild_generated_report,
+)
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from ai_image_detection.scoring import keras_outputs, keras_scorer, score_files
 
@@ -69,6 +73,10 @@ class BandParams(BaseModel):
     on_each_format: bool = Field(
         default=True,
         description="the targets hold on each stored file format of validation (JPEG, PNG, ...) apart too",
+    )
+    on_wild_generated: bool = Field(
+        default=True,
+        description="the targets hold on the published generated images and their re-saved controls too",
     )
 
 
@@ -202,7 +210,11 @@ def evaluate_candidate(
     is no evidence of a human, and an unseen generator's re-shared image must not be answered
     "human" because its trace is gone. With ``band.on_each_format`` they also hold on each stored
     file format of validation apart, so that the false accusations of a minority format (lossless
-    PNG among JPEGs) are not averaged away.
+    PNG among JPEGs) are not averaged away. With ``band.on_wild_generated`` they also hold on the
+    published images of today's generators pooled with their re-saved human controls
+    (:mod:`.wild_generated`): a model that cannot tell those from photographs must not answer
+    "human" to them; the report then also gives their answers at bands chosen without them
+    (:func:`.cross_fitted_answers`).
 
     Args:
         model: The trained detector.
@@ -249,17 +261,37 @@ def evaluate_candidate(
             for stored, part in validation.groupby(validation_formats)
             if set(part["label"].astype(int)) == {0, 1}
         }
-    band = choose_band(
-        labels,
-        validation["probability_ai"],
-        threshold,
-        params.band.max_fpr,
-        params.band.min_human_precision,
-        also_on=[
-            *((part["label"], part["probability_ai"]) for part in (held_out, reshared) if len(part)),
-            *((part["label"], part["probability_ai"]) for part in format_slices.values()),
-        ],
+    scaling = PlattScaling(calibration["slope"], calibration["intercept"])
+    published = score_published(
+        model,
+        wild_generated,
+        predictions,
+        scaling,
+        params.wild_generated_human_resave,
+        params.max_tiles,
+        params.batch_size,
     )
+    other_sets = [
+        *((part["label"], part["probability_ai"]) for part in (held_out, reshared) if len(part)),
+        *((part["label"], part["probability_ai"]) for part in format_slices.values()),
+    ]
+
+    def band_with(published_sets: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+        return choose_band(
+            labels,
+            validation["probability_ai"],
+            threshold,
+            params.band.max_fpr,
+            params.band.min_human_precision,
+            also_on=[*other_sets, *published_sets],
+        )
+
+    cross_fitted = None
+    if published is not None and params.band.on_wild_generated:
+        band = band_with([published.band_set()])
+        cross_fitted = cross_fitted_answers(published, band_with)
+    else:
+        band = band_with([])
     report: dict[str, Any] = {
         "threshold": threshold,
         "threshold_objective": params.threshold_objective,
@@ -271,6 +303,7 @@ def evaluate_candidate(
                 *(["held_out_families"] if len(held_out) else []),
                 *(["held_out_families re-shared"] if len(reshared) else []),
                 *(f"validation {stored}" for stored in format_slices),
+                *(["published generated images"] if cross_fitted is not None else []),
             ],
             "stored_formats": list(format_slices),
             "held_out_families": sorted(held_out["fold"].unique().tolist()),
@@ -295,7 +328,6 @@ def evaluate_candidate(
     report["families"] = family_table(predictions, band).to_dict("records")
     report["formats"] = format_table(predictions, formats, band).to_dict("records")
     report["attribution"] = attribution_report(predictions, model_families(model))
-    scaling = PlattScaling(calibration["slope"], calibration["intercept"])
     report["robustness"], report["robustness_answers"] = robustness_rows(
         model, validation, params.robustness, scaling, threshold, band, params
     )
@@ -307,15 +339,10 @@ def evaluate_candidate(
         else ({}, {})
     )
     report["wild_generated"] = wild_generated_report(
-        model,
-        wild_generated,
-        predictions,
-        scaling,
+        published,
         threshold,
         band,
-        params.wild_generated_human_resave,
-        params.max_tiles,
-        params.batch_size,
+        cross_fitted,
     )
     report["seconds_per_image"] = inference_seconds_per_image(
         model, validation["path"].tolist(), params.batch_size

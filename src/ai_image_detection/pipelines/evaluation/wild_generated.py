@@ -10,11 +10,19 @@ thumbnails: generated images as they travel the web. They are only scored, never
 They have no content twins, so they are compared with the human images no model trained on (the
 validation and unseen-split humans), re-saved as the generated images were published
 (``human_resave``: a ranking must not reward the file format), and with the same humans as stored.
+
+With ``evaluation.band.on_wild_generated`` the band must also hold on them pooled with those
+controls (:meth:`PublishedScores.band_set`), so that a model unable to tell them from photographs
+does not answer "human" to them. What the band then answers to them is no longer an independent
+figure, so :func:`cross_fitted_answers` also reports each half answered at the band chosen with
+the other half.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -50,18 +58,54 @@ def answer(probability: float, band: tuple[float, float]) -> str:
     return next(name for name in _ANSWER_NAMES if shares[name] == 1.0)
 
 
-def wild_generated_report(
+@dataclass(frozen=True)
+class PublishedScores:
+    """The published generated images and their human controls, scored as served and calibrated.
+
+    Attributes:
+        generated: ``template``, ``member``, calibrated ``probability_ai`` and ``fold`` (0 or 1,
+            alternating over the members in name order) of each generated image.
+        controls: Calibrated P(AI) of each human control after ``resave``.
+        controls_as_stored: The same humans' calibrated P(AI) as stored.
+        sources: ``package==version: licence`` of the generated images.
+        resave: What the controls went through.
+    """
+
+    generated: pd.DataFrame
+    controls: np.ndarray
+    controls_as_stored: np.ndarray
+    sources: list[str]
+    resave: Perturbation
+
+    def band_set(self, fold: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (generated 1, controls 0) and scores for :func:`.choose_band`: one fold's, or all.
+
+        The controls are split into the same two folds (alternating), so that a fold keeps the
+        ratio of generated images to humans, on which the precision of "human" answers depends.
+        """
+        generated = self.generated["probability_ai"].to_numpy(dtype=np.float64)
+        controls = self.controls
+        if fold is not None:
+            generated = generated[self.generated["fold"].to_numpy() == fold]
+            controls = controls[np.arange(len(controls)) % len(FOLDS) == fold]
+        labels = np.r_[np.ones(len(generated)), np.zeros(len(controls))].astype(int)
+        return labels, np.r_[generated, controls]
+
+
+FOLDS = (0, 1)
+"""The two halves of the published images for the cross-fitted answers."""
+
+
+def score_published(
     model: keras.Model,
     generated: list[SourcePhoto],
     predictions: pd.DataFrame,
     scaling: PlattScaling,
-    threshold: float,
-    band: tuple[float, float],
     human_resave: Perturbation,
     max_tiles: int,
     batch_size: int,
-) -> dict[str, Any]:
-    """Score the published generated images and the human controls; answers, ranking and each image.
+) -> PublishedScores | None:
+    """Score the published generated images as uploaded, and the human controls re-saved alike.
 
     Args:
         model: The trained detector.
@@ -69,24 +113,17 @@ def wild_generated_report(
         predictions: The candidate's calibrated predictions (the human controls are its
             validation and unseen-split human rows, already scored as stored).
         scaling: The calibration fitted on validation.
-        threshold: The forced-choice cut.
-        band: ``(threshold_human, threshold_ai)``.
         human_resave: What the human controls go through to be stored as the generated images are.
         max_tiles: Tiles averaged per image.
         batch_size: Crops per model call.
 
     Returns:
-        ``{}`` without generated images; otherwise ``images``, ``templates``, ``sources``
-        (``package==version: licence``), ``human_controls`` (how many, and ``human_resave``),
-        ``answers`` (on the generated images and on the re-saved human controls, each as shares of
-        human / inconclusive / ai), ``at_threshold`` (metrics against the re-saved controls),
-        ``roc_auc_humans_as_stored`` and ``per_image`` (template, member, calibrated P(AI) and the
-        answer, lowest P(AI) first: the ones answered "human" lead).
+        The scores, or None without generated images.
     """
     if not generated:
-        return {}
+        return None
     size = int(model.input_shape[1])
-    by_key = {f"{photo.package}/{photo.member}": photo for photo in generated}
+    by_key = {f"{photo.package}/{photo.member}": photo for photo in sorted(generated, key=lambda p: p.member)}
     generated_scores = scaling.image_scores(
         score_files(
             keras_scorer(model),
@@ -99,7 +136,7 @@ def wild_generated_report(
         )
     )
     humans = predictions[predictions["split"].isin(HUMAN_SPLITS) & (predictions["label"] == 0)]
-    resaved_scores = scaling.image_scores(
+    controls = scaling.image_scores(
         score_files(
             keras_scorer(model),
             humans["path"].tolist(),
@@ -110,29 +147,93 @@ def wild_generated_report(
             description=f"human controls, {human_resave.kind} q{human_resave.quality}",
         )
     )
-    labels = np.r_[np.ones(len(generated_scores)), np.zeros(len(resaved_scores))].astype(int)
-    as_stored = binary_metrics(
-        labels, np.r_[generated_scores, humans["probability_ai"].to_numpy(dtype=np.float64)], threshold
+    return PublishedScores(
+        generated=pd.DataFrame(
+            {
+                "template": [template_name(photo.member) for photo in by_key.values()],
+                "member": [photo.member for photo in by_key.values()],
+                "probability_ai": generated_scores,
+                "fold": np.arange(len(by_key)) % len(FOLDS),
+            }
+        ),
+        controls=controls,
+        controls_as_stored=humans["probability_ai"].to_numpy(dtype=np.float64),
+        sources=sorted({f"{photo.package}=={photo.version}: {photo.licence}" for photo in generated}),
+        resave=human_resave,
     )
-    per_image = pd.DataFrame(
-        {
-            "template": [template_name(photo.member) for photo in by_key.values()],
-            "member": [photo.member for photo in by_key.values()],
-            "probability_ai": generated_scores,
-            "answer": [answer(score, band) for score in generated_scores],
-        }
-    ).sort_values("probability_ai", kind="stable")
+
+
+BandChooser = Callable[[list[tuple[np.ndarray, np.ndarray]]], tuple[float, float]]
+"""The candidate's band, chosen on its other sets and on these further ``(labels, scores)`` sets."""
+
+
+def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> dict[str, float]:
+    """The answers on the generated images when the band never saw them.
+
+    Each half of the published images (and of the controls) is answered at the band chosen with
+    the other half in place of the whole: an out-of-sample estimate of what a band that holds on
+    these images answers to the next generator's.
+
+    Args:
+        published: The scores.
+        band_with: Chooses the band with the given published sets.
+
+    Returns:
+        Shares of ``human``, ``inconclusive`` and ``ai`` answers over both halves' generated images.
+    """
+    answers: list[str] = []
+    for fold in FOLDS:
+        band = band_with([published.band_set(1 - fold)])
+        held = published.generated.loc[published.generated["fold"] == fold, "probability_ai"]
+        answers += [answer(score, band) for score in held]
+    return {name: answers.count(name) / len(answers) for name in _ANSWER_NAMES}
+
+
+def wild_generated_report(
+    published: PublishedScores | None,
+    threshold: float,
+    band: tuple[float, float],
+    cross_fitted: dict[str, float] | None,
+) -> dict[str, Any]:
+    """Answers, ranking and each image, on the published generated images and their controls.
+
+    Args:
+        published: The scores (None: none were given).
+        threshold: The forced-choice cut.
+        band: ``(threshold_human, threshold_ai)``.
+        cross_fitted: :func:`cross_fitted_answers` when the band was chosen on these images too,
+            else None.
+
+    Returns:
+        ``{}`` without published images; otherwise ``images``, ``templates``, ``sources``,
+        ``human_controls`` (how many, from which splits, and the re-save), ``band_chosen_on_them``,
+        ``answers`` (on the generated images and on the re-saved controls, each as shares of
+        human / inconclusive / ai), ``answers_cross_fitted`` (the generated images' answers at
+        bands that never saw them, or None), ``at_threshold`` (metrics against the re-saved
+        controls), ``roc_auc_humans_as_stored`` and ``per_image`` (template, member, calibrated
+        P(AI) and the answer, lowest P(AI) first: the ones answered "human" lead).
+    """
+    if published is None:
+        return {}
+    labels, scores = published.band_set()
+    generated = published.generated["probability_ai"].to_numpy(dtype=np.float64)
+    as_stored = binary_metrics(labels, np.r_[generated, published.controls_as_stored], threshold)
+    per_image = published.generated.drop(columns="fold").assign(
+        answer=[answer(score, band) for score in generated]
+    )
     return {
-        "images": len(generated_scores),
+        "images": len(generated),
         "templates": int(per_image["template"].nunique()),
-        "sources": sorted({f"{photo.package}=={photo.version}: {photo.licence}" for photo in generated}),
+        "sources": published.sources,
         "human_controls": {
-            "images": len(resaved_scores),
+            "images": len(published.controls),
             "splits": list(HUMAN_SPLITS),
-            "resave": human_resave.model_dump(exclude_defaults=True),
+            "resave": published.resave.model_dump(exclude_defaults=True),
         },
-        "answers": answers_by_class(labels, np.r_[generated_scores, resaved_scores], band),
-        "at_threshold": binary_metrics(labels, np.r_[generated_scores, resaved_scores], threshold),
+        "band_chosen_on_them": cross_fitted is not None,
+        "answers": answers_by_class(labels, scores, band),
+        "answers_cross_fitted": cross_fitted,
+        "at_threshold": binary_metrics(labels, scores, threshold),
         "roc_auc_humans_as_stored": as_stored["roc_auc"],
-        "per_image": per_image.to_dict("records"),
+        "per_image": per_image.sort_values("probability_ai", kind="stable").to_dict("records"),
     }
