@@ -72,7 +72,7 @@ def test_an_inconclusive_answer_on_the_human_side_says_a_missing_trace_is_no_evi
     band_note, erased = answer.notes
     assert "inconclusive band" in band_note
     assert erased.startswith("no AI trace was found, but that is not evidence of a human")
-    assert "re-compressing" in erased
+    assert "re-compressing" in erased and "generators, which the model never saw" in erased
 
 
 def test_a_decided_answer_states_its_confidence() -> None:

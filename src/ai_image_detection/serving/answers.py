@@ -207,14 +207,15 @@ def _notes(label: Verdict, probability_ai: float, facts: ImageFacts, model: Mode
     if label == "inconclusive":
         notes.append(
             f"P(AI) {_percent(probability_ai)} lies in the {_band(model.thresholds)}: in evaluation "
-            "(validation images, and generator families held out of training, as generated and re-shared) "
+            "(validation images, generator families held out of training as generated and re-shared, and "
+            "published images of today's generators) "
             "the model was unreliable for scores in this band, so it names no class and no confidence"
         )
         if probability_ai < model.threshold:
             notes.append(
-                "no AI trace was found, but that is not evidence of a human: resizing, re-compressing "
-                "or blurring an image erases the traces of generators the model never saw, and such "
-                "images score this low too"
+                "no AI trace was found, but that is not evidence of a human: images of today's diffusion "
+                "and autoregressive generators, which the model never saw, score this low too, and so do "
+                "images whose traces resizing, re-compressing or blurring erased"
             )
     if model.calibration is None:
         notes.append(
