@@ -454,11 +454,12 @@ def test_training_tiles_get_several_different_reshared_views(
         {"kind": "blur", "sigma": 1.5},
         {"kind": "jpeg", "quality": 40},
         {"kind": "downscale", "factor": 0.5},
+        {"kind": "webp", "quality": 60},
     ]
     candidate = probe_candidate().model_copy(
         update={
             "reshared_views": [Perturbation.model_validate(d) for d in degradations],
-            "reshared_views_per_image": 2,
+            "reshared_views_per_image": 3,
         }
     )
     features = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
@@ -466,10 +467,12 @@ def test_training_tiles_get_several_different_reshared_views(
     train = family_manifest.loc[family_manifest["split"] == "train", "path"]
     per_image = views.groupby("path")["view"].agg(["count", "nunique"])
     assert sorted(per_image.index) == sorted(train), "re-shared views of training images only"
-    assert (per_image["count"] == 2).all() and (per_image["nunique"] == 2).all(), (
-        "each training image twice, after two different degradations"
+    assert (per_image["count"] == 3).all() and (per_image["nunique"] == 3).all(), (
+        "each training image three times, after three different degradations"
     )
-    assert set(views["view"]) == {"blur_1.5", "jpeg_40", "downscale_0.5"}
+    assert set(views["view"]) == {"blur_1.5", "jpeg_40", "downscale_0.5", "webp_60"}, (
+        "each named by its setting"
+    )
 
 
 @pytest.mark.parametrize(

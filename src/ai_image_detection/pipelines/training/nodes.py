@@ -272,7 +272,7 @@ def extract_features(
 
 
 def _view_name(degradation: Perturbation) -> str:
-    setting = {"jpeg": "quality", "blur": "sigma"}.get(degradation.kind, "factor")
+    setting = {"jpeg": "quality", "webp": "quality", "blur": "sigma"}.get(degradation.kind, "factor")
     resave = "" if degradation.resave_quality is None else f"_jpeg_{degradation.resave_quality}"
     return f"{degradation.kind}_{getattr(degradation, setting):g}{resave}"
 
