@@ -16,7 +16,8 @@ output (older exports) answers without attribution.
 An image's score is the mean P(AI) of its tiles (:mod:`ai_image_detection.tiling`); below
 ``threshold_human`` the answer is ``human``, at or above ``threshold_ai`` it is ``ai``, and in
 between it is ``inconclusive``. ``threshold`` is the single best cut, for a forced choice
-(``submission.csv``, F1).
+(``submission.csv``, F1). A band edge may be :data:`NEVER_CUT`, just above 1: no score reaches
+it, so that answer is never given (the band found no cut meeting its targets on that side).
 """
 
 from typing import Final, Literal
@@ -31,6 +32,8 @@ THRESHOLD_KEY: Final = "threshold"
 THRESHOLD_HUMAN_KEY: Final = "threshold_human"
 THRESHOLD_AI_KEY: Final = "threshold_ai"
 MAX_TILES_KEY: Final = "max_tiles"
+NEVER_CUT: Final = 1.0 + 1e-9
+"""A threshold above every P(AI), even a saturated 1.0: the answer at or above it is never given."""
 CALIBRATION_KEY: Final = "calibration"
 FAMILIES_KEY: Final = "families"
 

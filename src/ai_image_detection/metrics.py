@@ -24,10 +24,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-ThresholdObjective = Literal["f1", "balanced_accuracy"]
+from ai_image_detection.contract import NEVER_CUT
 
-EPSILON_CUT = 1e-9
-"""Above the highest possible score, so "never answer ai" is a cut too."""
+ThresholdObjective = Literal["f1", "balanced_accuracy"]
 
 
 def _validated(y_true: ArrayLike, probabilities: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +195,7 @@ def _band_edges(
 ) -> tuple[float, float]:
     """One set's tightest ``(threshold_human, threshold_ai)``, crossed when one cut meets both targets."""
     distinct = np.unique(scores)
-    candidates = np.unique(np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2, [1.0 + EPSILON_CUT]]))
+    candidates = np.unique(np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2, [NEVER_CUT]]))
     humans = scores[labels == 0]
     fpr = np.array([np.mean(humans >= t) if humans.size else 0.0 for t in candidates])
     threshold_ai = float(candidates[np.flatnonzero(fpr <= max_fpr)[0]])

@@ -1,17 +1,21 @@
 """The MLflow registry: register the ONNX detector, move ``champion`` only on no regression.
 
-The challenger and the current champion are scored on the *same* images (validation, and the
-generator families held out of training), each as the service scores it: its own input size,
-tiles and thresholds from its ONNX metadata. So the comparison holds even when the champion was
-trained on another data version or at another resolution. The alias moves only when the
-challenger is at least as good on unseen families, then on human false positives, then on AI
-images answered "human" (false reassurance), then on F1.
+The challenger and the current champion are scored on the *same* images (validation, the
+generator families held out of training, and the published images of today's generators), each
+as the service scores it: its own input size, tiles and thresholds from its ONNX metadata. So the
+comparison holds even when the champion was trained on another data version or at another
+resolution. The alias moves only when the challenger is at least as good on generators never
+trained on, then on human false positives, then on AI images answered "human" (false
+reassurance), then on F1.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import mlflow
 import mlflow.onnx
@@ -29,6 +33,7 @@ from ai_image_detection.contract import (
     THRESHOLD_KEY,
 )
 from ai_image_detection.inference_cost import onnx_runner
+from ai_image_detection.input_pipeline import Perturbation, perturbed_pixels
 from ai_image_detection.metrics import binary_metrics
 from ai_image_detection.onnx_runtime import onnx_metadata
 from ai_image_detection.scoring import score_files
@@ -41,12 +46,28 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JudgedImages:
-    """The image files challenger and champion are both judged on, with their labels (1 = AI)."""
+    """The images challenger and champion are both judged on, with their labels (1 = AI).
+
+    Attributes:
+        validation_paths: Validation image files.
+        validation_labels: Their labels.
+        unseen_paths: The unseen-family split's image files.
+        unseen_labels: Their labels.
+        published: Published generated images (all AI), by name: bytes as uploaded.
+        human_resave: What the human images of validation and the unseen split go through to be
+            the published images' controls (stored alike); required with ``published``.
+    """
 
     validation_paths: list[str]
     validation_labels: np.ndarray
     unseen_paths: list[str]
     unseen_labels: np.ndarray
+    published: Mapping[str, bytes] = field(default_factory=dict)
+    human_resave: Perturbation | None = None
+
+    def __post_init__(self) -> None:
+        if self.published and self.human_resave is None:
+            raise ValueError("published images need human_resave: their controls are stored alike")
 
 
 @dataclass(frozen=True)
@@ -59,12 +80,27 @@ class Scorecard:
         ai_answered_human: Share of AI images (validation and unseen) answered ``human``, below its
             ``threshold_human``: the false reassurance the public gets.
         validation_f1: F1 on validation at its ``threshold``.
+        published_roc_auc: AUROC of the published generated images against the human images of
+            validation and the unseen split re-saved alike (None without published images);
+            read first, with ``unseen_roc_auc`` (:func:`never_seen_roc_auc`).
     """
 
     unseen_roc_auc: float | None
     human_fpr: float
     ai_answered_human: float
     validation_f1: float
+    published_roc_auc: float | None = None
+
+
+def never_seen_roc_auc(card: Scorecard) -> float | None:
+    """AUROC on generators never trained on: the mean over the unseen split and the published images.
+
+    Each set counts once, whatever its size: the unseen split is one held-out up-scaler family
+    against its content twins, the published images are today's text-to-image generators.
+    None when the card has neither.
+    """
+    measured = [auc for auc in (card.unseen_roc_auc, card.published_roc_auc) if auc is not None]
+    return float(np.mean(measured)) if measured else None
 
 
 @dataclass(frozen=True)
@@ -108,8 +144,8 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
     threshold_human = float(metadata.get(THRESHOLD_HUMAN_KEY, threshold))
     run = onnx_runner(detector_onnx)
 
-    def scores(paths: list[str]) -> np.ndarray:
-        tiles = score_files(lambda crops: run(crops)[:, 0], paths, size, max_tiles, 64)
+    def scores(paths: list[str], **how: Any) -> np.ndarray:
+        tiles = score_files(lambda crops: run(crops)[:, 0], paths, size, max_tiles, 64, **how)
         return np.array([float(np.mean(t)) for t in tiles])
 
     validation = scores(images.validation_paths)
@@ -124,11 +160,35 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
         human_fpr=float(np.mean(humans >= threshold_ai)) if humans.size else 0.0,
         ai_answered_human=float(np.mean(ai < threshold_human)) if ai.size else 0.0,
         validation_f1=binary_metrics(images.validation_labels, validation, threshold)["f1"],
+        published_roc_auc=_published_roc_auc(images, scores, threshold),
     )
 
 
+def _published_roc_auc(
+    images: JudgedImages, scores: Callable[..., np.ndarray], threshold: float
+) -> float | None:
+    """AUROC of the published images against the human images re-saved alike (None without either)."""
+    human_paths = [
+        path
+        for paths, labels in (
+            (images.validation_paths, images.validation_labels),
+            (images.unseen_paths, images.unseen_labels),
+        )
+        for path, label in zip(paths, labels, strict=True)
+        if label == 0
+    ]
+    if not images.published or images.human_resave is None or not human_paths:
+        return None
+    published = scores(list(images.published), read=images.published.__getitem__)
+    controls = scores(
+        human_paths, transform=functools.partial(perturbed_pixels, perturbation=images.human_resave)
+    )
+    labels = np.r_[np.ones(len(published)), np.zeros(len(controls))]
+    return binary_metrics(labels, np.r_[published, controls], threshold)["roc_auc"]
+
+
 def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tuple[bool, str]:
-    """Whether the challenger replaces the champion: unseen families, false positives, false reassurance, F1.
+    """Whether the challenger replaces the champion: unseen generators, false positives and reassurance, F1.
 
     Args:
         challenger: The new model's scorecard.
@@ -138,12 +198,14 @@ def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tup
     Returns:
         Whether the alias moves, and which figure decided.
     """
-    if challenger.unseen_roc_auc is not None and champion.unseen_roc_auc is not None:
-        gap = challenger.unseen_roc_auc - champion.unseen_roc_auc
+    challenger_auc, champion_auc = never_seen_roc_auc(challenger), never_seen_roc_auc(champion)
+    if challenger_auc is not None and champion_auc is not None:
+        gap = challenger_auc - champion_auc
         if abs(gap) > rule.roc_auc_tolerance:
             return (
                 gap > 0,
-                f"unseen-family AUROC {challenger.unseen_roc_auc:.4f} vs {champion.unseen_roc_auc:.4f}",
+                f"AUROC on generators never trained on {challenger_auc:.4f} vs {champion_auc:.4f} "
+                f"({_auroc_parts(challenger)} vs {_auroc_parts(champion)})",
             )
     gap = champion.human_fpr - challenger.human_fpr
     if abs(gap) > rule.fpr_tolerance:
@@ -162,6 +224,12 @@ def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tup
     )
 
 
+def _auroc_parts(card: Scorecard) -> str:
+    """The unseen-family and published AUROC of a card, as the reason quotes them."""
+    parts = {"unseen family": card.unseen_roc_auc, "published": card.published_roc_auc}
+    return ", ".join(f"{name} {auc:.4f}" for name, auc in parts.items() if auc is not None)
+
+
 def register_and_promote(
     detector_onnx: bytes, images: JudgedImages, model_name: str, alias: str, rule: ChampionRule
 ) -> RegistryDecision:
@@ -169,13 +237,13 @@ def register_and_promote(
 
     Both are scored before anything is registered, on the same images, each at its own input
     size, tiling and thresholds, so a champion of another architecture or resolution compares
-    fairly and a failure leaves the registry untouched. The rule reads unseen-family AUROC first,
-    then the human false-positive rate, then the share of AI images answered "human", then
-    validation F1 (:func:`judge`).
+    fairly and a failure leaves the registry untouched. The rule reads the AUROC on generators
+    never trained on first (:func:`never_seen_roc_auc`), then the human false-positive rate, then
+    the share of AI images answered "human", then validation F1 (:func:`judge`).
 
     Args:
         detector_onnx: The exported detector.
-        images: The validation and unseen-family images and labels, the same for both models.
+        images: The validation, unseen-family and published images, the same for both models.
         model_name: Registered model name (e.g. ``ai-image-detector``).
         alias: The alias serving follows (``champion``).
         rule: The tolerances of the comparison.
@@ -204,6 +272,8 @@ def register_and_promote(
     }
     if challenger.unseen_roc_auc is not None:
         tags["unseen_roc_auc"] = f"{challenger.unseen_roc_auc:.6f}"
+    if challenger.published_roc_auc is not None:
+        tags["published_roc_auc"] = f"{challenger.published_roc_auc:.6f}"
     for key, value in {**tags, **onnx_metadata(detector_onnx)}.items():
         client.set_model_version_tag(model_name, version, key, value)
     if champion is None:
@@ -217,9 +287,9 @@ def register_and_promote(
     verdict = "moves to" if moved else "stays on"
     reason = (
         f"{alias} {verdict} version {version if moved else champion_version}: challenger v{version} vs "
-        f"{alias} v{champion_version} on the same {len(images.validation_paths)} validation and "
-        f"{len(images.unseen_paths)} unseen-family images, {decided_by}"
-        + ("" if moved else " (no silent regression)")
+        f"{alias} v{champion_version} on the same {len(images.validation_paths)} validation, "
+        f"{len(images.unseen_paths)} unseen-family and {len(images.published)} published images, "
+        f"{decided_by}" + ("" if moved else " (no silent regression)")
     )
     logger.info(reason)
     return RegistryDecision(model_name, version, challenger, champion_version, champion_card, moved, reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ai_image_detection.contract import NEVER_CUT
 from ai_image_detection.serving.answers import ImageFacts, judge, summary
 from ai_image_detection.serving.model_contract import ModelDescription, Thresholds
 from ai_image_detection.serving.provenance import Evidence, decide
@@ -54,6 +55,12 @@ def test_human_below_the_band_ai_from_its_top_edge_inconclusive_between(
         9,
         True,
     )
+
+
+def test_a_band_that_never_answers_ai_leaves_even_a_saturated_score_inconclusive() -> None:
+    never_ai = MODEL.model_copy(update={"thresholds": Thresholds(human=0.4, ai=NEVER_CUT)})
+    assert judge(1.0, 9, FACTS, never_ai, NOTHING, PREDICTION_ID).label == "inconclusive"
+    assert judge(0.1, 9, FACTS, never_ai, NOTHING, PREDICTION_ID).label == "human"
 
 
 def test_an_inconclusive_answer_claims_no_class_and_says_why() -> None:

@@ -12,6 +12,7 @@ import logging
 import pytest
 from conftest import settings_from
 
+from ai_image_detection.contract import NEVER_CUT
 from ai_image_detection.serving.model_contract import (
     ModelDescription,
     OutputShapes,
@@ -53,6 +54,11 @@ def test_a_current_model_is_described_by_its_metadata_alone(caplog: pytest.LogCa
     assert model.calibration == CALIBRATION
     assert model.families == FAMILIES
     assert model.metadata_fallbacks == [] and not caplog.records
+
+
+def test_a_band_that_never_answers_ai_is_a_valid_contract() -> None:
+    model = describe({**CURRENT, "threshold_ai": repr(NEVER_CUT)})
+    assert model.thresholds.ai == NEVER_CUT > 1.0, "no P(AI), not even a saturated 1.0, reaches it"
 
 
 def test_an_older_model_falls_back_and_says_so(caplog: pytest.LogCaptureFixture) -> None:

@@ -36,7 +36,7 @@ from conftest import (
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect, sync_playwright
 
-from ai_image_detection.contract import Verdict
+from ai_image_detection.contract import NEVER_CUT, Verdict
 from ai_image_detection.tiling import tile_crops
 from tests.conftest import LocalS3
 from tests.serving.provenance_fixtures import A1111_PARAMETERS, png_with_parameters
@@ -167,6 +167,32 @@ def test_a_score_in_the_band_is_shown_as_inconclusive_with_the_band_on_the_bar(
     entry = page.locator('#history li.history-item[data-filename="unsure.png"]')
     expect(entry).to_have_attribute("data-label", "inconclusive")
     expect(entry.locator(".history-verdict")).to_have_text("Inconclusive")
+
+
+@pytest.mark.slow
+def test_a_band_that_never_answers_ai_says_so_and_stays_on_the_bar(
+    page: Page, live_server: str, tmp_path: Path, verdict_images: dict[Verdict, tuple[bytes, float]]
+) -> None:
+    """A model whose band found no cut within its false-accusation target has ``threshold_ai`` above 1."""
+    png = verdict_images["inconclusive"][0]
+    real = httpx.post(f"{live_server}/predict", files={"image": ("never.png", png)}, timeout=60).json()
+    answer = {**real, "thresholds": {"human": THRESHOLD_HUMAN, "ai": NEVER_CUT}}
+    page.route("**/predict", lambda route: route.fulfill(json=answer))
+    image = tmp_path / "never.png"
+    image.write_bytes(png)
+    page.set_input_files("#file-input", str(image))
+    card = page.locator('.result-card[data-filename="never.png"]')
+    expect(card.locator(".verdict")).to_contain_text("Inconclusive", timeout=30_000)
+    expect(card.locator(".details dt:text-is('Thresholds') + dd")).to_have_text(
+        f"human below {THRESHOLD_HUMAN * 100:.1f}% · never AI"
+    )
+    expect(card.locator('.meter-threshold[data-edge="ai"]')).to_have_attribute("style", "left: 100.00%")
+    expect(card.locator(".meter-scale .edge-ai")).to_have_text("never AI")
+    expect(card.locator(".meter")).to_have_attribute("aria-valuetext", re.compile(r"never AI, inconclusive"))
+    bar, shaded = card.locator(".meter").bounding_box(), card.locator(".meter-band").bounding_box()
+    assert bar is not None and shaded is not None
+    band_end, bar_end = shaded["x"] + shaded["width"], bar["x"] + bar["width"]
+    assert band_end == pytest.approx(bar_end, abs=2), "the band ends at 100 %"
 
 
 @pytest.mark.parametrize("attribution", ["null", "absent"])

@@ -27,6 +27,7 @@ from ai_image_detection.contract import (
     FAMILY_OUTPUT_NAME,
     HUMAN_FAMILY,
     MAX_TILES_KEY,
+    NEVER_CUT,
     THRESHOLD_AI_KEY,
     THRESHOLD_HUMAN_KEY,
     THRESHOLD_KEY,
@@ -107,14 +108,17 @@ def _number(contract: Mapping[str, str], key: str, kind: type[int] | type[float]
 
 
 def _probability(contract: Mapping[str, str], key: str) -> float:
-    """``contract[key]`` as a probability in [0, 1].
+    """``contract[key]`` as a cut on P(AI): in [0, 1], or ``NEVER_CUT`` (that answer never given).
 
     Raises:
-        ValueError: If it is not a number in [0, 1].
+        ValueError: If it is not a number in [0, NEVER_CUT].
     """
     value = float(_number(contract, key, float))
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"the model's metadata {key!r} is {value}; a threshold is a P(AI) in [0, 1]")
+    if not 0.0 <= value <= NEVER_CUT:
+        raise ValueError(
+            f"the model's metadata {key!r} is {value}; a threshold is a P(AI) in [0, 1] "
+            f"(or {NEVER_CUT!r}: never reached)"
+        )
     return value
 
 

@@ -127,9 +127,10 @@ class Detector:
         return chosen
 
     def __del__(self) -> None:
-        """Write out the prediction log's queued lines; stop the model thread."""
-        self.prediction_log.close()
-        self.batcher.close()
+        """Write out the prediction log's queued lines; stop the model thread (those that started)."""
+        for part in ("prediction_log", "batcher"):
+            if hasattr(self, part):
+                getattr(self, part).close()
 
     async def _scores(self, crops: np.ndarray) -> np.ndarray:
         """Each crop's row from the model, in a call shared with concurrent requests: ``[N, 1 + K]``.

@@ -21,6 +21,7 @@ from ai_image_detection.onnx_export import ParityError
 from ai_image_detection.pipelines.export.nodes import ExportParams, export_candidates, register_detector
 from ai_image_detection.pipelines.export.pipeline import create_pipeline
 from ai_image_detection.session_config import candidate_names
+from tests.pipelines.evaluation.conftest import published_generated
 from tests.pipelines.export.test_export_nodes import PARAMS
 
 GATED = create_pipeline().only_nodes("verify_parity_node", "quantize_detector_node", "register_detector_node")
@@ -95,6 +96,8 @@ def run_gated(
             **{f"{name}.calibration": MemoryDataset(calibration) for name in NAMES},
             "detector_onnx": BytesDataset(str(folder / "detector.onnx")),
             "detector_int8_onnx": BytesDataset(str(folder / "detector.int8.onnx")),
+            "wild_generated_images": MemoryDataset([]),
+            "params:evaluation.wild_generated_human_resave": MemoryDataset({"kind": "webp", "quality": 80}),
         }
     )
     outputs = SequentialRunner().run(GATED, catalog)
@@ -136,7 +139,10 @@ def test_ship_int8_beyond_the_accepted_f1_drop_registers_float32(
         lost_two_points,
         manifest,
         {"candidate": SELECTED},
+        published_generated(),
+        {"kind": "webp", "quality": 80},
     )
     assert report["shipped_precision"] == "fp32"
+    assert report["registry"]["challenger"]["published_roc_auc"] is not None, "judged on them too"
     champion = mlflow.onnx.load_model("models:/ai-image-detector@champion")
     assert "quantization" not in {prop.key for prop in champion.metadata_props}

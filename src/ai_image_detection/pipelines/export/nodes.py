@@ -25,7 +25,7 @@ from ai_image_detection.contract import (
 from ai_image_detection.families import trained_ai_families, unseen_ai_families
 from ai_image_detection.hooks import check_latency_budgets
 from ai_image_detection.inference_cost import images_per_second, onnx_runner
-from ai_image_detection.input_pipeline import make_prediction_dataset
+from ai_image_detection.input_pipeline import Perturbation, make_prediction_dataset
 from ai_image_detection.model_card import render_model_card
 from ai_image_detection.models import calibrated_detector
 from ai_image_detection.onnx_export import check_parity, export_onnx
@@ -38,6 +38,7 @@ from ai_image_detection.pipelines.export.int8_report import (
 )
 from ai_image_detection.quantization import dynamic_quantizable_nodes, quantize_int8, quantize_int8_dynamic
 from ai_image_detection.registry import ChampionRule, JudgedImages, describe_version, register_and_promote
+from ai_image_detection.sample_data.photo_sources import SourcePhoto
 
 logger = logging.getLogger(__name__)
 
@@ -377,13 +378,16 @@ def register_detector(
     quantization_report: dict[str, Any],
     image_manifest: pd.DataFrame,
     parity_report: dict[str, Any],
+    wild_generated: list[SourcePhoto],
+    human_resave: dict[str, Any],
 ) -> dict[str, Any]:
     """Register the shipped model in MLflow; move the champion alias only if it does not regress.
 
-    Challenger and champion are judged on the same validation and unseen-family images: unseen
-    AUROC first, then the human false-positive rate, then validation F1. The float32 export
-    ships unless ``quantization.ship_int8`` is set and the int8 model lost no more F1 than
-    ``quantization.max_f1_drop``.
+    Challenger and champion are judged on the same validation, unseen-family and published
+    generated images (:func:`.register_and_promote`): AUROC on generators never trained on first,
+    then the human false-positive rate, then AI images answered "human", then validation F1. The
+    float32 export ships unless ``quantization.ship_int8`` is set and the int8 model lost no more
+    F1 than ``quantization.max_f1_drop``.
 
     Args:
         params: Registered model name, alias and the int8 choice.
@@ -392,6 +396,8 @@ def register_detector(
         quantization_report: Output of :func:`quantize_detector`.
         image_manifest: The manifest (both models are scored on its validation and unseen images).
         parity_report: Output of :func:`verify_parity`.
+        wild_generated: The published images of today's generators (evaluation's catalog entry).
+        human_resave: What their human controls go through (``evaluation.wild_generated_human_resave``).
 
     Returns:
         The export report: selection, parity, which precision shipped, and the registry
@@ -412,6 +418,8 @@ def register_detector(
         validation_labels=validation["label"].astype(int).to_numpy(),
         unseen_paths=unseen["path"].tolist(),
         unseen_labels=unseen["label"].astype(int).to_numpy(),
+        published={f"{photo.package}/{photo.member}": photo.data for photo in wild_generated},
+        human_resave=Perturbation.model_validate(human_resave),
     )
     rule = ChampionRule(
         params.selection.roc_auc_tolerance,

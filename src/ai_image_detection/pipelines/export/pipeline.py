@@ -90,6 +90,8 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "quantization_report",
                     "image_manifest@pandas",
                     "parity_report",
+                    "wild_generated_images",
+                    "params:evaluation.wild_generated_human_resave",
                 ],
                 "export_report",
                 name="register_detector_node",

@@ -12,7 +12,18 @@ import { addToHistory, makeThumbnail } from "./history.js";
 import { explainControls } from "./explain.js";
 import { feedbackControls } from "./feedback.js";
 import { provenancePanel } from "./provenance.js";
-import { LABELS, VERDICT_ICON, bandOf, bandText, isDeclared, verdictText } from "./verdict.js";
+import {
+  LABELS,
+  VERDICT_ICON,
+  aiEdgeText,
+  bandOf,
+  bandText,
+  humanEdgeText,
+  isDeclared,
+  neverAI,
+  neverHuman,
+  verdictText,
+} from "./verdict.js";
 
 const CONCURRENCY = 4;
 const FAMILY_CAPTION =
@@ -202,11 +213,12 @@ function closestFamily(verdict) {
 function bandBar(probability, band) {
   const hasBand = band.ai > band.human;
   const percent = formatPercent(probability);
-  const position = (value) => `left: ${(value * 100).toFixed(2)}%`;
+  const onBar = (value) => Math.min(1, Math.max(0, value));
+  const position = (value) => `left: ${(onBar(value) * 100).toFixed(2)}%`;
   const edges = hasBand
     ? [
-        ["human", band.human, `Below ${formatPercent(band.human)}: human-made`],
-        ["ai", band.ai, `From ${formatPercent(band.ai)}: AI-generated`],
+        ["human", band.human, neverHuman(band) ? "Never answered human-made" : `Below ${formatPercent(band.human)}: human-made`],
+        ["ai", band.ai, neverAI(band) ? "Never answered AI-generated" : `From ${formatPercent(band.ai)}: AI-generated`],
       ]
     : [["single", band.ai, `Threshold ${formatPercent(band.ai)}`]];
   const meter = el(
@@ -224,8 +236,8 @@ function bandBar(probability, band) {
     hasBand
       ? el("div", {
           className: "meter-band",
-          style: `${position(band.human)}; width: ${((band.ai - band.human) * 100).toFixed(2)}%`,
-          title: `Inconclusive from ${formatPercent(band.human)} to ${formatPercent(band.ai)}`,
+          style: `${position(band.human)}; width: ${((onBar(band.ai) - onBar(band.human)) * 100).toFixed(2)}%`,
+          title: `Inconclusive from ${formatPercent(onBar(band.human))} to ${formatPercent(onBar(band.ai))}`,
         })
       : null,
     ...edges.map(([edge, value, title]) => el("div", { className: "meter-threshold", dataset: { edge }, style: position(value), title })),
@@ -236,8 +248,8 @@ function bandBar(probability, band) {
     el("span", { text: "0% (camera)" }),
     ...(hasBand
       ? [
-          el("span", { className: "meter-scale-threshold edge-human", style: position(band.human), text: `human < ${formatPercent(band.human, 0)}` }),
-          el("span", { className: "meter-scale-threshold edge-ai", style: position(band.ai), text: `AI ≥ ${formatPercent(band.ai, 0)}` }),
+          el("span", { className: "meter-scale-threshold edge-human", style: position(band.human), text: neverHuman(band) ? "never human" : `human < ${formatPercent(band.human, 0)}` }),
+          el("span", { className: "meter-scale-threshold edge-ai", style: position(band.ai), text: neverAI(band) ? "never AI" : `AI ≥ ${formatPercent(band.ai, 0)}` }),
         ]
       : [el("span", { className: "meter-scale-threshold", style: position(band.ai), text: `threshold ${formatPercent(band.ai, 0)}` })]),
     el("span", { text: "100% (AI)" }),
@@ -259,7 +271,7 @@ function details(verdict, band) {
     { className: "details" },
     ...detailRow(
       hasBand ? "Thresholds" : "Threshold",
-      hasBand ? `human below ${formatPercent(band.human)} · AI from ${formatPercent(band.ai)}` : formatPercent(band.ai),
+      hasBand ? `${humanEdgeText(band)} · ${aiEdgeText(band)}` : formatPercent(band.ai),
     ),
     ...(confidenceText ? detailRow("Confidence", confidenceText) : []),
     ...(typeof verdict.decided_by === "string"

@@ -70,12 +70,42 @@ export function bandOf(verdict, info) {
 }
 
 /**
- * The rule in words: "human below 40.0%, AI from 60.0%, inconclusive in between" (or the single threshold).
+ * The rule in words: "human below 40.0%, AI from 60.0%, inconclusive in between" (or the single
+ * threshold); an edge no probability reaches is "never human" or "never AI".
  * @param {{human: number, ai: number}} band
  * @returns {string}
  */
 export function bandText(band) {
   return sameValue(band.human, band.ai)
     ? `threshold ${formatPercent(band.ai)}`
-    : `human below ${formatPercent(band.human)}, AI from ${formatPercent(band.ai)}, inconclusive in between`;
+    : `${humanEdgeText(band)}, ${aiEdgeText(band)}, inconclusive in between`;
+}
+
+/**
+ * Whether the band's AI edge lies above every probability: the model never answers AI (its band
+ * found no cut that kept false accusations within target).
+ * @param {{human: number, ai: number}} band
+ * @returns {boolean}
+ */
+export function neverAI(band) {
+  return band.ai > 1;
+}
+
+/**
+ * Whether the band's human edge is 0: the model never answers human.
+ * @param {{human: number, ai: number}} band
+ * @returns {boolean}
+ */
+export function neverHuman(band) {
+  return band.human <= 0;
+}
+
+/** The band's lower edge in words: "human below 40.0%", or "never human". */
+export function humanEdgeText(band) {
+  return neverHuman(band) ? "never human" : `human below ${formatPercent(band.human)}`;
+}
+
+/** The band's upper edge in words: "AI from 60.0%", or "never AI". */
+export function aiEdgeText(band) {
+  return neverAI(band) ? "never AI" : `AI from ${formatPercent(band.ai)}`;
 }
