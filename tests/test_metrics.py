@@ -88,7 +88,9 @@ BAND_P = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
 def test_the_band_by_hand() -> None:
     # No false positive allowed: the lowest such cut lies above the highest human, between 0.6 and 0.7.
     # All "human" answers right: the highest such cut lies below the lowest AI, between 0.3 and 0.4.
-    band = choose_band(BAND_Y, BAND_P, threshold=0.5, max_fpr=0.0, min_human_precision=0.99)
+    band = choose_band(
+        BAND_Y, BAND_P, threshold=0.5, max_fpr=0.0, min_human_precision=0.99, max_miss_rate=1.0
+    )
     assert band == pytest.approx((0.35, 0.65))
 
 
@@ -101,7 +103,9 @@ def test_the_band_meets_both_targets_on_the_data(
     y = rng.integers(0, 2, 300)
     p = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
     threshold = choose_threshold(y, p)
-    threshold_human, threshold_ai = choose_band(y, p, threshold, max_fpr, min_human_precision)
+    threshold_human, threshold_ai = choose_band(
+        y, p, threshold, max_fpr, min_human_precision, max_miss_rate=1.0
+    )
 
     assert threshold_human < threshold_ai, "the classes overlap: there is a band"
     assert threshold_human <= threshold <= threshold_ai, "no committed answer contradicts the forced choice"
@@ -121,19 +125,39 @@ def test_the_band_meets_both_targets_on_the_data(
         assert np.mean(y[widened] == 0) < min_human_precision
 
 
+def test_a_set_with_few_ai_images_cannot_let_a_share_of_them_be_answered_human() -> None:
+    # 20 humans between 0.2 and 0.4; one AI image scored below them all, one far above.
+    y = np.r_[np.zeros(20), 1, 1].astype(int)
+    p = np.r_[np.linspace(0.2, 0.4, 20), 0.15, 0.9]
+    by_precision = choose_band(y, p, 0.5, max_fpr=0.0, min_human_precision=0.9, max_miss_rate=0.5)
+    assert by_precision == pytest.approx((0.65, 0.65)), "20 of 21 'human' answers right: half the AI missed"
+    assert answer_shares(p[y == 1], *by_precision)["human"] == 0.5
+    band = choose_band(y, p, 0.5, max_fpr=0.0, min_human_precision=0.9, max_miss_rate=0.02)
+    assert band == pytest.approx((0.0, 0.65)), (
+        "no cut below the first AI image answers any human: never human"
+    )
+    assert answer_shares(p[y == 1], *band)["human"] == 0.0
+
+
 def test_no_band_when_one_cut_meets_both_targets() -> None:
     y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
     # Any cut in [0.15, 0.85] has FPR <= 0.5 and human precision >= 0.6: the best cut stays where it is ...
-    assert choose_band(y, p, threshold=0.5, max_fpr=0.5, min_human_precision=0.6) == (0.5, 0.5)
+    assert choose_band(y, p, threshold=0.5, max_fpr=0.5, min_human_precision=0.6, max_miss_rate=1.0) == (
+        0.5,
+        0.5,
+    )
     # ... or moves to the nearest edge of that range.
     for threshold, edge in ((0.95, 0.85), (0.05, 0.15)):
-        band = choose_band(y, p, threshold, max_fpr=0.5, min_human_precision=0.6)
+        band = choose_band(y, p, threshold, max_fpr=0.5, min_human_precision=0.6, max_miss_rate=1.0)
         assert band == pytest.approx((edge, edge))
 
 
 def test_a_separable_set_needs_no_band_even_with_strict_targets() -> None:
     y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
-    assert choose_band(y, p, threshold=0.5, max_fpr=0.0, min_human_precision=0.999) == (0.5, 0.5)
+    assert choose_band(y, p, threshold=0.5, max_fpr=0.0, min_human_precision=0.999, max_miss_rate=1.0) == (
+        0.5,
+        0.5,
+    )
 
 
 def test_answer_shares_by_hand() -> None:
@@ -164,9 +188,17 @@ def test_the_band_holds_on_every_further_set() -> None:
     validation_y, validation_p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
     # A family the model never saw: its AI images score as low as humans, one human scores high.
     unseen_y, unseen_p = np.array([0, 0, 0, 1, 1, 1]), np.array([0.05, 0.3, 0.6, 0.15, 0.35, 0.95])
-    alone = choose_band(validation_y, validation_p, threshold=0.5, max_fpr=0.0, min_human_precision=0.99)
+    alone = choose_band(
+        validation_y, validation_p, threshold=0.5, max_fpr=0.0, min_human_precision=0.99, max_miss_rate=1.0
+    )
     band = choose_band(
-        validation_y, validation_p, 0.5, max_fpr=0.0, min_human_precision=0.99, also_on=[(unseen_y, unseen_p)]
+        validation_y,
+        validation_p,
+        0.5,
+        max_fpr=0.0,
+        min_human_precision=0.99,
+        max_miss_rate=1.0,
+        also_on=[(unseen_y, unseen_p)],
     )
     assert alone == (0.5, 0.5), "validation is separable: no band"
     assert band == pytest.approx((0.1, 0.775)), (
@@ -179,21 +211,21 @@ def test_the_band_holds_on_every_further_set() -> None:
 
 def test_a_further_set_is_validated_too() -> None:
     with pytest.raises(ValueError, match="labels but"):
-        choose_band([0, 1], [0.2, 0.8], 0.5, 0.05, 0.95, also_on=[([0, 1, 1], [0.2, 0.8])])
+        choose_band([0, 1], [0.2, 0.8], 0.5, 0.05, 0.95, 0.02, also_on=[([0, 1, 1], [0.2, 0.8])])
 
 
 def test_the_band_holds_the_forced_choice_cut() -> None:
     # Alone, no human scores at or above 0.25: "ai" from 0.25 would meet max_fpr 0 ...
     y, p = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.15, 0.9])
-    tight = choose_band(y, p, threshold=0.25, max_fpr=0.0, min_human_precision=0.99)
+    tight = choose_band(y, p, threshold=0.25, max_fpr=0.0, min_human_precision=0.99, max_miss_rate=1.0)
     assert tight == pytest.approx((0.125, 0.25))
     # ... but with the forced choice at 0.6, a P(AI) of 0.3 is "human" there, so never "ai" here.
-    assert choose_band(y, p, threshold=0.6, max_fpr=0.0, min_human_precision=0.99) == pytest.approx(
-        (0.125, 0.6)
-    )
-    assert choose_band(y, p, threshold=0.05, max_fpr=0.0, min_human_precision=0.99) == pytest.approx(
-        (0.05, 0.25)
-    )
+    assert choose_band(
+        y, p, threshold=0.6, max_fpr=0.0, min_human_precision=0.99, max_miss_rate=1.0
+    ) == pytest.approx((0.125, 0.6))
+    assert choose_band(
+        y, p, threshold=0.05, max_fpr=0.0, min_human_precision=0.99, max_miss_rate=1.0
+    ) == pytest.approx((0.05, 0.25))
 
 
 def test_answers_by_class_splits_the_answers_between_ai_and_human_images() -> None:

@@ -39,6 +39,7 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
         "threshold_human": 0.2468,
         "threshold_ai": 0.8642,
         "band": {
+            "targets": {"max_fpr": 0.05, "min_human_precision": 0.95, "max_miss_rate": 0.02},
             "chosen_on": [
                 "validation",
                 "held_out_families",
@@ -220,6 +221,8 @@ def test_card_reports_data_metrics_robustness_int8_and_limits() -> None:
     assert "threshold is 0.4321" in card
     assert '"ai" at or above **0.8642**, "human" below\n  **0.2468**, and "inconclusive" in between' in card
     assert "mean over up to 9 native-resolution tiles" in card
+    targets = ['at most 5% of human images answered "ai"', 'least 95% of "human" answers right']
+    assert ", at\n  ".join(targets) + ' and at most\n  2% of AI images answered "human"' in card
     assert "ECE 0.210 before, 0.030 after" in card
     assert "`run123`" in card
     assert "`md5abc`" in card
@@ -330,6 +333,7 @@ def test_a_report_without_published_generated_images_says_it_was_not_measured() 
 def test_a_band_chosen_on_validation_alone_says_so() -> None:
     export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
     evaluation["band"] = {
+        **evaluation["band"],
         "chosen_on": ["validation"],
         "stored_formats": [],
         "held_out_families": [],

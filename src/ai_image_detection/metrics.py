@@ -154,13 +154,16 @@ def choose_band(
     threshold: float,
     max_fpr: float,
     min_human_precision: float,
+    max_miss_rate: float,
     also_on: Sequence[tuple[ArrayLike, ArrayLike]] = (),
 ) -> tuple[float, float]:
     """The inconclusive band ``[threshold_human, threshold_ai)`` chosen on (validation) data.
 
     ``threshold_ai`` is the lowest cut whose false-positive rate (human images answered ``ai``)
     is at most ``max_fpr``; ``threshold_human`` the highest cut below which at least
-    ``min_human_precision`` of the images are human. Each set of ``also_on`` (labels and scores of
+    ``min_human_precision`` of the images are human and at most ``max_miss_rate`` of the AI
+    images fall (the precision alone depends on the set's share of AI images: a set with few
+    of them lets a large share of them be answered ``human``). Each set of ``also_on`` (labels and scores of
     images the model never trained on, e.g. generator families held out of training) must meet
     both targets too, so the band is the widest of the sets' own. The band always holds
     ``threshold``, so that a committed answer never contradicts the forced choice (no "ai" below
@@ -173,13 +176,14 @@ def choose_band(
         threshold: The single best cut (:func:`choose_threshold`).
         max_fpr: Largest accepted share of human images answered ``ai``.
         min_human_precision: Smallest accepted share of human images among ``human`` answers.
+        max_miss_rate: Largest accepted share of AI images answered ``human``.
         also_on: Further ``(labels, scores)`` sets the targets must hold on.
 
     Returns:
         ``(threshold_human, threshold_ai)`` with ``threshold_human <= threshold_ai``.
     """
     edges = [
-        _band_edges(*_validated(labels, scores), max_fpr, min_human_precision)
+        _band_edges(*_validated(labels, scores), max_fpr, min_human_precision, max_miss_rate)
         for labels, scores in [(y_true, probabilities), *also_on]
     ]
     threshold_human = min(human for human, _ in edges)
@@ -191,7 +195,7 @@ def choose_band(
 
 
 def _band_edges(
-    labels: np.ndarray, scores: np.ndarray, max_fpr: float, min_human_precision: float
+    labels: np.ndarray, scores: np.ndarray, max_fpr: float, min_human_precision: float, max_miss_rate: float
 ) -> tuple[float, float]:
     """One set's tightest ``(threshold_human, threshold_ai)``, crossed when one cut meets both targets."""
     distinct = np.unique(scores)
@@ -202,7 +206,10 @@ def _band_edges(
     below = np.array([(scores < t).sum() for t in candidates])
     human_below = np.array([((scores < t) & (labels == 0)).sum() for t in candidates])
     precision = np.where(below > 0, human_below / np.maximum(below, 1), 1.0)
-    threshold_human = float(candidates[np.flatnonzero(precision >= min_human_precision)[-1]])
+    ai_images = max(int((labels == 1).sum()), 1)
+    miss_rate = (below - human_below) / ai_images
+    meets = (precision >= min_human_precision) & (miss_rate <= max_miss_rate)
+    threshold_human = float(candidates[np.flatnonzero(meets)[-1]])
     return threshold_human, threshold_ai
 
 

@@ -306,6 +306,7 @@ def render_model_card(
     weakest = min(robustness.items(), key=lambda item: item[1]["f1"])
     accused = max(evaluation["robustness_answers"].items(), key=lambda item: item[1]["human_images"]["ai"])
     calibration = evaluation["calibration"]
+    targets = evaluation["band"]["targets"]
     return f"""# Model card: {registry["registered_model"]} v{registry["version"]}
 
 ## Model
@@ -316,8 +317,9 @@ def render_model_card(
   An image's score is the mean over up to {evaluation["max_tiles"]} native-resolution tiles. The answer
   is "ai" at or above **{evaluation["threshold_ai"]:.4f}**, "human" below
   **{evaluation["threshold_human"]:.4f}**, and "inconclusive" in between (chosen on
-  {_band_basis(evaluation)} for at most the target false-positive rate and at least the target
-  precision of "human" answers);
+  {_band_basis(evaluation)} for at most {targets["max_fpr"]:.0%} of human images answered "ai", at
+  least {targets["min_human_precision"]:.0%} of "human" answers right and at most
+  {targets["max_miss_rate"]:.0%} of AI images answered "human");
   the single forced-choice threshold is {evaluation["threshold"]:.4f} (maximises
   {evaluation["threshold_objective"]} on validation).
 - Artefact: ONNX, input `image` float32 NHWC raw 0-255 RGB, output `probability_ai` [N, 1]

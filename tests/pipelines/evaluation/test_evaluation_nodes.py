@@ -57,7 +57,15 @@ def params(**band: float | bool) -> EvaluationParams:
     return EvaluationParams(
         max_tiles=9,
         batch_size=16,
-        band=BandParams(**{"max_fpr": 0.05, "min_human_precision": 0.95, "max_inconclusive": 0.5, **band}),
+        band=BandParams(
+            **{
+                "max_fpr": 0.05,
+                "min_human_precision": 0.95,
+                "max_miss_rate": 0.02,
+                "max_inconclusive": 0.5,
+                **band,
+            }
+        ),
         robustness={
             "jpeg_q50": Perturbation(kind="jpeg", quality=50),
             "blur": Perturbation(kind="blur", sigma=1.0),
@@ -477,7 +485,7 @@ def test_the_band_also_meets_its_targets_on_the_held_out_families(
     )
     validation = calibrated[0][calibrated[0]["split"] == "validation"]
     y, p = validation["label"].astype(int), validation["probability_ai"]
-    validation_only = choose_band(y, p, choose_threshold(y, p), 0.05, 0.95)
+    validation_only = choose_band(y, p, choose_threshold(y, p), 0.05, 0.95, 0.02)
     assert band[0] <= validation_only[0] and band[1] >= validation_only[1], "only ever wider"
     assert band != validation_only, "beta's held-out humans outscore its AI images: the band widens"
 
@@ -491,7 +499,7 @@ def test_the_band_on_validation_alone_when_told(
     validation = calibrated[0][calibrated[0]["split"] == "validation"]
     y, p = validation["label"].astype(int), validation["probability_ai"]
     assert (report["threshold_human"], report["threshold_ai"]) == choose_band(
-        y, p, report["threshold"], 0.05, 0.95
+        y, p, report["threshold"], 0.05, 0.95, 0.02
     )
     assert report["band"]["chosen_on"] == ["validation"] and report["band"]["held_out_families"] == []
 
@@ -513,6 +521,7 @@ def test_the_band_also_meets_its_targets_on_each_stored_format(
         assert (humans >= band[1]).mean() <= 0.05
         answered_human = part[part["probability_ai"] < band[0]]
         assert answered_human.empty or (answered_human["label"] == 0).mean() >= 0.95
+        assert (answered_human["label"] == 1).sum() <= 0.02 * (part["label"] == 1).sum()
     held_out = calibrated_held_out_families(held_out_scores())
     y, p = validation["label"].astype(int), validation["probability_ai"]
     assert band == choose_band(
@@ -521,6 +530,7 @@ def test_the_band_also_meets_its_targets_on_each_stored_format(
         report["threshold"],
         0.05,
         0.95,
+        0.02,
         also_on=[
             *(
                 (part["label"], part["probability_ai"])

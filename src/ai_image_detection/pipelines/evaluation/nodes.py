@@ -59,6 +59,9 @@ class BandParams(BaseModel):
 
     max_fpr: float = Field(gt=0, lt=1, description="largest share of human images answered ai")
     min_human_precision: float = Field(gt=0, lt=1, description="smallest share of humans among human answers")
+    max_miss_rate: float = Field(
+        ge=0, le=1, description="largest share of AI images answered human (1: no target)"
+    )
     max_inconclusive: float = Field(
         gt=0, le=1, description="a band swallowing more validation images flags the model, not the band"
     )
@@ -283,6 +286,7 @@ def evaluate_candidate(
             threshold,
             params.band.max_fpr,
             params.band.min_human_precision,
+            params.band.max_miss_rate,
             also_on=[*other_sets, *published_sets],
         )
 
@@ -298,6 +302,7 @@ def evaluate_candidate(
         "threshold_human": band[0],
         "threshold_ai": band[1],
         "band": {
+            "targets": params.band.model_dump(include={"max_fpr", "min_human_precision", "max_miss_rate"}),
             "chosen_on": [
                 "validation",
                 *(["held_out_families"] if len(held_out) else []),
@@ -489,7 +494,12 @@ def summarise_held_out_families(
         y = validation["label"].astype(int).to_numpy()
         threshold = choose_threshold(y, validation["probability_ai"], params.threshold_objective)
         band = choose_band(
-            y, validation["probability_ai"], threshold, params.band.max_fpr, params.band.min_human_precision
+            y,
+            validation["probability_ai"],
+            threshold,
+            params.band.max_fpr,
+            params.band.min_human_precision,
+            params.band.max_miss_rate,
         )
         ai, human = held_out[held_out["label"] == 1], held_out[held_out["label"] == 0]
         reshared = reshared_views[reshared_views["fold"] == family]
