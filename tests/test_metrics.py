@@ -95,17 +95,18 @@ def test_the_band_by_hand() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize(("max_fpr", "min_human_precision"), [(0.05, 0.95), (0.1, 0.9), (0.01, 0.99)])
-def test_the_band_meets_both_targets_on_the_data(
-    seed: int, max_fpr: float, min_human_precision: float
+@pytest.mark.parametrize(
+    ("max_fpr", "min_human_precision", "max_miss_rate"),
+    [(0.05, 0.95, 1.0), (0.1, 0.9, 1.0), (0.01, 0.99, 1.0), (0.05, 0.95, 0.02), (0.1, 0.8, 0.05)],
+)
+def test_the_band_meets_every_target_on_the_data(
+    seed: int, max_fpr: float, min_human_precision: float, max_miss_rate: float
 ) -> None:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, 300)
     p = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
     threshold = choose_threshold(y, p)
-    threshold_human, threshold_ai = choose_band(
-        y, p, threshold, max_fpr, min_human_precision, max_miss_rate=1.0
-    )
+    threshold_human, threshold_ai = choose_band(y, p, threshold, max_fpr, min_human_precision, max_miss_rate)
 
     assert threshold_human < threshold_ai, "the classes overlap: there is a band"
     assert threshold_human <= threshold <= threshold_ai, "no committed answer contradicts the forced choice"
@@ -113,16 +114,18 @@ def test_the_band_meets_both_targets_on_the_data(
     answered_human = p < threshold_human
     if answered_human.any():
         assert np.mean(y[answered_human] == 0) >= min_human_precision
+    assert np.mean(p[y == 1] < threshold_human) <= max_miss_rate
     # The edges are the tightest that meet the targets (unless widened to the forced-choice cut): the
     # next score below threshold_ai breaks the false-positive target, the next score at or above
-    # threshold_human breaks the precision target.
+    # threshold_human breaks the precision or the miss-rate target.
     lower = p[p < threshold_ai]
     if lower.size and threshold_ai != threshold:
         assert np.mean(p[y == 0] >= lower.max()) > max_fpr
     higher = p[p >= threshold_human]
     if higher.size and threshold_human != threshold:
         widened = p <= higher.min()
-        assert np.mean(y[widened] == 0) < min_human_precision
+        precision_broken = np.mean(y[widened] == 0) < min_human_precision
+        assert precision_broken or np.mean(p[y == 1] <= higher.min()) > max_miss_rate
 
 
 def test_a_set_with_few_ai_images_cannot_let_a_share_of_them_be_answered_human() -> None:

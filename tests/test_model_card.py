@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from ai_image_detection.contract import NEVER_CUT
 from ai_image_detection.model_card import render_model_card
 
 
@@ -328,6 +329,13 @@ def test_a_report_without_published_generated_images_says_it_was_not_measured() 
         render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
     )
     assert section.strip() == "Not measured: no published generated images (catalog `wild_generated_images`)."
+
+
+def test_a_band_without_an_ai_cut_says_the_model_never_answers_ai() -> None:
+    export_report, evaluation, quantization, manifest, unseen_folds = card_inputs()
+    evaluation.update(threshold_human=0.0, threshold_ai=NEVER_CUT)
+    card = render_model_card(export_report, evaluation, quantization, manifest, unseen_folds)
+    assert 'The answer\n  is never "ai", never "human", and "inconclusive" in between' in card
 
 
 def test_a_band_chosen_on_validation_alone_says_so() -> None:

@@ -319,7 +319,12 @@ def test_the_scorecard_reads_tiles_and_band_from_the_metadata(tmp_path: Path) ->
             True,
             "validation F1 0.9100 vs 0.9000",
         ),
-        (Scorecard(0.90, 0.02, 0.0, 0.90), Scorecard(0.90, 0.02, 0.0, 0.90), True, "ties on unseen families"),
+        (
+            Scorecard(0.90, 0.02, 0.0, 0.90),
+            Scorecard(0.90, 0.02, 0.0, 0.90),
+            True,
+            "ties on generators never trained on",
+        ),
         (Scorecard(0.90, 0.02, 0.0, 0.89), Scorecard(0.90, 0.02, 0.0, 0.90), False, "validation F1"),
         (
             Scorecard(None, 0.10, 0.0, 0.99),

@@ -16,8 +16,9 @@ output (older exports) answers without attribution.
 An image's score is the mean P(AI) of its tiles (:mod:`ai_image_detection.tiling`); below
 ``threshold_human`` the answer is ``human``, at or above ``threshold_ai`` it is ``ai``, and in
 between it is ``inconclusive``. ``threshold`` is the single best cut, for a forced choice
-(``submission.csv``, F1). A band edge may be :data:`NEVER_CUT`, just above 1: no score reaches
-it, so that answer is never given (the band found no cut meeting its targets on that side).
+(``submission.csv``, F1). The upper edge may be :data:`NEVER_CUT`, just above 1: no score reaches
+it, so the answer is never ``ai``; a lower edge of 0 means it is never ``human`` (the band found no
+cut meeting its targets on that side).
 """
 
 from typing import Final, Literal

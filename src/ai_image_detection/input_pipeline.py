@@ -278,6 +278,13 @@ class Perturbation(BaseModel):
     sigma: float = Field(default=1.0, gt=0)
     resave_quality: int | None = Field(default=None, ge=1, le=100)
 
+    def settings(self) -> dict[str, str | int | float]:
+        """The kind and the fields it uses, as a report states them: ``{"kind": "webp", "quality": 80}``."""
+        used = {"jpeg": ["quality"], "webp": ["quality"], "blur": ["sigma"]}.get(self.kind, ["factor"])
+        if self.resave_quality is not None:
+            used.append("resave_quality")
+        return {"kind": self.kind, **{name: getattr(self, name) for name in used}}
+
     @model_validator(mode="after")
     def _one_jpeg_step(self) -> Perturbation:
         if self.kind in {"jpeg", "webp"} and self.resave_quality is not None:

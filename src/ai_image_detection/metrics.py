@@ -162,13 +162,13 @@ def choose_band(
     ``threshold_ai`` is the lowest cut whose false-positive rate (human images answered ``ai``)
     is at most ``max_fpr``; ``threshold_human`` the highest cut below which at least
     ``min_human_precision`` of the images are human and at most ``max_miss_rate`` of the AI
-    images fall (the precision alone depends on the set's share of AI images: a set with few
-    of them lets a large share of them be answered ``human``). Each set of ``also_on`` (labels and scores of
-    images the model never trained on, e.g. generator families held out of training) must meet
-    both targets too, so the band is the widest of the sets' own. The band always holds
+    images fall (the precision alone depends on the set's share of AI images: a set with few of
+    them lets a large share of them be answered ``human``). Each set of ``also_on`` (labels and
+    scores of images the model never trained on, e.g. generator families held out of training)
+    must meet the targets too, so the band is the widest of the sets' own. The band always holds
     ``threshold``, so that a committed answer never contradicts the forced choice (no "ai" below
-    the cut, no "human" above it). When both targets can be met by a single cut there is no band:
-    both edges are ``threshold`` moved into the range that meets both.
+    the cut, no "human" above it). When one cut meets every target there is no band: both edges
+    are ``threshold`` moved into the range that meets them.
 
     Args:
         y_true: Labels (1 = AI).
@@ -180,7 +180,12 @@ def choose_band(
         also_on: Further ``(labels, scores)`` sets the targets must hold on.
 
     Returns:
-        ``(threshold_human, threshold_ai)`` with ``threshold_human <= threshold_ai``.
+        ``(threshold_human, threshold_ai)`` with ``threshold_human <= threshold_ai``. An edge may
+        be 0 (no cut above the lowest score meets the ``human`` targets: never ``human``) or
+        :data:`~ai_image_detection.contract.NEVER_CUT` (none below the highest meets ``max_fpr``:
+        never ``ai``). A set of one class only constrains one edge (a set of AI images alone
+        lets ``ai`` start at 0; of humans alone, ``human`` reach above 1), so ``y_true`` should hold
+        both.
     """
     edges = [
         _band_edges(*_validated(labels, scores), max_fpr, min_human_precision, max_miss_rate)
@@ -197,7 +202,7 @@ def choose_band(
 def _band_edges(
     labels: np.ndarray, scores: np.ndarray, max_fpr: float, min_human_precision: float, max_miss_rate: float
 ) -> tuple[float, float]:
-    """One set's tightest ``(threshold_human, threshold_ai)``, crossed when one cut meets both targets."""
+    """One set's tightest ``(threshold_human, threshold_ai)``, crossed when one cut meets every target."""
     distinct = np.unique(scores)
     candidates = np.unique(np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2, [NEVER_CUT]]))
     humans = scores[labels == 0]

@@ -27,6 +27,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _settings(perturbation: dict[str, Any]) -> str:
+    """A perturbation in words: ``webp (quality 80)``."""
+    settings = ", ".join(f"{name} {value:g}" for name, value in perturbation.items() if name != "kind")
+    return f"{perturbation['kind']} ({settings})"
+
+
+def _band_words(threshold_human: float, threshold_ai: float) -> str:
+    """The band's edges in words; an edge no score crosses (0, or above 1) is an answer never given."""
+    ai = 'never "ai"' if threshold_ai > 1.0 else f'"ai" at or above **{threshold_ai:.4f}**'
+    human = 'never "human"' if threshold_human <= 0.0 else f'"human" below\n  **{threshold_human:.4f}**'
+    return f"{ai}, {human}"
+
+
 def _auroc(value: float) -> str:
     """An AUROC cell: empty when undefined (a single class)."""
     return "" if pd.isna(value) else format(value, ".3f")
@@ -209,7 +222,7 @@ def _wild_generated(report: dict[str, Any]) -> str:
     return f"""{report["images"]} images, the previews of {templates} text-to-image workflow templates
 ({"; ".join(report["sources"])}), each the output of the generator its template names, scored as
 published (lossy WebP), against {controls["images"]} human images of {" and ".join(controls["splits"])}
-re-saved as {resave["kind"]} (quality {resave.get("quality", "default")}). None of these generators
+re-saved as {_settings(resave)}. None of these generators
 is among the training families. AUROC **{_auroc(report["at_threshold"]["roc_auc"])}**
 ({_auroc(report["roc_auc_humans_as_stored"])} against the same humans as stored); recall at the
 forced-choice threshold {report["at_threshold"]["recall"]:.3f}.
@@ -307,6 +320,7 @@ def render_model_card(
     accused = max(evaluation["robustness_answers"].items(), key=lambda item: item[1]["human_images"]["ai"])
     calibration = evaluation["calibration"]
     targets = evaluation["band"]["targets"]
+    edges = _band_words(evaluation["threshold_human"], evaluation["threshold_ai"])
     return f"""# Model card: {registry["registered_model"]} v{registry["version"]}
 
 ## Model
@@ -315,8 +329,7 @@ def render_model_card(
 - Output: calibrated probability that the image is AI-generated (Platt scaling inside the graph,
   fitted on validation: ECE {calibration["ece_before"]:.3f} before, {calibration["ece_after"]:.3f} after).
   An image's score is the mean over up to {evaluation["max_tiles"]} native-resolution tiles. The answer
-  is "ai" at or above **{evaluation["threshold_ai"]:.4f}**, "human" below
-  **{evaluation["threshold_human"]:.4f}**, and "inconclusive" in between (chosen on
+  is {edges}, and "inconclusive" in between (chosen on
   {_band_basis(evaluation)} for at most {targets["max_fpr"]:.0%} of human images answered "ai", at
   least {targets["min_human_precision"]:.0%} of "human" answers right and at most
   {targets["max_miss_rate"]:.0%} of AI images answered "human");

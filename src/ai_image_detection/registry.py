@@ -219,7 +219,7 @@ def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tup
         )
     return (
         challenger.validation_f1 >= champion.validation_f1,
-        f"ties on unseen families, false positives and AI images answered human; validation F1 "
+        f"ties on generators never trained on, false positives and AI images answered human; validation F1 "
         f"{challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}",
     )
 

@@ -59,7 +59,9 @@ def test_human_below_the_band_ai_from_its_top_edge_inconclusive_between(
 
 def test_a_band_that_never_answers_ai_leaves_even_a_saturated_score_inconclusive() -> None:
     never_ai = MODEL.model_copy(update={"thresholds": Thresholds(human=0.4, ai=NEVER_CUT)})
-    assert judge(1.0, 9, FACTS, never_ai, NOTHING, PREDICTION_ID).label == "inconclusive"
+    saturated = judge(1.0, 9, FACTS, never_ai, NOTHING, PREDICTION_ID)
+    assert saturated.label == "inconclusive"
+    assert "band [40.0%, 100.0%] (the model never answers AI)" in saturated.summary
     assert judge(0.1, 9, FACTS, never_ai, NOTHING, PREDICTION_ID).label == "human"
 
 

@@ -148,9 +148,11 @@ def _percent(probability: float) -> str:
 
 
 def _band(thresholds: Thresholds) -> str:
-    """The band in words: ``[40.0 %, 60.0 %)``, or the single threshold when there is none."""
+    """The band in words: ``[40.0 %, 60.0 %)`` (closed at 100 % when no score reaches "ai"), or the cut."""
     if thresholds.human == thresholds.ai:
         return f"threshold {_percent(thresholds.ai)}"
+    if thresholds.ai > 1.0:
+        return f"inconclusive band [{_percent(thresholds.human)}, 100.0%] (the model never answers AI)"
     return f"inconclusive band [{_percent(thresholds.human)}, {_percent(thresholds.ai)})"
 
 

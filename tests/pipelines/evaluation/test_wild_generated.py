@@ -12,11 +12,13 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.contract import verdict
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.pipelines.evaluation.wild_generated import (
     PublishedScores,
-    answer,
     cross_fitted_answers,
+    generator_folds,
+    generator_of,
     score_published,
     template_name,
     wild_generated_report,
@@ -28,6 +30,8 @@ SIZE = 32
 WEBP_80 = Perturbation(kind="webp", quality=80)
 IDENTITY = PlattScaling(slope=1.0, intercept=0.0)
 BAND = (0.05, 0.9)
+GENERATORS = {"flux": "^(dark|grey)"}
+"""The dark and the grey template preview one generator; the bright one (two previews) is its own."""
 
 
 def mean_pixel_model() -> keras.Model:
@@ -83,7 +87,9 @@ def predictions(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 
 def scores_of(model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame) -> PublishedScores:
-    scores = score_published(model, published, predictions, IDENTITY, WEBP_80, max_tiles=9, batch_size=4)
+    scores = score_published(
+        model, published, predictions, IDENTITY, WEBP_80, GENERATORS, max_tiles=9, batch_size=4
+    )
     assert scores is not None
     return scores
 
@@ -126,7 +132,7 @@ def test_the_controls_are_the_untrained_humans_re_saved_as_the_published_images_
         roc_auc_score(labels, np.r_[generated, resaved])
     )
     assert report["at_threshold"]["recall"] == pytest.approx(np.mean(generated >= 0.5))
-    human_answers = [answer(score, BAND) for score in resaved]
+    human_answers = [verdict(score, *BAND) for score in resaved]
     assert report["answers"]["human_images"]["human"] == pytest.approx(human_answers.count("human") / 4)
     as_stored = roc_auc_score(labels, np.r_[generated, controls["probability_ai"].to_numpy(dtype=float)])
     assert report["roc_auc_humans_as_stored"] == pytest.approx(as_stored)
@@ -135,16 +141,19 @@ def test_the_controls_are_the_untrained_humans_re_saved_as_the_published_images_
 def test_without_published_images_there_is_nothing_to_score_and_no_section(
     model: keras.Model, predictions: pd.DataFrame
 ) -> None:
-    assert score_published(model, [], predictions, IDENTITY, WEBP_80, max_tiles=9, batch_size=4) is None
+    assert score_published(model, [], predictions, IDENTITY, WEBP_80, {}, max_tiles=9, batch_size=4) is None
     assert wild_generated_report(None, 0.5, BAND, cross_fitted=None) == {}
 
 
-def test_the_two_halves_alternate_over_the_images_and_the_controls_alike(
+def test_the_two_halves_split_the_generators_and_alternate_over_the_controls(
     model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame
 ) -> None:
     scores = scores_of(model, published, predictions)
     assert list(scores.generated["member"]) == sorted(photo.member for photo in published)
-    assert list(scores.generated["fold"]) == [0, 1, 0, 1]
+    assert list(scores.generated["generator"]) == ["bright_t2i", "bright_t2i", "flux", "flux"]
+    assert list(scores.generated["fold"]) == [0, 0, 1, 1], "no generator in both halves"
+    report = wild_generated_report(scores, 0.5, BAND, cross_fitted=None)
+    assert report["generators"] == {"count": 2, "halves": [["bright_t2i"], ["flux"]]}
     labels, values = scores.band_set()
     assert list(labels) == [1, 1, 1, 1, 0, 0, 0, 0]
     np.testing.assert_array_equal(values, np.r_[scores.generated["probability_ai"], scores.controls])
@@ -171,7 +180,7 @@ def test_each_half_is_answered_at_the_band_chosen_with_the_other(
         (chosen_on,) = sets
         np.testing.assert_array_equal(chosen_on[1], scores.band_set(other)[1])
     expected = [
-        answer(score, bands[fold])
+        verdict(score, *bands[fold])
         for fold in (0, 1)
         for score in scores.generated.loc[scores.generated["fold"] == fold, "probability_ai"]
     ]
@@ -194,7 +203,24 @@ def test_the_template_is_the_file_name_without_its_preview_index(member: str, te
 
 
 @pytest.mark.parametrize(
-    ("probability", "expected"), [(0.0, "human"), (0.049, "human"), (0.05, "inconclusive"), (0.9, "ai")]
+    ("template", "generator"),
+    [
+        ("image_flux2_fp8", "flux2"),
+        ("flux_schnell_full_text_to_image", "flux1"),
+        ("flux1_krea_dev", "flux1"),
+        ("image_qwen_image", "image_qwen_image"),
+    ],
 )
-def test_an_answer_uses_the_band_edges_as_the_service_does(probability: float, expected: str) -> None:
-    assert answer(probability, BAND) == expected
+def test_a_template_previews_the_first_generator_whose_pattern_it_contains(
+    template: str, generator: str
+) -> None:
+    assert generator_of(template, {"flux2": "flux2", "flux1": "^flux(1_|_)"}) == generator
+
+
+def test_the_largest_generators_are_placed_first_each_in_the_emptier_half() -> None:
+    folds = generator_folds(["c", "a", "a", "a", "b", "b", "d"])
+    halves = [
+        sorted({name for name, fold in zip("caaabbd", folds, strict=True) if fold == half}) for half in (0, 1)
+    ]
+    assert halves == [["a", "d"], ["b", "c"]], "a (3) in 0, b (2) in 1, c in 1 (2 < 3), d in 0 (3 < 4)"
+    assert generator_folds([]).size == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def comparison(*rows: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, float]]:
         "unseen_roc_auc_min": 0.7,
         "unseen_worst_family": "beta",
         "unseen_human_fpr": 0.05,
+        "wild_generated_roc_auc": float("nan"),
         "f1": 0.9,
         "onnx_ms": 5.0,
         "ms_per_image": 1.0,  # Keras time must not matter
@@ -69,6 +71,16 @@ def test_unseen_families_beat_validation_f1() -> None:
     general = {"candidate": "general", "f1": 0.90, "unseen_roc_auc_mean": 0.85, "unseen_human_fpr": 0.05}
     assert selected(sharp, general) == "general"
     assert selected(general, sharp) == "general", "the order of the candidates does not matter"
+
+
+def test_published_generated_images_count_as_much_as_the_held_out_families() -> None:
+    upscalers = {"candidate": "low", "unseen_roc_auc_mean": 0.95, "wild_generated_roc_auc": 0.60}
+    broader = {"candidate": "high", "unseen_roc_auc_mean": 0.90, "wild_generated_roc_auc": 0.75}
+    assert selected(upscalers, broader) == "high", "mean 0.825 against 0.775"
+    selection = select_candidate(PARAMS, *comparison(upscalers, broader))
+    assert selection["never_seen_roc_auc"] == pytest.approx(0.825)
+    assert "published generated images 0.7500" in selection["reason"]
+    assert "best on generators never trained on (mean AUROC 0.8250;" in selection["reason"]
 
 
 def test_a_tie_on_unseen_families_goes_to_fewer_false_positives() -> None:
@@ -111,14 +123,18 @@ def test_the_budget_still_applies_and_the_reason_names_the_figures() -> None:
     assert selection == {
         "candidate": "mid",
         "threshold": 0.3,
+        "never_seen_roc_auc": 0.85,
         "unseen_roc_auc_mean": 0.85,
+        "wild_generated_roc_auc": selection["wild_generated_roc_auc"],
         "unseen_human_fpr": 0.02,
         "validation_f1": 0.9,
         "onnx_ms_per_image": 5.0,
         "reason": selection["reason"],
     }
     reason = selection["reason"]
+    assert math.isnan(selection["wild_generated_roc_auc"])
     assert reason.startswith("mid: leave-one-family-out AUROC 0.8500 (worst family waifu2x 0.6100)")
+    assert "published generated images not measured" in reason
     assert "human false-positive rate 0.0200" in reason
     assert "validation F1 0.9000" in reason
     assert "among the 2 of 3 candidates within their latency budget (5.00 ms per image of its 10 ms" in reason

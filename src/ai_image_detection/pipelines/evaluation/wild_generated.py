@@ -15,13 +15,16 @@ With ``evaluation.band.on_wild_generated`` the band must also hold on them poole
 controls (:meth:`PublishedScores.band_set`), so that a model unable to tell them from photographs
 does not answer "human" to them. What the band then answers to them is no longer an independent
 figure, so :func:`cross_fitted_answers` also reports each half answered at the band chosen with
-the other half.
+the other half. The halves split the generators, not the images (several templates preview the
+same model: FLUX.2 five times, SDXL four), so that each half is answered at a band that never saw
+its generators (``generators``: each generator's pattern over template names).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -31,14 +34,15 @@ import numpy as np
 import pandas as pd
 
 from ai_image_detection.calibration import PlattScaling
+from ai_image_detection.contract import Verdict, verdict
 from ai_image_detection.input_pipeline import Perturbation, perturbed_pixels
-from ai_image_detection.metrics import answer_shares, answers_by_class, binary_metrics
+from ai_image_detection.metrics import answers_by_class, binary_metrics
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from ai_image_detection.scoring import keras_scorer, score_files
 
 HUMAN_SPLITS = ("validation", "unseen")
 """The splits whose human images no candidate trained on: the controls."""
-_ANSWER_NAMES = ("human", "inconclusive", "ai")
+_ANSWERS: tuple[Verdict, ...] = ("human", "inconclusive", "ai")
 
 
 def template_name(member: str) -> str:
@@ -52,10 +56,33 @@ def template_name(member: str) -> str:
     return base if base and index.isdigit() else stem
 
 
-def answer(probability: float, band: tuple[float, float]) -> str:
-    """The service's answer for a calibrated P(AI): ``human`` below the band, ``ai`` from its top."""
-    shares = answer_shares([probability], *band)
-    return next(name for name in _ANSWER_NAMES if shares[name] == 1.0)
+def generator_of(template: str, generators: Mapping[str, str]) -> str:
+    """The generator a template previews: the first whose pattern the template name contains, else itself.
+
+    >>> generator_of("image_flux2_fp8", {"flux1": "^flux", "flux2": "flux2"})
+    'flux2'
+    >>> generator_of("image_qwen_image", {"flux2": "flux2"})
+    'image_qwen_image'
+    """
+    return next((name for name, pattern in generators.items() if re.search(pattern, template)), template)
+
+
+def generator_folds(generators: Sequence[str]) -> np.ndarray:
+    """A fold (0 or 1) per image such that each generator's images share one and the folds are near equal.
+
+    The generators, largest first (then by name), each go to the fold with fewer images so far.
+
+    >>> generator_folds(["a", "b", "b", "c"]).tolist()
+    [1, 0, 0, 1]
+    """
+    sizes = pd.Series(list(generators), dtype=object).value_counts()
+    order = sorted(sizes.index, key=lambda name: (-sizes[name], name))
+    filled = [0] * len(FOLDS)
+    fold_of = {}
+    for name in order:
+        fold_of[name] = min(FOLDS, key=lambda fold: filled[fold])
+        filled[fold_of[name]] += int(sizes[name])
+    return np.array([fold_of[name] for name in generators], dtype=int)
 
 
 @dataclass(frozen=True)
@@ -63,8 +90,8 @@ class PublishedScores:
     """The published generated images and their human controls, scored as served and calibrated.
 
     Attributes:
-        generated: ``template``, ``member``, calibrated ``probability_ai`` and ``fold`` (0 or 1,
-            alternating over the members in name order) of each generated image.
+        generated: ``template``, ``generator``, ``member``, calibrated ``probability_ai`` and
+            ``fold`` (0 or 1, :func:`generator_folds`) of each generated image.
         controls: Calibrated P(AI) of each human control after ``resave``.
         controls_as_stored: The same humans' calibrated P(AI) as stored.
         sources: ``package==version: licence`` of the generated images.
@@ -102,6 +129,7 @@ def score_published(
     predictions: pd.DataFrame,
     scaling: PlattScaling,
     human_resave: Perturbation,
+    generators: Mapping[str, str],
     max_tiles: int,
     batch_size: int,
 ) -> PublishedScores | None:
@@ -114,6 +142,7 @@ def score_published(
             validation and unseen-split human rows, already scored as stored).
         scaling: The calibration fitted on validation.
         human_resave: What the human controls go through to be stored as the generated images are.
+        generators: Generator name -> pattern over template names (:func:`generator_of`).
         max_tiles: Tiles averaged per image.
         batch_size: Crops per model call.
 
@@ -147,13 +176,16 @@ def score_published(
             description=f"human controls, {human_resave.kind} q{human_resave.quality}",
         )
     )
+    templates = [template_name(photo.member) for photo in by_key.values()]
+    generator_names = [generator_of(template, generators) for template in templates]
     return PublishedScores(
         generated=pd.DataFrame(
             {
-                "template": [template_name(photo.member) for photo in by_key.values()],
+                "template": templates,
+                "generator": generator_names,
                 "member": [photo.member for photo in by_key.values()],
                 "probability_ai": generated_scores,
-                "fold": np.arange(len(by_key)) % len(FOLDS),
+                "fold": generator_folds(generator_names),
             }
         ),
         controls=controls,
@@ -171,8 +203,9 @@ def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> 
     """The answers on the generated images when the band never saw them.
 
     Each half of the published images (and of the controls) is answered at the band chosen with
-    the other half in place of the whole: an out-of-sample estimate of what a band that holds on
-    these images answers to the next generator's.
+    the other half in place of the whole: the halves share no generator, so this estimates what a
+    band that holds on these images answers to the next generator's. A half holds about half the
+    AI images, so the band's miss-rate target allows it fewer misses than the whole.
 
     Args:
         published: The scores.
@@ -181,12 +214,12 @@ def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> 
     Returns:
         Shares of ``human``, ``inconclusive`` and ``ai`` answers over both halves' generated images.
     """
-    answers: list[str] = []
+    answers: list[Verdict] = []
     for fold in FOLDS:
         band = band_with([published.band_set(1 - fold)])
         held = published.generated.loc[published.generated["fold"] == fold, "probability_ai"]
-        answers += [answer(score, band) for score in held]
-    return {name: answers.count(name) / len(answers) for name in _ANSWER_NAMES}
+        answers += [verdict(score, *band) for score in held]
+    return {name: answers.count(name) / len(answers) for name in _ANSWERS}
 
 
 def wild_generated_report(
@@ -205,13 +238,14 @@ def wild_generated_report(
             else None.
 
     Returns:
-        ``{}`` without published images; otherwise ``images``, ``templates``, ``sources``,
+        ``{}`` without published images; otherwise ``images``, ``templates``, ``generators``
+        (how many, and the two halves of the cross-fitted answers), ``sources``,
         ``human_controls`` (how many, from which splits, and the re-save), ``band_chosen_on_them``,
         ``answers`` (on the generated images and on the re-saved controls, each as shares of
         human / inconclusive / ai), ``answers_cross_fitted`` (the generated images' answers at
         bands that never saw them, or None), ``at_threshold`` (metrics against the re-saved
-        controls), ``roc_auc_humans_as_stored`` and ``per_image`` (template, member, calibrated
-        P(AI) and the answer, lowest P(AI) first: the ones answered "human" lead).
+        controls), ``roc_auc_humans_as_stored`` and ``per_image`` (template, generator, member,
+        calibrated P(AI) and the answer, lowest P(AI) first: the ones answered "human" lead).
     """
     if published is None:
         return {}
@@ -219,16 +253,21 @@ def wild_generated_report(
     generated = published.generated["probability_ai"].to_numpy(dtype=np.float64)
     as_stored = binary_metrics(labels, np.r_[generated, published.controls_as_stored], threshold)
     per_image = published.generated.drop(columns="fold").assign(
-        answer=[answer(score, band) for score in generated]
+        answer=[verdict(score, *band) for score in generated]
     )
+    halves = published.generated.groupby("fold")["generator"].unique()
     return {
         "images": len(generated),
         "templates": int(per_image["template"].nunique()),
+        "generators": {
+            "count": int(per_image["generator"].nunique()),
+            "halves": [sorted(halves.get(fold, [])) for fold in FOLDS],
+        },
         "sources": published.sources,
         "human_controls": {
             "images": len(published.controls),
             "splits": list(HUMAN_SPLITS),
-            "resave": published.resave.model_dump(exclude_defaults=True),
+            "resave": published.resave.settings(),
         },
         "band_chosen_on_them": cross_fitted is not None,
         "answers": answers_by_class(labels, scores, band),
