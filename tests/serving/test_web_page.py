@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
@@ -169,19 +169,40 @@ def test_a_score_in_the_band_is_shown_as_inconclusive_with_the_band_on_the_bar(
     expect(entry.locator(".history-verdict")).to_have_text("Inconclusive")
 
 
+def upload_with_changed_answer(
+    page: Page,
+    live_server: str,
+    path: Path,
+    data: bytes,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Locator:
+    """Upload ``data`` as ``path`` with the page given the service's real answer after ``change``.
+
+    Chromium does not let an intercepted upload be sent on, so the real answer is asked for here.
+
+    Returns:
+        The file's result card.
+    """
+    real = httpx.post(f"{live_server}/predict", files={"image": (path.name, data)}, timeout=60).json()
+    changed = change(real)
+    page.route("**/predict", lambda route: route.fulfill(json=changed))
+    path.write_bytes(data)
+    page.set_input_files("#file-input", str(path))
+    return page.locator(f'.result-card[data-filename="{path.name}"]')
+
+
 @pytest.mark.slow
 def test_a_band_that_never_answers_ai_says_so_and_stays_on_the_bar(
     page: Page, live_server: str, tmp_path: Path, verdict_images: dict[Verdict, tuple[bytes, float]]
 ) -> None:
     """A model whose band found no cut within its false-accusation target has ``threshold_ai`` above 1."""
-    png = verdict_images["inconclusive"][0]
-    real = httpx.post(f"{live_server}/predict", files={"image": ("never.png", png)}, timeout=60).json()
-    answer = {**real, "thresholds": {"human": THRESHOLD_HUMAN, "ai": NEVER_CUT}}
-    page.route("**/predict", lambda route: route.fulfill(json=answer))
-    image = tmp_path / "never.png"
-    image.write_bytes(png)
-    page.set_input_files("#file-input", str(image))
-    card = page.locator('.result-card[data-filename="never.png"]')
+    card = upload_with_changed_answer(
+        page,
+        live_server,
+        tmp_path / "never.png",
+        verdict_images["inconclusive"][0],
+        lambda real: {**real, "thresholds": {"human": THRESHOLD_HUMAN, "ai": NEVER_CUT}},
+    )
     expect(card.locator(".verdict")).to_contain_text("Inconclusive", timeout=30_000)
     expect(card.locator(".details dt:text-is('Thresholds') + dd")).to_have_text(
         f"human below {THRESHOLD_HUMAN * 100:.1f}% · never AI"
@@ -204,23 +225,16 @@ def test_an_answer_without_attribution_shows_no_family(
     verdict_images: dict[Verdict, tuple[bytes, float]],
     attribution: str,
 ) -> None:
-    """A model without attribution answers nulls; a service from before attribution, no such fields.
-
-    The page is given the service's real answer with the fields changed (Chromium does not let an
-    intercepted upload be sent on, so the answer is asked for here).
-    """
-    png = verdict_images["human"][0]
-    real = httpx.post(f"{live_server}/predict", files={"image": ("plain.png", png)}, timeout=60).json()
+    """A model without attribution answers nulls; a service from before attribution, no such fields."""
     fields = ("closest_family", "closest_family_probability", "family_probabilities")
-    answer = {key: value for key, value in real.items() if key not in fields}
-    if attribution == "null":
-        answer.update(dict.fromkeys(fields))
-    page.route("**/predict", lambda route: route.fulfill(json=answer))
 
-    image = tmp_path / "plain.png"
-    image.write_bytes(png)
-    page.set_input_files("#file-input", str(image))
-    card = page.locator('.result-card[data-filename="plain.png"]')
+    def without_attribution(real: dict[str, Any]) -> dict[str, Any]:
+        answer = {key: value for key, value in real.items() if key not in fields}
+        return {**answer, **dict.fromkeys(fields)} if attribution == "null" else answer
+
+    card = upload_with_changed_answer(
+        page, live_server, tmp_path / "plain.png", verdict_images["human"][0], without_attribution
+    )
     expect(card.locator(".verdict")).to_contain_text("Likely human-made", timeout=30_000)
     expect(card.locator(".closest-family")).to_have_count(0)
     assert "closest family" not in card.inner_text()
@@ -339,15 +353,14 @@ def test_an_older_services_answer_shows_no_provenance_and_no_feedback(
     page: Page, live_server: str, tmp_path: Path, verdict_images: dict[Verdict, tuple[bytes, float]]
 ) -> None:
     """A service from before provenance and feedback answers neither: the page leaves both out."""
-    png = verdict_images["human"][0]
-    real = httpx.post(f"{live_server}/predict", files={"image": ("old.png", png)}, timeout=60).json()
     newer = {"provenance", "prediction_id", "decided_by"}
-    answer = {key: value for key, value in real.items() if key not in newer}
-    page.route("**/predict", lambda route: route.fulfill(json=answer))
-    image = tmp_path / "old.png"
-    image.write_bytes(png)
-    page.set_input_files("#file-input", str(image))
-    card = page.locator('.result-card[data-filename="old.png"]')
+    card = upload_with_changed_answer(
+        page,
+        live_server,
+        tmp_path / "old.png",
+        verdict_images["human"][0],
+        lambda real: {key: value for key, value in real.items() if key not in newer},
+    )
     expect(card.locator(".verdict")).to_contain_text("Likely human-made", timeout=30_000)
     expect(card.locator(".download-annotated")).to_be_visible()
     expect(card.locator(".provenance")).to_have_count(0)

@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ai_image_detection.datasets import BytesDataset
-from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.models import DetectorSpec, build_detector
 from ai_image_detection.onnx_export import ParityError
 from ai_image_detection.pipelines.export.nodes import ExportParams, export_candidates, register_detector
@@ -141,7 +140,7 @@ def test_ship_int8_beyond_the_accepted_f1_drop_registers_float32(
         manifest,
         {"candidate": SELECTED},
         published_generated(),
-        Perturbation(kind="webp", quality=80),
+        {"kind": "webp", "quality": 80},
     )
     assert report["shipped_precision"] == "fp32"
     assert report["registry"]["challenger"]["published_roc_auc"] is not None, "judged on them too"

@@ -391,7 +391,7 @@ def register_detector(
     image_manifest: pd.DataFrame,
     parity_report: dict[str, Any],
     wild_generated: list[SourcePhoto],
-    human_resave: Perturbation,
+    human_resave: dict[str, Any],
 ) -> dict[str, Any]:
     """Register the shipped model in MLflow; move the champion alias only if it does not regress.
 
@@ -409,7 +409,9 @@ def register_detector(
         image_manifest: The manifest (both models are scored on its validation and unseen images).
         parity_report: Output of :func:`verify_parity`.
         wild_generated: The published images of today's generators (evaluation's catalog entry).
-        human_resave: What their human controls go through (``evaluation.wild_generated_human_resave``).
+        human_resave: What their human controls go through (``evaluation.wild_generated_human_resave``),
+            as a mapping: Kedro cannot validate a key inside ``params:evaluation``, which the
+            evaluation pipeline validates whole.
 
     Returns:
         The export report: selection, parity, which precision shipped, and the registry
@@ -431,7 +433,7 @@ def register_detector(
         unseen_paths=unseen["path"].tolist(),
         unseen_labels=unseen["label"].astype(int).to_numpy(),
         published={f"{photo.package}/{photo.member}": photo.data for photo in wild_generated},
-        human_resave=human_resave,
+        human_resave=Perturbation.model_validate(human_resave),
     )
     rule = ChampionRule(
         params.selection.roc_auc_tolerance,
