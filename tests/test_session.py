@@ -261,7 +261,9 @@ def test_notebook_reads_the_results_through_the_catalog(finished_run: Path) -> N
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
-    assert "small_cnn: leave-one-family-out AUROC" in printed
+    selection = json.loads((finished_run / "data" / "08_reporting" / "model_selection.json").read_text())
+    assert selection["candidate"] in CANDIDATES
+    assert f"{selection['candidate']}: leave-one-family-out AUROC" in printed, "the selection's reason"
     assert "int8: F1" in printed
 
 
