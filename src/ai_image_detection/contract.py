@@ -21,7 +21,7 @@ it, so the answer is never ``ai``; a lower edge of 0 means it is never ``human``
 cut meeting its targets on that side).
 """
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 INPUT_NAME: Final = "image"
 OUTPUT_NAME: Final = "probability_ai"
@@ -39,6 +39,8 @@ CALIBRATION_KEY: Final = "calibration"
 FAMILIES_KEY: Final = "families"
 
 Verdict = Literal["human", "inconclusive", "ai"]
+VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
+"""The answers, from the human side of the band to the AI side."""
 
 UNKNOWN_GENERATOR: Final = "unknown"
 """The ``generator`` of an image whose origin the data does not say."""

@@ -24,7 +24,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from ai_image_detection.contract import NEVER_CUT
+from ai_image_detection.contract import NEVER_CUT, VERDICTS
 
 ThresholdObjective = Literal["f1", "balanced_accuracy"]
 
@@ -231,7 +231,7 @@ def answer_shares(probabilities: ArrayLike, threshold_human: float, threshold_ai
     """
     scores = np.asarray(probabilities, dtype=np.float64).ravel()
     if not scores.size:
-        return dict.fromkeys(("human", "inconclusive", "ai"), float("nan"))
+        return dict.fromkeys(VERDICTS, float("nan"))
     ai = scores >= threshold_ai
     human = scores < threshold_human
     return {

@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from ai_image_detection.contract import VERDICTS
+
 _METRICS = (
     ("accuracy", "accuracy"),
     ("precision", "precision"),
@@ -139,9 +141,6 @@ def _format_table(formats: list[dict[str, Any]]) -> str:
     return _table(header, rows)
 
 
-_ANSWERS = ("human", "inconclusive", "ai")
-
-
 def _answers(evaluation: dict[str, Any]) -> str:
     shares_by_row: dict[str, dict[str, float]] = {
         split: evaluation[split]["answers"]
@@ -157,9 +156,9 @@ def _answers(evaluation: dict[str, Any]) -> str:
         shares_by_row["held-out families re-shared, AI images"] = reshared["ai_images"]
         shares_by_row["held-out families re-shared, human twins"] = reshared["human_images"]
     rows = [
-        [name, *(f"{shares[answer]:.3f}" for answer in _ANSWERS)] for name, shares in shares_by_row.items()
+        [name, *(f"{shares[answer]:.3f}" for answer in VERDICTS)] for name, shares in shares_by_row.items()
     ]
-    return _table(["split", *_ANSWERS], rows)
+    return _table(["split", *VERDICTS], rows)
 
 
 def _reshared_answers(robustness_answers: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -178,7 +177,7 @@ def _reshared_answers(robustness_answers: dict[str, dict[str, dict[str, float]]]
             *(
                 f"{answers[kind][answer]:.3f}"
                 for kind in ("human_images", "ai_images")
-                for answer in _ANSWERS
+                for answer in VERDICTS
             ),
         ]
         for name, answers in robustness_answers.items()
@@ -204,7 +203,7 @@ def _wild_generated(report: dict[str, Any]) -> str:
     controls = report["human_controls"]
     resave = controls["resave"]
     rows = [
-        [name, *(f"{report['answers'][kind][answer]:.3f}" for answer in _ANSWERS)]
+        [name, *(f"{report['answers'][kind][answer]:.3f}" for answer in VERDICTS)]
         for name, kind in (("generated images", "ai_images"), ("human controls, re-saved", "human_images"))
     ]
     missed = [row["template"] for row in report["per_image"] if row["answer"] == "human"]
@@ -213,7 +212,7 @@ def _wild_generated(report: dict[str, Any]) -> str:
         "The band was chosen on these images too (pooled with the controls), so that the model does not "
         'answer "human" to what it cannot tell from a photograph; chosen on one half of them and '
         "answered on the other (both ways), the generated images were answered "
-        + ", ".join(f"{answer} {cross_fitted[answer]:.3f}" for answer in _ANSWERS)
+        + ", ".join(f"{answer} {cross_fitted[answer]:.3f}" for answer in VERDICTS)
         + "."
         if cross_fitted is not None
         else "The band was not chosen on these images (`evaluation.band.on_wild_generated: false`)."
@@ -227,7 +226,7 @@ is among the training families. AUROC **{_auroc(report["at_threshold"]["roc_auc"
 ({_auroc(report["roc_auc_humans_as_stored"])} against the same humans as stored); recall at the
 forced-choice threshold {report["at_threshold"]["recall"]:.3f}.
 
-{_table(["images", *_ANSWERS], rows)}
+{_table(["images", *VERDICTS], rows)}
 
 Generated images answered "human": {", ".join(f"`{name}`" for name in missed) or "none"}. {heeded}"""
 

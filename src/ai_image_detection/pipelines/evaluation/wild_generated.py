@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ai_image_detection.calibration import PlattScaling
-from ai_image_detection.contract import Verdict, verdict
+from ai_image_detection.contract import VERDICTS, Verdict, verdict
 from ai_image_detection.input_pipeline import Perturbation, perturbed_pixels
 from ai_image_detection.metrics import answers_by_class, binary_metrics
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
@@ -42,7 +42,8 @@ from ai_image_detection.scoring import keras_scorer, score_files
 
 HUMAN_SPLITS = ("validation", "unseen")
 """The splits whose human images no candidate trained on: the controls."""
-_ANSWERS: tuple[Verdict, ...] = ("human", "inconclusive", "ai")
+FOLDS = (0, 1)
+"""The two halves of the published images for the cross-fitted answers."""
 
 
 def template_name(member: str) -> str:
@@ -117,10 +118,6 @@ class PublishedScores:
             controls = controls[np.arange(len(controls)) % len(FOLDS) == fold]
         labels = np.r_[np.ones(len(generated)), np.zeros(len(controls))].astype(int)
         return labels, np.r_[generated, controls]
-
-
-FOLDS = (0, 1)
-"""The two halves of the published images for the cross-fitted answers."""
 
 
 def score_published(
@@ -219,7 +216,7 @@ def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> 
         band = band_with([published.band_set(1 - fold)])
         held = published.generated.loc[published.generated["fold"] == fold, "probability_ai"]
         answers += [verdict(score, *band) for score in held]
-    return {name: answers.count(name) / len(answers) for name in _ANSWERS}
+    return {name: answers.count(name) / len(answers) for name in VERDICTS}
 
 
 def wild_generated_report(

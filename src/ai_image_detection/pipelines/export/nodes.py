@@ -218,16 +218,13 @@ def select_candidate(
     chosen = str(ranked["f1"].idxmax())
     row = table.loc[chosen].to_dict()
     excluded = sorted(set(table.index) - set(eligible.index))
+    published = row["wild_generated_roc_auc"]
+    published_auc = "not measured" if pd.isna(published) else f"{published:.4f}"
     reason = (
         f"{chosen}: leave-one-family-out AUROC {row['unseen_roc_auc_mean']:.4f} (worst family "
         f"{row['unseen_worst_family']} {row['unseen_roc_auc_min']:.4f}), published generated images "
-        + (
-            "not measured"
-            if pd.isna(row["wild_generated_roc_auc"])
-            else f"{row['wild_generated_roc_auc']:.4f}"
-        )
-        + f", human false-positive rate {row['unseen_human_fpr']:.4f} on the held-out families, "
-        f"validation F1 {row['f1']:.4f}; best on generators never trained on (mean AUROC "
+        f"{published_auc}, human false-positive rate {row['unseen_human_fpr']:.4f} on the held-out "
+        f"families, validation F1 {row['f1']:.4f}; best on generators never trained on (mean AUROC "
         f"{row['never_seen_roc_auc']:.4f}; then false positives, then F1) among the {len(eligible)} "
         f"of {len(table)} candidates within their latency budget ({row['onnx_ms']:.2f} ms per image of its "
         f"{row['budget_ms']:g} ms, ONNX Runtime, batch 1, this CPU)"

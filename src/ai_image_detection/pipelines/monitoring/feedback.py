@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from ai_image_detection.contract import VERDICTS
+
 logger = logging.getLogger(__name__)
 
 CLAIMED_LABELS = ("ai", "human")
@@ -94,7 +96,7 @@ def version_feedback(table: pd.DataFrame) -> dict[str, Any]:
     return {
         "count": len(table),
         "claimed": _counts(table["claimed_label"], CLAIMED_LABELS),
-        "on_verdict": _counts(table["verdict"], ("human", "inconclusive", "ai")),
+        "on_verdict": _counts(table["verdict"], VERDICTS),
         "confirmed_errors": int(errors.sum()),
         "confirmed_error_rate": float(errors.mean()) if len(table) else None,
         "errors_by_verdict": _counts(table.loc[errors, "verdict"], COMMITTED_VERDICTS),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ai_image_detection.contract import verdict
+from ai_image_detection.contract import VERDICTS, verdict
 from ai_image_detection.pipelines.monitoring import charts, flag, report
 from ai_image_detection.pipelines.monitoring.drift import compare_categorical, compare_numeric
 from ai_image_detection.pipelines.monitoring.feedback import feedback_figures, feedback_table
@@ -27,7 +27,6 @@ from ai_image_detection.serving.prediction_log import PredictionRecord
 logger = logging.getLogger(__name__)
 
 NO_PREDICTIONS = "no predictions logged yet"
-VERDICTS = ("human", "inconclusive", "ai")
 NUMERIC_INPUTS = ("width", "height", "bytes", "mean_luma", "std_luma")
 """Input statistics compared with the reference, when both have them."""
 CATEGORICAL_INPUTS = ("format",)
