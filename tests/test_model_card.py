@@ -155,25 +155,28 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             "at_threshold": {**metrics(0.4), "roc_auc": 0.642, "recall": 0.0},
             "roc_auc_humans_as_stored": 0.667,
             "band_chosen_on_them": True,
-            "answers_cross_fitted": {"human": 0.0, "inconclusive": 1.0, "ai": 0.0},
+            "answers_cross_fitted": {"human": 1 / 3, "inconclusive": 2 / 3, "ai": 0.0},
             "per_image": [
                 {
                     "template": "image_z_image",
                     "member": "t/image_z_image-1.webp",
                     "probability_ai": 0.0001,
                     "answer": "human",
+                    "answer_cross_fitted": "inconclusive",
                 },
                 {
                     "template": "flux_schnell",
                     "member": "t/flux_schnell-1.webp",
                     "probability_ai": 0.2,
                     "answer": "inconclusive",
+                    "answer_cross_fitted": "human",
                 },
                 {
                     "template": "flux_schnell",
                     "member": "t/flux_schnell-2.webp",
                     "probability_ai": 0.3,
                     "answer": "inconclusive",
+                    "answer_cross_fitted": "inconclusive",
                 },
             ],
         },
@@ -309,7 +312,10 @@ def test_the_card_says_what_the_model_answers_to_published_generated_images() ->
     assert "| generated images | 0.333 | 0.667 | 0.000 |" in section
     assert "| human controls, re-saved | 0.300 | 0.675 | 0.025 |" in section
     assert 'Generated images answered "human": `image_z_image`.' in section
-    assert "answered on the other (both ways), the generated images were answered human 0.000, " in section
+    assert (
+        "answered on the other (both ways), the generated images were answered human 0.333, "
+        'inconclusive 0.667, ai 0.000 ("human": `flux_schnell`).'
+    ) in section
     assert "and on the published images of today's generators with their human controls (below)," in card
 
 

@@ -141,6 +141,15 @@ def test_the_published_images_are_ranked_against_the_humans_re_saved_alike(image
     assert scorecard(channel_detector(RED), images).published_roc_auc is None, "none to rank"
 
 
+def test_ai_answered_human_is_the_worst_set_s_share_published_images_included(images: JudgedImages) -> None:
+    judged = with_published(images, Perturbation(kind="webp", quality=90))
+    # red: 10 of the 20 AI images of validation and the unseen split, and all 10 published ones
+    assert scorecard(channel_detector(RED), images).ai_answered_human == 0.5
+    assert scorecard(channel_detector(RED), judged).ai_answered_human == 1.0
+    # green: 1 of the 20, and none of the published ones: the worse set decides
+    assert scorecard(channel_detector(GREEN), judged).ai_answered_human == pytest.approx(1 / 20)
+
+
 def test_published_images_without_their_controls_re_save_are_refused(images: JudgedImages) -> None:
     with pytest.raises(ValueError, match="published images need human_resave"):
         with_published(images, None)

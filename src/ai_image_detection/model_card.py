@@ -208,15 +208,19 @@ def _wild_generated(report: dict[str, Any]) -> str:
     ]
     missed = [row["template"] for row in report["per_image"] if row["answer"] == "human"]
     cross_fitted = report["answers_cross_fitted"]
-    heeded = (
-        "The band was chosen on these images too (pooled with the controls), so that the model does not "
-        'answer "human" to what it cannot tell from a photograph; chosen on one half of them and '
-        "answered on the other (both ways), the generated images were answered "
-        + ", ".join(f"{answer} {cross_fitted[answer]:.3f}" for answer in VERDICTS)
-        + "."
-        if cross_fitted is not None
-        else "The band was not chosen on these images (`evaluation.band.on_wild_generated: false`)."
-    )
+    if cross_fitted is None:
+        heeded = "The band was not chosen on these images (`evaluation.band.on_wild_generated: false`)."
+    else:
+        missed_cross_fitted = [
+            row["template"] for row in report["per_image"] if row["answer_cross_fitted"] == "human"
+        ]
+        heeded = (
+            "The band was chosen on these images too (pooled with the controls), so that the model does "
+            'not answer "human" to what it cannot tell from a photograph; chosen on one half of them and '
+            "answered on the other (both ways), the generated images were answered "
+            + ", ".join(f"{answer} {cross_fitted[answer]:.3f}" for answer in VERDICTS)
+            + f' ("human": {", ".join(f"`{name}`" for name in missed_cross_fitted) or "none"}).'
+        )
     templates = report["templates"]
     return f"""{report["images"]} images, the previews of {templates} text-to-image workflow templates
 ({"; ".join(report["sources"])}), each the output of the generator its template names, scored as

@@ -77,8 +77,11 @@ class Scorecard:
     Attributes:
         unseen_roc_auc: AUROC on the unseen-family split (None when there is none).
         human_fpr: Share of human images (validation and unseen) answered ``ai`` at its ``threshold_ai``.
-        ai_answered_human: Share of AI images (validation and unseen) answered ``human``, below its
-            ``threshold_human``: the false reassurance the public gets.
+        ai_answered_human: Share of AI images answered ``human``, below its ``threshold_human``
+            (the false reassurance the public gets), in the set where it is highest: validation
+            with the unseen split, or the published images. As the band's miss rate
+            (``evaluation.band.max_miss_rate``) bounds every set, so the pooled figure of
+            hundreds of up-scaler images cannot hide today's generators answered "human".
         validation_f1: F1 on validation at its ``threshold``.
         published_roc_auc: AUROC of the published generated images against the human images of
             validation and the unseen split re-saved alike (None without published images);
@@ -155,19 +158,32 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
         unseen_auc = binary_metrics(images.unseen_labels, unseen, threshold)["roc_auc"]
     humans = np.concatenate([validation[images.validation_labels == 0], unseen[images.unseen_labels == 0]])
     ai = np.concatenate([validation[images.validation_labels == 1], unseen[images.unseen_labels == 1]])
+    published = _published_scores(images, scores)
+    ai_sets = [ai] + ([published.generated] if published else [])
     return Scorecard(
         unseen_roc_auc=unseen_auc,
         human_fpr=float(np.mean(humans >= threshold_ai)) if humans.size else 0.0,
-        ai_answered_human=float(np.mean(ai < threshold_human)) if ai.size else 0.0,
+        ai_answered_human=max((float(np.mean(a < threshold_human)) for a in ai_sets if a.size), default=0.0),
         validation_f1=binary_metrics(images.validation_labels, validation, threshold)["f1"],
-        published_roc_auc=_published_roc_auc(images, scores, threshold),
+        published_roc_auc=published.roc_auc(threshold) if published else None,
     )
 
 
-def _published_roc_auc(
-    images: JudgedImages, scores: Callable[..., np.ndarray], threshold: float
-) -> float | None:
-    """AUROC of the published images against the human images re-saved alike (None without either)."""
+@dataclass(frozen=True)
+class _PublishedScores:
+    """The published images' scores and their controls' (the human images re-saved alike)."""
+
+    generated: np.ndarray
+    controls: np.ndarray
+
+    def roc_auc(self, threshold: float) -> float:
+        """AUROC of the published images against their controls."""
+        labels = np.r_[np.ones(len(self.generated)), np.zeros(len(self.controls))]
+        return binary_metrics(labels, np.r_[self.generated, self.controls], threshold)["roc_auc"]
+
+
+def _published_scores(images: JudgedImages, scores: Callable[..., np.ndarray]) -> _PublishedScores | None:
+    """Scores of the published images and of the human images re-saved alike (None without either)."""
     human_paths = [
         path
         for paths, labels in (
@@ -179,12 +195,12 @@ def _published_roc_auc(
     ]
     if not images.published or images.human_resave is None or not human_paths:
         return None
-    published = scores(list(images.published), read=images.published.__getitem__)
-    controls = scores(
-        human_paths, transform=functools.partial(perturbed_pixels, perturbation=images.human_resave)
+    return _PublishedScores(
+        generated=scores(list(images.published), read=images.published.__getitem__),
+        controls=scores(
+            human_paths, transform=functools.partial(perturbed_pixels, perturbation=images.human_resave)
+        ),
     )
-    labels = np.r_[np.ones(len(published)), np.zeros(len(controls))]
-    return binary_metrics(labels, np.r_[published, controls], threshold)["roc_auc"]
 
 
 def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tuple[bool, str]:

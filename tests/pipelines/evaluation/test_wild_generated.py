@@ -175,18 +175,22 @@ def test_each_half_is_answered_at_the_band_chosen_with_the_other(
         asked.append(sets)
         return bands[len(asked) - 1]
 
-    shares = cross_fitted_answers(scores, chooser)
+    answers = cross_fitted_answers(scores, chooser)
     for sets, other in zip(asked, (1, 0), strict=True):
         (chosen_on,) = sets
         np.testing.assert_array_equal(chosen_on[1], scores.band_set(other)[1])
+    generated = scores.generated
     expected = [
         verdict(score, *bands[fold])
-        for fold in (0, 1)
-        for score in scores.generated.loc[scores.generated["fold"] == fold, "probability_ai"]
+        for score, fold in zip(generated["probability_ai"], generated["fold"], strict=True)
     ]
-    assert shares == {name: expected.count(name) / 4 for name in ("human", "inconclusive", "ai")}
-    report = wild_generated_report(scores, 0.5, BAND, cross_fitted=shares)
-    assert (report["band_chosen_on_them"], report["answers_cross_fitted"]) == (True, shares)
+    assert answers.tolist() == expected, "each image answered at the band of the half it is not in"
+    report = wild_generated_report(scores, 0.5, BAND, cross_fitted=answers)
+    assert report["band_chosen_on_them"]
+    shares = {name: expected.count(name) / 4 for name in ("human", "inconclusive", "ai")}
+    assert report["answers_cross_fitted"] == shares
+    by_member = {row["member"]: row["answer_cross_fitted"] for row in report["per_image"]}
+    assert by_member == dict(zip(generated["member"], expected, strict=True))
 
 
 @pytest.mark.parametrize(

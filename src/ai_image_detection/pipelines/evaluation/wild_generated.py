@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ai_image_detection.calibration import PlattScaling
-from ai_image_detection.contract import VERDICTS, Verdict, verdict
+from ai_image_detection.contract import VERDICTS, verdict
 from ai_image_detection.input_pipeline import Perturbation, perturbed_pixels
 from ai_image_detection.metrics import answers_by_class, binary_metrics
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
@@ -196,8 +196,8 @@ BandChooser = Callable[[list[tuple[np.ndarray, np.ndarray]]], tuple[float, float
 """The candidate's band, chosen on its other sets and on these further ``(labels, scores)`` sets."""
 
 
-def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> dict[str, float]:
-    """The answers on the generated images when the band never saw them.
+def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> pd.Series:
+    """The answer to each generated image when the band never saw it.
 
     Each half of the published images (and of the controls) is answered at the band chosen with
     the other half in place of the whole: the halves share no generator, so this estimates what a
@@ -209,21 +209,31 @@ def cross_fitted_answers(published: PublishedScores, band_with: BandChooser) -> 
         band_with: Chooses the band with the given published sets.
 
     Returns:
-        Shares of ``human``, ``inconclusive`` and ``ai`` answers over both halves' generated images.
+        ``human``, ``inconclusive`` or ``ai`` for each row of ``published.generated`` (same index).
     """
-    answers: list[Verdict] = []
-    for fold in FOLDS:
-        band = band_with([published.band_set(1 - fold)])
-        held = published.generated.loc[published.generated["fold"] == fold, "probability_ai"]
-        answers += [verdict(score, *band) for score in held]
-    return {name: answers.count(name) / len(answers) for name in VERDICTS}
+    generated = published.generated
+    bands = {fold: band_with([published.band_set(1 - fold)]) for fold in FOLDS}
+    return pd.Series(
+        [
+            verdict(score, *bands[fold])
+            for score, fold in zip(generated["probability_ai"], generated["fold"], strict=True)
+        ],
+        index=generated.index,
+        dtype=object,
+    )
+
+
+def _shares(answers: pd.Series) -> dict[str, float]:
+    """Share of each answer, in :data:`VERDICTS` order."""
+    shares = answers.value_counts(normalize=True)
+    return {name: float(shares.get(name, 0.0)) for name in VERDICTS}
 
 
 def wild_generated_report(
     published: PublishedScores | None,
     threshold: float,
     band: tuple[float, float],
-    cross_fitted: dict[str, float] | None,
+    cross_fitted: pd.Series | None,
 ) -> dict[str, Any]:
     """Answers, ranking and each image, on the published generated images and their controls.
 
@@ -232,7 +242,8 @@ def wild_generated_report(
         threshold: The forced-choice cut.
         band: ``(threshold_human, threshold_ai)``.
         cross_fitted: :func:`cross_fitted_answers` when the band was chosen on these images too,
-            else None.
+            else None: their shares are ``answers_cross_fitted`` and each image's is
+            ``answer_cross_fitted``.
 
     Returns:
         ``{}`` without published images; otherwise ``images``, ``templates``, ``generators``
@@ -242,7 +253,8 @@ def wild_generated_report(
         human / inconclusive / ai), ``answers_cross_fitted`` (the generated images' answers at
         bands that never saw them, or None), ``at_threshold`` (metrics against the re-saved
         controls), ``roc_auc_humans_as_stored`` and ``per_image`` (template, generator, member,
-        calibrated P(AI) and the answer, lowest P(AI) first: the ones answered "human" lead).
+        calibrated P(AI), the answer and the cross-fitted answer, lowest P(AI) first: the ones
+        answered "human" lead).
     """
     if published is None:
         return {}
@@ -252,6 +264,8 @@ def wild_generated_report(
     per_image = published.generated.drop(columns="fold").assign(
         answer=[verdict(score, *band) for score in generated]
     )
+    if cross_fitted is not None:
+        per_image["answer_cross_fitted"] = cross_fitted
     halves = published.generated.groupby("fold")["generator"].unique()
     return {
         "images": len(generated),
@@ -268,7 +282,7 @@ def wild_generated_report(
         },
         "band_chosen_on_them": cross_fitted is not None,
         "answers": answers_by_class(labels, scores, band),
-        "answers_cross_fitted": cross_fitted,
+        "answers_cross_fitted": None if cross_fitted is None else _shares(cross_fitted),
         "at_threshold": binary_metrics(labels, scores, threshold),
         "roc_auc_humans_as_stored": as_stored["roc_auc"],
         "per_image": per_image.sort_values("probability_ai", kind="stable").to_dict("records"),
