@@ -275,7 +275,8 @@ def run(paths: list[str], images: list[bytes], model_tag: str = MODEL_TAG) -> di
 
     Args:
         paths: The images' files (ONNX Runtime alone reads the first 64).
-        images: The bytes the clients post, one request per image, each level up to all of them.
+        images: The bytes the clients post, each request the next image (round the list again when
+            a level asks for more requests than there are images).
         model_tag: The BentoML model served.
     """
     onnx_model = Path(bentoml.models.get(model_tag).path_of(MODEL_FILE)).read_bytes()
@@ -294,7 +295,7 @@ def run(paths: list[str], images: list[bytes], model_tag: str = MODEL_TAG) -> di
     for mode, batching in (("batched", True), ("unbatched", False)):
         with served(batching, model_tag=model_tag) as server:
             figures[mode] = {
-                str(clients): load(server, images, clients, max(1, len(images) // clients))
+                str(clients): load(server, images, clients, max(1, REQUESTS_PER_LEVEL // clients))
                 for clients in CLIENTS
             }
             logger.info("%s: %s", mode, figures[mode])
