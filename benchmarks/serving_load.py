@@ -60,7 +60,6 @@ from ai_image_detection.image_io import ImageLimits, decode_image
 from ai_image_detection.inference_cost import (
     gflops_per_image,
     images_per_second,
-    machine_peak_gflops,
     onnx_runner,
 )
 from ai_image_detection.onnx_runtime import onnx_metadata
@@ -68,6 +67,7 @@ from ai_image_detection.pipelines.export.nodes import ExportParams, export_candi
 from ai_image_detection.pipelines.package.nodes import MODEL_FILE
 from ai_image_detection.serving.settings import ServingSettings
 from ai_image_detection.tiling import tile_crops
+from benchmarks.inference import peak_figures
 from benchmarks.report import record
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def run(paths: list[str], images: list[bytes], model_tag: str = MODEL_TAG) -> di
         model_tag: The BentoML model served.
     """
     onnx_model = Path(bentoml.models.get(model_tag).path_of(MODEL_FILE)).read_bytes()
-    peak = machine_peak_gflops()  # before any server runs, on an idle machine
+    peak = peak_figures()  # before any server runs, on an idle machine
     speeds, per_request = onnx_runtime_alone(onnx_model, paths[:64])
     alone, best = speeds[32], max(speeds.values())
     figures: dict[str, object] = {
@@ -351,7 +351,7 @@ def logging_cost(images: list[bytes]) -> dict[str, float]:
 
 
 def model_compute(
-    onnx_model: bytes, rps_at_32: dict[str, float], tiles: float, peak_gflops: float
+    onnx_model: bytes, rps_at_32: dict[str, float], tiles: float, peak: dict[str, object]
 ) -> dict[str, object]:
     """The model's GFLOP/s at 32 clients in each mode next to this machine's matrix-product peak.
 
@@ -363,7 +363,7 @@ def model_compute(
         "tiles_per_request": round(tiles, 2),
         "gflops_per_image": round(per_image, 4),
         "model_gflops_at_32": {mode: round(rps * tiles * per_image, 1) for mode, rps in rps_at_32.items()},
-        "machine_peak_gflops": round(peak_gflops, 1),
+        **peak,
     }
 
 

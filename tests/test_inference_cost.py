@@ -10,6 +10,8 @@ from ai_image_detection.inference_cost import (
     gflops_per_image,
     images_per_second,
     machine_peak_gflops,
+    matrix_product_gflops,
+    onnx_matrix_product,
     onnx_runner,
 )
 
@@ -59,8 +61,23 @@ def test_throughput_needs_a_whole_batch() -> None:
         images_per_second(lambda batch: batch, np.zeros((4, 8, 8, 3)), batch_size=32)
 
 
-def test_machine_peak_is_a_positive_rate() -> None:
-    assert machine_peak_gflops(size=128, repeats=2) > 0
+def test_onnx_matrix_product_is_numpy_s_product() -> None:
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((64, 64), dtype=np.float32) for _ in range(2))
+    np.testing.assert_allclose(onnx_matrix_product()(a, b), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_peak_is_the_best_library_s_matrix_product_rate() -> None:
+    products = {"numpy": np.matmul, "onnxruntime": onnx_matrix_product()}
+    rates = matrix_product_gflops(products, size=128, repeats=2)
+    assert set(rates) == {"numpy", "onnxruntime"}
+    assert all(rate > 0 for rate in rates.values())
+    assert machine_peak_gflops(rates) == max(rates.values())
+
+
+def test_the_peak_needs_a_measured_library() -> None:
+    with pytest.raises(ValueError, match="at least one library"):
+        machine_peak_gflops({})
 
 
 def tokens_then_dense() -> bytes:
