@@ -5,7 +5,8 @@ public uploads the output of diffusion and autoregressive text-to-image models. 
 can be downloaded here, but the preview images of ComfyUI's workflow templates (PyPI
 ``comfyui-workflow-templates-media-image``, MIT) are the outputs of those models (FLUX, SDXL,
 SD 3.5, HiDream, Qwen-Image, GPT Image, Seedream, ...), one per template, published as lossy WebP
-thumbnails: generated images as they travel the web. They are only scored, never trained on.
+thumbnails: generated images as they travel the web; so are the style-preset previews of InvokeAI
+(PyPI ``invokeai``, Apache-2.0), as 256 px PNG thumbnails. They are only scored, never trained on.
 
 They have no content twins, so they are compared with the human images no model trained on (the
 validation and unseen-split humans), re-saved as the generated images were published
