@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -228,3 +231,26 @@ def test_the_largest_generators_are_placed_first_each_in_the_emptier_half() -> N
     ]
     assert halves == [["a", "d"], ["b", "c"]], "a (3) in 0, b (2) in 1, c in 1 (2 < 3), d in 0 (3 < 4)"
     assert generator_folds([]).size == 0
+
+
+def test_the_configured_generator_map_fits_the_catalog_s_published_images() -> None:
+    """Every pattern names a published image, none names one another pattern names, none is listed twice.
+
+    The first matching pattern wins, so an image two patterns match would be grouped by the order
+    of the file, and a pattern that matches nothing is a generator the cross-fitting never sees.
+    """
+    root = Path(__file__).resolve().parents[3]
+    catalog = yaml.safe_load((root / "conf/base/catalog.yml").read_text(encoding="utf-8"))
+    evaluation = yaml.safe_load((root / "conf/base/parameters_evaluation.yml").read_text(encoding="utf-8"))
+    patterns: dict[str, str] = evaluation["evaluation"]["wild_generated_generators"]
+    members = [
+        member for source in catalog["wild_generated_images"]["sources"] for member in source["members"]
+    ]
+    assert len(members) == len(set(members))
+    templates = [template_name(member) for member in members]
+    matched = {
+        template: [name for name, pattern in patterns.items() if re.search(pattern, template)]
+        for template in templates
+    }
+    assert {template: names for template, names in matched.items() if len(names) > 1} == {}
+    assert set(patterns) - {names[0] for names in matched.values() if names} == set()

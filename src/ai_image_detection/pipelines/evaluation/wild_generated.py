@@ -4,9 +4,10 @@ The generator families the model trains on are up-scalers and decoders that run 
 public uploads the output of diffusion and autoregressive text-to-image models. No such data set
 can be downloaded here, but the preview images of ComfyUI's workflow templates (PyPI
 ``comfyui-workflow-templates-media-image``, MIT) are the outputs of those models (FLUX, SDXL,
-SD 3.5, HiDream, Qwen-Image, GPT Image, Seedream, ...), one per template, published as lossy WebP
-thumbnails: generated images as they travel the web; so are the style-preset previews of InvokeAI
-(PyPI ``invokeai``, Apache-2.0), as 256 px PNG thumbnails. They are only scored, never trained on.
+SD 3.5, HiDream, Qwen-Image, GPT Image, Seedream, ...; an earlier release's SD 1.x and 2.1), one per
+template, published as lossy WebP thumbnails: generated images as they travel the web; so are the
+style-preset previews of InvokeAI (PyPI ``invokeai``, Apache-2.0), as 256 px PNG thumbnails. They
+are only scored, never trained on.
 
 They have no content twins, so they are compared with the human images no model trained on (the
 validation and unseen-split humans), re-saved as the generated images were published
