@@ -29,11 +29,17 @@ running() {  # the pid file names a live weed (not a zombie, not a reused pid)
     pid=$(cat "$pid_file" 2>/dev/null) && [[ $(cat "/proc/$pid/stat" 2>/dev/null) == "$pid (weed) "[!Z]* ]]
 }
 
-ready() {  # weed announced readiness (after creating the bucket) and the S3 gateway answers
-    local status=""
+ready() {  # weed announced readiness (after creating the bucket), the S3 gateway answers, and on a
+    # restart the master knows every volume on disk: until the volume server has reported them, a
+    # read of a stored object fails with InternalError although the gateway is up
+    local status="" on_disk known
     grep -qs 'components are running' "$dir/weed.log" || return 1
     { printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && read -r -t 2 status <&3; } 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$port"
-    [[ $status == "HTTP/1."?" 200"* ]]
+    [[ $status == "HTTP/1."?" 200"* ]] || return 1
+    on_disk=$(find "$dir" -maxdepth 1 -name '*.dat' | wc -l)
+    known=$({ printf 'GET /dir/status HTTP/1.0\r\n\r\n' >&3 && timeout 2 cat <&3; } 2>/dev/null \
+        3<>"/dev/tcp/127.0.0.1/${ports[1]}" | grep -o '"Volumes":[0-9]*' | awk -F: '{ n += $2 } END { print n + 0 }')
+    ((known >= on_disk))
 }
 
 start() {
