@@ -154,6 +154,15 @@ def card_inputs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], pd.Da
             },
             "at_threshold": {**metrics(0.4), "roc_auc": 0.642, "recall": 0.0},
             "roc_auc_humans_as_stored": 0.667,
+            "by_source": [
+                {
+                    "source": "templates-media==1.0",
+                    "images": 3,
+                    "roc_auc": 0.642,
+                    "roc_auc_humans_as_stored": 0.667,
+                    "answers": {"human": 1 / 3, "inconclusive": 2 / 3, "ai": 0.0},
+                }
+            ],
             "band_chosen_on_them": True,
             "answers_cross_fitted": {"human": 1 / 3, "inconclusive": 2 / 3, "ai": 0.0},
             "per_image": [
@@ -305,9 +314,12 @@ def published_section(card: str) -> str:
 def test_the_card_says_what_the_model_answers_to_published_generated_images() -> None:
     card = render_model_card(*card_inputs())
     section = published_section(card)
-    assert "3 images, the previews of 2 text-to-image workflow templates" in section
-    assert "(templates-media==1.0: MIT)" in section
-    assert "against 40 human images of validation and unseen\nre-saved as webp (quality 80)" in section
+    assert (
+        "3 images, the previews of 2 text-to-image workflow templates and\n"
+        "presets (templates-media==1.0: MIT)" in section
+    )
+    assert "against 40 human images of\nvalidation and unseen re-saved as webp (quality 80)" in section
+    assert "| `templates-media==1.0` | 3 | 0.642 (0.667) | 0.333 | 0.667 | 0.000 |" in section
     assert "AUROC **0.642**\n(0.667 against the same humans as stored)" in section
     assert "| generated images | 0.333 | 0.667 | 0.000 |" in section
     assert "| human controls, re-saved | 0.300 | 0.675 | 0.025 |" in section

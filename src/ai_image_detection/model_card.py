@@ -222,15 +222,29 @@ def _wild_generated(report: dict[str, Any]) -> str:
             + f' ("human": {", ".join(f"`{name}`" for name in missed_cross_fitted) or "none"}).'
         )
     templates = report["templates"]
-    return f"""{report["images"]} images, the previews of {templates} text-to-image workflow templates
-({"; ".join(report["sources"])}), each the output of the generator its template names, scored as
-published (lossy WebP), against {controls["images"]} human images of {" and ".join(controls["splits"])}
-re-saved as {_settings(resave)}. None of these generators
+    by_source = [
+        [
+            f"`{row['source']}`",
+            str(row["images"]),
+            f"{_auroc(row['roc_auc'])} ({_auroc(row['roc_auc_humans_as_stored'])})",
+            *(f"{row['answers'][answer]:.3f}" for answer in VERDICTS),
+        ]
+        for row in report["by_source"]
+    ]
+    return f"""{report["images"]} images, the previews of {templates} text-to-image workflow templates and
+presets ({"; ".join(report["sources"])}), each the output of the generator it names, scored as
+published (the files as their packages ship them), against {controls["images"]} human images of
+{" and ".join(controls["splits"])} re-saved as {_settings(resave)}. None of these generators
 is among the training families. AUROC **{_auroc(report["at_threshold"]["roc_auc"])}**
 ({_auroc(report["roc_auc_humans_as_stored"])} against the same humans as stored); recall at the
 forced-choice threshold {report["at_threshold"]["recall"]:.3f}.
 
 {_table(["images", *VERDICTS], rows)}
+
+By package (AUROC against the re-saved controls, in brackets against the humans as stored; the
+generated images' answers):
+
+{_table(["package", "images", "AUROC", *VERDICTS], by_source)}
 
 Generated images answered "human": {", ".join(f"`{name}`" for name in missed) or "none"}. {heeded}"""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ai_image_detection.calibration import PlattScaling
-from ai_image_detection.contract import verdict
+from ai_image_detection.contract import VERDICTS, verdict
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.pipelines.evaluation.wild_generated import (
     PublishedScores,
@@ -139,6 +140,41 @@ def test_the_controls_are_the_untrained_humans_re_saved_as_the_published_images_
     assert report["answers"]["human_images"]["human"] == pytest.approx(human_answers.count("human") / 4)
     as_stored = roc_auc_score(labels, np.r_[generated, controls["probability_ai"].to_numpy(dtype=float)])
     assert report["roc_auc_humans_as_stored"] == pytest.approx(as_stored)
+
+
+def test_each_package_s_images_are_ranked_against_the_same_controls(
+    model: keras.Model, published: list[SourcePhoto], predictions: pd.DataFrame
+) -> None:
+    """The bright previews come from another package: each package gets its own AUROC and answers."""
+    from_two = [
+        dataclasses.replace(photo, package="presets", version="2.0") if "bright" in photo.member else photo
+        for photo in published
+    ]
+    report = report_of(model, from_two, predictions)
+    controls = predictions[predictions["split"].isin(["validation", "unseen"]) & (predictions["label"] == 0)]
+    resaved = np.array([expected_score(webp_round_trip(path)) for path in controls["path"]])
+    as_stored = controls["probability_ai"].to_numpy(dtype=float)
+    expected = []
+    for source, photos in (("presets==2.0", from_two[2:]), ("templates-media==1.0", from_two[:2])):
+        generated = np.array([expected_score(decoded(photo.data)) for photo in photos])
+        labels = np.r_[np.ones(len(generated)), np.zeros(len(resaved))]
+        answers = [verdict(score, *BAND) for score in generated]
+        expected.append(
+            {
+                "source": source,
+                "images": len(photos),
+                "roc_auc": pytest.approx(roc_auc_score(labels, np.r_[generated, resaved])),
+                "roc_auc_humans_as_stored": pytest.approx(roc_auc_score(labels, np.r_[generated, as_stored])),
+                "answers": {answer: answers.count(answer) / len(answers) for answer in VERDICTS},
+            }
+        )
+    assert [photo.member for photo in from_two[2:]] == [
+        photo.member for photo in from_two if "bright" in photo.member
+    ]
+    assert report["by_source"] == expected
+    assert {row["member"]: row["source"] for row in report["per_image"]} == {
+        photo.member: f"{photo.package}=={photo.version}" for photo in from_two
+    }
 
 
 def test_without_published_images_there_is_nothing_to_score_and_no_section(

@@ -93,8 +93,9 @@ class PublishedScores:
     """The published generated images and their human controls, scored as served and calibrated.
 
     Attributes:
-        generated: ``template``, ``generator``, ``member``, calibrated ``probability_ai`` and
-            ``fold`` (0 or 1, :func:`generator_folds`) of each generated image.
+        generated: ``source`` (``package==version``), ``template``, ``generator``, ``member``,
+            calibrated ``probability_ai`` and ``fold`` (0 or 1, :func:`generator_folds`) of each
+            generated image.
         controls: Calibrated P(AI) of each human control after ``resave``.
         controls_as_stored: The same humans' calibrated P(AI) as stored.
         sources: ``package==version: licence`` of the generated images.
@@ -180,6 +181,7 @@ def score_published(
     return PublishedScores(
         generated=pd.DataFrame(
             {
+                "source": [f"{photo.package}=={photo.version}" for photo in by_key.values()],
                 "template": templates,
                 "generator": generator_names,
                 "member": [photo.member for photo in by_key.values()],
@@ -254,9 +256,10 @@ def wild_generated_report(
         ``answers`` (on the generated images and on the re-saved controls, each as shares of
         human / inconclusive / ai), ``answers_cross_fitted`` (the generated images' answers at
         bands that never saw them, or None), ``at_threshold`` (metrics against the re-saved
-        controls), ``roc_auc_humans_as_stored`` and ``per_image`` (template, generator, member,
-        calibrated P(AI), the answer and the cross-fitted answer, lowest P(AI) first: the ones
-        answered "human" lead).
+        controls), ``roc_auc_humans_as_stored``, ``by_source`` (each package's images: how
+        many, their AUROC against the re-saved controls and against the humans as stored, and
+        their answers) and ``per_image`` (source, template, generator, member, calibrated P(AI),
+        the answer and the cross-fitted answer, lowest P(AI) first: the ones answered "human" lead).
     """
     if published is None:
         return {}
@@ -287,5 +290,26 @@ def wild_generated_report(
         "answers_cross_fitted": None if cross_fitted is None else _shares(cross_fitted),
         "at_threshold": binary_metrics(labels, scores, threshold),
         "roc_auc_humans_as_stored": as_stored["roc_auc"],
+        "by_source": _by_source(published, per_image["answer"]),
         "per_image": per_image.sort_values("probability_ai", kind="stable").to_dict("records"),
     }
+
+
+def _by_source(published: PublishedScores, answers: pd.Series) -> list[dict[str, Any]]:
+    """Each package's images against the same controls: the sets differ in generators and in format."""
+    rows = []
+    for source, images in published.generated.groupby("source", sort=True):
+        generated = images["probability_ai"].to_numpy(dtype=np.float64)
+        labels = np.r_[np.ones(len(generated)), np.zeros(len(published.controls))].astype(int)
+        rows.append(
+            {
+                "source": source,
+                "images": len(generated),
+                "roc_auc": binary_metrics(labels, np.r_[generated, published.controls])["roc_auc"],
+                "roc_auc_humans_as_stored": binary_metrics(
+                    labels, np.r_[generated, published.controls_as_stored]
+                )["roc_auc"],
+                "answers": _shares(answers.loc[images.index]),
+            }
+        )
+    return rows
