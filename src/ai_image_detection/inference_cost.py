@@ -153,7 +153,7 @@ def matrix_product_gflops(
     """Each library's float32 GFLOP/s on a square matrix product (best of ``repeats``, after a warm-up).
 
     No single library reaches this CPU's peak: NumPy's BLAS, ONNX Runtime's MLAS and TensorFlow's
-    oneDNN each use their own kernels (on a 2-core AVX-512 machine: 220, 400 and 460 GFLOP/s), so
+    oneDNN each use their own kernels (on a 2-core AVX-512 machine: about 240, 415 and 440 GFLOP/s), so
     the machine's peak is the best of them (:func:`machine_peak_gflops`), never one library's figure.
 
     Args:
