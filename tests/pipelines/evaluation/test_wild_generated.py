@@ -155,7 +155,8 @@ def test_each_package_s_images_are_ranked_against_the_same_controls(
     resaved = np.array([expected_score(webp_round_trip(path)) for path in controls["path"]])
     as_stored = controls["probability_ai"].to_numpy(dtype=float)
     expected = []
-    for source, photos in (("presets==2.0", from_two[2:]), ("templates-media==1.0", from_two[:2])):
+    for source in ("presets==2.0", "templates-media==1.0"):
+        photos = [photo for photo in from_two if f"{photo.package}=={photo.version}" == source]
         generated = np.array([expected_score(decoded(photo.data)) for photo in photos])
         labels = np.r_[np.ones(len(generated)), np.zeros(len(resaved))]
         answers = [verdict(score, *BAND) for score in generated]
@@ -168,9 +169,6 @@ def test_each_package_s_images_are_ranked_against_the_same_controls(
                 "answers": {answer: answers.count(answer) / len(answers) for answer in VERDICTS},
             }
         )
-    assert [photo.member for photo in from_two[2:]] == [
-        photo.member for photo in from_two if "bright" in photo.member
-    ]
     assert report["by_source"] == expected
     assert {row["member"]: row["source"] for row in report["per_image"]} == {
         photo.member: f"{photo.package}=={photo.version}" for photo in from_two
