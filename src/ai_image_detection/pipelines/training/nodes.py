@@ -47,7 +47,12 @@ from ai_image_detection.pipelines.training.params import (
     Distribution,
     LeaveOneFamilyOutParams,
 )
-from ai_image_detection.pipelines.training.probe_heads import FEATURE_SPLITS, fit_probe_head, stacked_features
+from ai_image_detection.pipelines.training.probe_heads import (
+    FEATURE_SPLITS,
+    fit_probe_head,
+    stacked_features,
+    view_name,
+)
 from ai_image_detection.scoring import keras_features, keras_scorer, probability_output, score_files
 
 logger = logging.getLogger(__name__)
@@ -244,7 +249,7 @@ def extract_features(
         )
         drawn = order[:, : candidate.reshared_views_per_image]
         for index, reshared in enumerate(candidate.reshared_views):
-            views.append((_view_name(reshared), train[(drawn == index).any(axis=1)].tolist(), reshared))
+            views.append((view_name(reshared), train[(drawn == index).any(axis=1)].tolist(), reshared))
     tables = []
     for view, paths, degradation in views:
         tiles = score_files(
@@ -269,12 +274,6 @@ def extract_features(
             )
         )
     return pd.concat(tables, ignore_index=True)
-
-
-def _view_name(degradation: Perturbation) -> str:
-    setting = {"jpeg": "quality", "webp": "quality", "blur": "sigma"}.get(degradation.kind, "factor")
-    resave = "" if degradation.resave_quality is None else f"_jpeg_{degradation.resave_quality}"
-    return f"{degradation.kind}_{getattr(degradation, setting):g}{resave}"
 
 
 def train_probe(

@@ -22,6 +22,20 @@ class LossParams(BaseModel):
     )
 
 
+class ExpertParams(BaseModel):
+    """A probe's second head (:mod:`ai_image_detection.models.expert_head`), joined by max logit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view_kinds: list[Literal["jpeg", "webp", "downscale", "blur", "centre_crop"]] = Field(
+        description=(
+            "the re-shared views it learns from in both classes (besides the clean tiles); the "
+            "other views it sees as human only, so that it leaves them to the main head"
+        )
+    )
+    l2: float = Field(gt=0, description="L2 penalty on its weights (standardised features, mean loss)")
+
+
 class CandidateParams(BaseModel):
     """One candidate of ``training.candidates`` in ``parameters_training.yml``."""
 
@@ -52,6 +66,10 @@ class CandidateParams(BaseModel):
         ge=1,
         description="how many of reshared_views each training image gets, each a different one",
     )
+    expert: ExpertParams | None = Field(
+        default=None,
+        description="a probe's second head, for images as generators publish them (max logit with the main)",
+    )
 
     @model_validator(mode="after")
     def _probe_settings_only_on_probes(self) -> CandidateParams:
@@ -63,6 +81,10 @@ class CandidateParams(BaseModel):
             )
         if not self.probe and self.reshared_views:
             raise ValueError("reshared_views are cached features of a probe: set probe: true or drop them")
+        if not self.probe and self.expert is not None:
+            raise ValueError(
+                "the expert head is fitted on a probe's cached features: set probe: true or drop it"
+            )
         if self.reshared_views and self.reshared_views_per_image > len(self.reshared_views):
             raise ValueError(
                 f"reshared_views_per_image ({self.reshared_views_per_image}) is more than the "

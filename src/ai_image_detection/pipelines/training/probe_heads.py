@@ -2,7 +2,8 @@
 
 The features are cached once per run
 (:func:`~ai_image_detection.pipelines.training.nodes.extract_features`); the heads of the
-candidate and of each of its leave-one-family-out folds are fitted here on that table in seconds.
+candidate and of each of its leave-one-family-out folds are fitted here on that table in seconds,
+with the candidate's expert head (:mod:`ai_image_detection.models.expert_head`) when it has one.
 """
 
 from __future__ import annotations
@@ -16,18 +17,27 @@ import numpy as np
 import pandas as pd
 
 from ai_image_detection.families import CLEAN_VIEW, attribution_families, family_targets
+from ai_image_detection.input_pipeline import Perturbation
+from ai_image_detection.models.expert_head import ExpertFit, fit_expert, with_expert
 from ai_image_detection.models.zoo import probe_head
 from ai_image_detection.pipelines.training.fitting import (
     compile_for_training,
     describe_run,
     training_callbacks,
 )
-from ai_image_detection.pipelines.training.params import CandidateParams
+from ai_image_detection.pipelines.training.params import CandidateParams, ExpertParams
 
 logger = logging.getLogger(__name__)
 
 FEATURE_SPLITS = ("train", "validation")
 """The splits whose features are cached: what the heads and the leave-one-family-out folds train on."""
+
+
+def view_name(degradation: Perturbation) -> str:
+    """How a re-shared view is named in the feature cache: ``blur_1.5``, ``webp_70``, ``downscale_0.4``."""
+    setting = {"jpeg": "quality", "webp": "quality", "blur": "sigma"}.get(degradation.kind, "factor")
+    resave = "" if degradation.resave_quality is None else f"_jpeg_{degradation.resave_quality}"
+    return f"{degradation.kind}_{getattr(degradation, setting):g}{resave}"
 
 
 def stacked_features(tile_features: pd.DataFrame) -> np.ndarray:
@@ -95,6 +105,8 @@ def fit_probe_head(
             callbacks=training_callbacks(candidate, head),
             verbose=0,
         )
+        if candidate.expert is not None:
+            head = with_expert(head, _fitted_expert(split["train"], candidate, candidate.expert, run_name))
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     logger.info(
         "%s: heads trained on %d tiles in %d epochs, best validation loss %.4f",
@@ -104,3 +116,45 @@ def fit_probe_head(
         min(history["val_loss"]),
     )
     return head, history
+
+
+def expert_rows(train: pd.DataFrame, reshared_views: list[Perturbation], expert: ExpertParams) -> pd.Series:
+    """The training tiles the expert learns from: clean and its views in both classes, the rest human only.
+
+    Args:
+        train: The training tiles (``view`` and ``label`` columns).
+        reshared_views: The candidate's re-shared views (how the cache names them).
+        expert: The expert's settings.
+
+    Returns:
+        A boolean mask over ``train``.
+    """
+    both_classes = {CLEAN_VIEW} | {
+        view_name(view) for view in reshared_views if view.kind in expert.view_kinds
+    }
+    return train["view"].isin(both_classes) | (train["label"] == 0)
+
+
+def _fitted_expert(
+    train: pd.DataFrame, candidate: CandidateParams, expert: ExpertParams, run_name: str
+) -> ExpertFit:
+    """Fit the candidate's expert on its training tiles; log the fit to the open run."""
+    rows = train[expert_rows(train, candidate.reshared_views, expert)]
+    fitted = fit_expert(
+        stacked_features(rows),
+        rows["label"].to_numpy(np.float32),
+        expert.l2,
+        candidate.loss.alpha,
+        candidate.loss.beta,
+    )
+    mlflow.log_metrics(
+        {"expert_iterations": fitted.iterations, "expert_loss": fitted.loss, "expert_tiles": len(rows)}
+    )
+    if not fitted.converged:
+        logger.warning(
+            "%s: the expert head stopped unconverged after %d iterations", run_name, fitted.iterations
+        )
+    logger.info(
+        "%s: expert head fitted on %d tiles in %d L-BFGS iterations", run_name, len(rows), fitted.iterations
+    )
+    return fitted
