@@ -8,7 +8,7 @@ import pytest
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from ai_image_detection.models.expert_head import ExpertFit, fit_expert, with_expert
+from ai_image_detection.models.expert_head import ExpertFit, fit_expert, with_experts
 from ai_image_detection.models.zoo import probe_head
 
 FEATURES = 6
@@ -33,15 +33,13 @@ def test_without_the_mean_term_it_is_the_l2_logistic_regression() -> None:
     reference = LogisticRegression(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=10_000)
     reference.fit(standardised, labels)
     assert fitted.converged
-    np.testing.assert_allclose(
-        features @ fitted.kernel + fitted.bias, reference.decision_function(standardised), atol=2e-3
-    )
+    np.testing.assert_allclose(fitted.logits(features), reference.decision_function(standardised), atol=2e-3)
 
 
 def test_the_mean_term_pulls_the_mean_prediction_towards_beta() -> None:
     features, labels = _rows(400, 0.8, seed=1)
     mean_prediction = {
-        alpha: float(expit(features @ fit.kernel + fit.bias).mean())
+        alpha: float(expit(fit.logits(features)).mean())
         for alpha in (0.0, 20.0)
         for fit in [fit_expert(features, labels, l2=0.05, alpha=alpha, beta=0.5)]
     }
@@ -62,26 +60,41 @@ def test_bad_rows_are_a_clear_error(features: np.ndarray, labels: np.ndarray, me
         fit_expert(features, labels, l2=0.1, alpha=0.0, beta=0.5)
 
 
-def test_the_joined_head_answers_the_more_confident_head(tmp_path: Path) -> None:
+def test_the_joined_head_answers_the_most_confident_head(tmp_path: Path) -> None:
     features, _ = _rows(64, 0.5, seed=2)
     head = probe_head(FEATURES, ["human", "alpha"], 0.5, features.mean(axis=0), features.var(axis=0))
     rng = np.random.default_rng(3)
     for layer in (head.get_layer("probability_ai"), head.get_layer("family_probabilities")):
         layer.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in layer.get_weights()])
-    expert = ExpertFit(
-        kernel=rng.normal(size=FEATURES).astype(np.float32), bias=0.3, iterations=1, converged=True, loss=0.0
-    )
+    experts = {
+        name: ExpertFit(
+            mean=features.mean(axis=0),
+            scale=features.std(axis=0),
+            weights=rng.normal(size=FEATURES).astype(np.float32),
+            bias=bias,
+            iterations=1,
+            converged=True,
+            loss=0.0,
+        )
+        for name, bias in (("as_published", 0.3), ("reshared", -0.2))
+    }
 
-    joined = with_expert(head, expert)
+    joined = with_experts(head, experts)
     probability, families = joined.predict_on_batch(features)
     main_probability, main_families = head.predict_on_batch(features)
-    main_logit = np.log(main_probability / (1 - main_probability))
-    expected = expit(np.maximum(main_logit[:, 0], features @ expert.kernel + expert.bias))
-    np.testing.assert_allclose(probability[:, 0], expected, rtol=1e-4, atol=1e-6)
-    assert (probability[:, 0] >= main_probability[:, 0] - 1e-6).all(), "never less AI than the main head"
+    logits = [np.log(main_probability[:, 0] / (1 - main_probability[:, 0]))]
+    logits += [expert.logits(features) for expert in experts.values()]
+    np.testing.assert_allclose(probability[:, 0], expit(np.max(logits, axis=0)), rtol=1e-4, atol=1e-6)
+    assert len({int(i) for i in np.argmax(logits, axis=0)}) == len(logits), "each head decides some rows"
     np.testing.assert_allclose(families, main_families, rtol=1e-6)  # attribution stays the main head's
-    assert not joined.get_layer("expert_logit").trainable
+    assert not joined.get_layer("expert_reshared").trainable
 
     joined.save(tmp_path / "head.keras")
     reloaded = keras.saving.load_model(tmp_path / "head.keras")
     np.testing.assert_allclose(reloaded.predict_on_batch(features)[0], probability, rtol=1e-6)
+
+
+def test_joining_no_expert_is_a_clear_error() -> None:
+    head = probe_head(FEATURES, [], 0.5, np.zeros(FEATURES), np.ones(FEATURES))
+    with pytest.raises(ValueError, match="at least one expert"):
+        with_experts(head, {})

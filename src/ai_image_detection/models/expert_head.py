@@ -1,19 +1,20 @@
-"""A probe's second detector head: a logistic regression fitted to convergence, joined by max logit.
+"""A probe's expert heads: logistic regressions fitted to convergence, joined by max logit.
 
 The probe's main head learns from every view of the training tiles, re-shared ones (blurred,
-shrunk, re-compressed) included, so that it survives re-sharing; what survives blur and
-down-scaling in the up-scaler families transfers poorly to diffusion images. The *expert* sees
-images as generators publish them: the clean tiles and the re-compressed views of both classes,
-and the blurred or shrunk views of human images only, so that it learns to leave those to the
-main head. It is fitted as CLIP's linear probes are (Radford et al., 2021): the whole objective
-minimised by L-BFGS, here the product's loss, binary cross-entropy plus
-``alpha * (mean(p) - beta) ** 2``, with an L2 penalty on the weights. The detector's logit is the
-larger of the two heads' (an image is as AI as the more confident head finds it);
-:func:`with_expert` builds that head.
+shrunk, re-compressed) included; one head for all of them compromises: what survives blur and
+down-scaling in the up-scaler families transfers poorly to diffusion images, and what transfers
+to them does not survive blur. An *expert* learns some views in both classes and sees every other
+tile as human only, so that it learns to leave those to the other heads: images as generators
+publish them (clean and re-compressed), or as they are re-shared (blurred, shrunk). Each is fitted
+as CLIP's linear probes are (Radford et al., 2021): the whole objective minimised by L-BFGS, here
+the product's loss, binary cross-entropy plus ``alpha * (mean(p) - beta) ** 2``, with an L2
+penalty on the weights. The detector's logit is the largest of the heads' (an image is as AI as
+the most confident head finds it); :func:`with_experts` builds that head.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import keras
@@ -25,20 +26,27 @@ from scipy.special import expit, log_expit
 from ai_image_detection.contract import FAMILY_OUTPUT_NAME, OUTPUT_NAME
 
 MAIN_LAYER = "main_logit"
-EXPERT_LAYER = "expert_logit"
+EXPERT_PREFIX = "expert_"
 MAX_ITERATIONS = 2000
 FEATURE_RANK = 2
 
 
 @dataclass(frozen=True)
 class ExpertFit:
-    """A fitted expert on raw features, its standardisation folded in: ``features @ kernel + bias``."""
+    """A fitted expert: ``logit = ((features - mean) / scale) @ weights + bias``."""
 
-    kernel: NDArray[np.float32]
+    mean: NDArray[np.float32]
+    scale: NDArray[np.float32]
+    weights: NDArray[np.float32]
     bias: float
     iterations: int
     converged: bool
     loss: float
+
+    def logits(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
+        """The expert's logit of each feature row (float64, for checks and reports)."""
+        standardised = (features.astype(np.float64) - self.mean) / self.scale
+        return np.asarray(standardised @ self.weights.astype(np.float64) + self.bias, np.float64)
 
 
 def fit_expert(
@@ -54,7 +62,7 @@ def fit_expert(
         beta: Its target mean prediction.
 
     Returns:
-        The expert on raw features, and how the fit ended.
+        The expert (its standardisation, weights and bias), and how the fit ended.
 
     Raises:
         ValueError: If the rows do not hold both classes or the shapes disagree.
@@ -88,40 +96,52 @@ def fit_expert(
         method="L-BFGS-B",
         options={"maxiter": MAX_ITERATIONS},
     )
-    weights, bias = found.x[:-1], found.x[-1]
-    kernel = weights / scale
     return ExpertFit(
-        kernel=kernel.astype(np.float32),
-        bias=float(bias - kernel @ mean),
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weights=found.x[:-1].astype(np.float32),
+        bias=float(found.x[-1]),
         iterations=int(found.nit),
         converged=bool(found.success),
         loss=float(found.fun),
     )
 
 
-def with_expert(head: keras.Model, expert: ExpertFit) -> keras.Model:
-    """The probe head whose ``probability_ai`` is ``sigmoid(max(main logit, expert logit))``.
+def with_experts(head: keras.Model, experts: Mapping[str, ExpertFit]) -> keras.Model:
+    """The probe head whose ``probability_ai`` is ``sigmoid(max(main logit, every expert's logit))``.
 
-    The main head's ``probability_ai`` weights are copied into a linear layer (its logit); the expert reads
-    the raw features; ``family_probabilities``, when the head has them, are the main head's.
+    The main head's ``probability_ai`` weights are copied into a linear layer (its logit); each
+    expert is its own standardisation and a linear layer ``expert_<name>``; ``family_probabilities``, when
+    the head has them, are the main head's.
 
     Args:
         head: A trained :func:`~ai_image_detection.models.zoo.probe_head`.
-        expert: The fitted expert.
+        experts: The fitted experts by name (at least one).
 
     Returns:
         A model with the head's input and outputs.
+
+    Raises:
+        ValueError: If there is no expert.
     """
+    if not experts:
+        raise ValueError("with_experts needs at least one expert")
     features = head.input
     standardised = head.get_layer("standardise")(features)
     main_layer = keras.layers.Dense(1, dtype="float32", name=MAIN_LAYER, trainable=False)
-    main_logit = main_layer(standardised)
+    logits = [main_layer(standardised)]
     main_layer.set_weights(head.get_layer(OUTPUT_NAME).get_weights())
-    expert_layer = keras.layers.Dense(1, dtype="float32", name=EXPERT_LAYER, trainable=False)
-    expert_logit = expert_layer(features)
-    expert_layer.set_weights([expert.kernel[:, None], np.array([expert.bias], np.float32)])
+    for name, expert in experts.items():
+        standardise = keras.layers.Normalization(
+            mean=expert.mean.tolist(),
+            variance=(expert.scale**2).tolist(),
+            name=f"{EXPERT_PREFIX}{name}_standardise",
+        )
+        layer = keras.layers.Dense(1, dtype="float32", name=f"{EXPERT_PREFIX}{name}", trainable=False)
+        logits.append(layer(standardise(features)))
+        layer.set_weights([expert.weights[:, None], np.array([expert.bias], np.float32)])
     probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(
-        keras.layers.Maximum(name="either_head")([main_logit, expert_logit])
+        keras.layers.Maximum(name="most_confident_head")(logits)
     )
     if isinstance(head.output, list):
         families = head.get_layer(FAMILY_OUTPUT_NAME)(standardised)

@@ -500,8 +500,8 @@ def test_training_tiles_get_several_different_reshared_views(
             "class_token_layers are the features a probe reads",
         ),
         (
-            {"expert": {"view_kinds": ["jpeg"], "l2": 0.01}},
-            "the expert head is fitted on a probe's cached features",
+            {"experts": {"as_published": {"view_kinds": ["clean"], "l2": 0.01}}},
+            "expert heads are fitted on a probe's cached features",
         ),
     ],
 )
@@ -553,7 +553,16 @@ def test_a_probe_trains_its_heads_and_ships_them_behind_the_extractor(
     assert child.data.params["candidate.probe"] == "True"
 
 
-def test_the_expert_learns_its_views_in_both_classes_and_the_other_views_as_human() -> None:
+@pytest.mark.parametrize(
+    ("view_kinds", "learnt"),
+    [
+        (["clean", "jpeg"], [True, True, True, True, False, True, False]),
+        (["blur"], [False, True, False, True, True, True, False]),
+    ],
+)
+def test_an_expert_learns_its_views_in_both_classes_and_every_other_tile_as_human(
+    view_kinds: list[Any], learnt: list[bool]
+) -> None:
     train = pd.DataFrame(
         {
             "view": ["clean", "clean", "jpeg_70", "jpeg_70", "blur_1.5", "blur_1.5", "webp_70"],
@@ -565,19 +574,21 @@ def test_the_expert_learns_its_views_in_both_classes_and_the_other_views_as_huma
         Perturbation(kind="blur", sigma=1.5),
         Perturbation(kind="webp", quality=70),
     ]
-    mask = expert_rows(train, views, ExpertParams(view_kinds=["jpeg"], l2=0.1))
-    assert mask.tolist() == [True, True, True, True, False, True, False]
+    assert expert_rows(train, views, ExpertParams(view_kinds=view_kinds, l2=0.1)).tolist() == learnt
 
 
 @pytest.mark.slow
-def test_a_probe_with_an_expert_ships_both_heads_joined_by_max_logit(
+def test_a_probe_with_experts_ships_every_head_joined_by_max_logit(
     family_manifest: pd.DataFrame, extractors: list[CandidateParams], tracking: MlflowClient
 ) -> None:
     candidate = probe_candidate().model_copy(
         update={
             "reshared_views": [Perturbation(kind="jpeg", quality=60), Perturbation(kind="blur", sigma=1.0)],
             "reshared_views_per_image": 2,
-            "expert": ExpertParams(view_kinds=["jpeg"], l2=0.01),
+            "experts": {
+                "as_published": ExpertParams(view_kinds=["clean", "jpeg"], l2=0.01),
+                "reshared": ExpertParams(view_kinds=["blur"], l2=0.01),
+            },
         }
     )
     features = extract_features(family_manifest, candidate, max_tiles=9, seed=0)
@@ -588,22 +599,24 @@ def test_a_probe_with_an_expert_ships_both_heads_joined_by_max_logit(
     validation = family_manifest[family_manifest["split"] == "validation"]
     images = np.stack([np.asarray(Image.open(p).convert("RGB"))[4:36, 4:36] for p in validation["path"]])
     probability, _ = detector.predict(images.astype(np.float32), verbose=0)
-    expert_logit = keras.Model(head.input, head.get_layer("expert_logit").output)
     colours = images.reshape(len(images), -1, 3).mean(axis=1)
-    expert_says = expert_logit.predict_on_batch(colours)[:, 0]
     labels = validation["label"].astype(int).to_numpy()
-    assert expert_says[labels == 1].min() > expert_says[labels == 0].max(), "the expert learnt brighter = AI"
+    for name in ("as_published", "reshared"):
+        expert = keras.Model(head.input, head.get_layer(f"expert_{name}").output)
+        says = expert.predict_on_batch(colours)[:, 0]
+        assert says[labels == 1].min() > says[labels == 0].max(), f"{name} learnt brighter = AI"
+        assert (probability[:, 0] >= 1 / (1 + np.exp(-says)) - 1e-5).all(), f"at least as AI as {name}"
     assert probability[labels == 1].min() > probability[labels == 0].max()
-    assert (probability[:, 0] >= 1 / (1 + np.exp(-expert_says)) - 1e-5).all(), "at least as AI as the expert"
     [child] = tracking.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     train = features.merge(family_manifest.loc[family_manifest["split"] == "train", ["path", "label"]])
-    expected = ((train["view"] != "blur_1") | (train["label"] == 0)).sum()
-    assert child.data.metrics["expert_tiles"] == expected, (
-        "clean and JPEG tiles of both classes, blurred humans"
-    )
-    assert child.data.metrics["expert_iterations"] > 0
+    humans = (train["label"] == 0).sum()
+    blurred_ai = ((train["view"] == "blur_1") & (train["label"] == 1)).sum()
+    metrics = child.data.metrics
+    assert metrics["expert_as_published_tiles"] == len(train) - blurred_ai, "blurred AI tiles left out"
+    assert metrics["expert_reshared_tiles"] == humans + blurred_ai, "of the AI tiles, the blurred only"
+    assert metrics["expert_reshared_iterations"] > 0
 
 
 def test_a_probe_without_cached_features_for_an_image_stops(

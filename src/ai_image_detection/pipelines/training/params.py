@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.models import DetectorSpec
@@ -22,16 +22,20 @@ class LossParams(BaseModel):
     )
 
 
+ExpertName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class ExpertParams(BaseModel):
-    """A probe's second head (:mod:`ai_image_detection.models.expert_head`), joined by max logit."""
+    """One of a probe's expert heads (:mod:`ai_image_detection.models.expert_head`), joined by max logit."""
 
     model_config = ConfigDict(extra="forbid")
 
-    view_kinds: list[Literal["jpeg", "webp", "downscale", "blur", "centre_crop"]] = Field(
+    view_kinds: list[Literal["clean", "jpeg", "webp", "downscale", "blur", "centre_crop"]] = Field(
+        min_length=1,
         description=(
-            "the re-shared views it learns from in both classes (besides the clean tiles); the "
-            "other views it sees as human only, so that it leaves them to the main head"
-        )
+            "the views it learns in both classes (clean: the tiles as stored, or re-shared kinds); "
+            "every other tile it sees as human only, so that it leaves those to the other heads"
+        ),
     )
     l2: float = Field(gt=0, description="L2 penalty on its weights (standardised features, mean loss)")
 
@@ -66,9 +70,9 @@ class CandidateParams(BaseModel):
         ge=1,
         description="how many of reshared_views each training image gets, each a different one",
     )
-    expert: ExpertParams | None = Field(
-        default=None,
-        description="a probe's second head, for images as generators publish them (max logit with the main)",
+    experts: dict[ExpertName, ExpertParams] = Field(
+        default={},
+        description="a probe's expert heads by name; the detector's logit is the largest of all heads",
     )
 
     @model_validator(mode="after")
@@ -81,9 +85,9 @@ class CandidateParams(BaseModel):
             )
         if not self.probe and self.reshared_views:
             raise ValueError("reshared_views are cached features of a probe: set probe: true or drop them")
-        if not self.probe and self.expert is not None:
+        if not self.probe and self.experts:
             raise ValueError(
-                "the expert head is fitted on a probe's cached features: set probe: true or drop it"
+                "expert heads are fitted on a probe's cached features: set probe: true or drop them"
             )
         if self.reshared_views and self.reshared_views_per_image > len(self.reshared_views):
             raise ValueError(

@@ -3,7 +3,7 @@
 The features are cached once per run
 (:func:`~ai_image_detection.pipelines.training.nodes.extract_features`); the heads of the
 candidate and of each of its leave-one-family-out folds are fitted here on that table in seconds,
-with the candidate's expert head (:mod:`ai_image_detection.models.expert_head`) when it has one.
+with the candidate's expert heads (:mod:`ai_image_detection.models.expert_head`) when it has them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 
 from ai_image_detection.families import CLEAN_VIEW, attribution_families, family_targets
 from ai_image_detection.input_pipeline import Perturbation
-from ai_image_detection.models.expert_head import ExpertFit, fit_expert, with_expert
+from ai_image_detection.models.expert_head import ExpertFit, fit_expert, with_experts
 from ai_image_detection.models.zoo import probe_head
 from ai_image_detection.pipelines.training.fitting import (
     compile_for_training,
@@ -105,8 +105,12 @@ def fit_probe_head(
             callbacks=training_callbacks(candidate, head),
             verbose=0,
         )
-        if candidate.expert is not None:
-            head = with_expert(head, _fitted_expert(split["train"], candidate, candidate.expert, run_name))
+        if candidate.experts:
+            experts = {
+                name: _fitted_expert(split["train"], candidate, name, expert, run_name)
+                for name, expert in candidate.experts.items()
+            }
+            head = with_experts(head, experts)
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     logger.info(
         "%s: heads trained on %d tiles in %d epochs, best validation loss %.4f",
@@ -119,7 +123,7 @@ def fit_probe_head(
 
 
 def expert_rows(train: pd.DataFrame, reshared_views: list[Perturbation], expert: ExpertParams) -> pd.Series:
-    """The training tiles the expert learns from: clean and its views in both classes, the rest human only.
+    """The training tiles an expert learns from: its views in both classes, every other tile of humans.
 
     Args:
         train: The training tiles (``view`` and ``label`` columns).
@@ -129,16 +133,16 @@ def expert_rows(train: pd.DataFrame, reshared_views: list[Perturbation], expert:
     Returns:
         A boolean mask over ``train``.
     """
-    both_classes = {CLEAN_VIEW} | {
-        view_name(view) for view in reshared_views if view.kind in expert.view_kinds
-    }
+    both_classes = {view_name(view) for view in reshared_views if view.kind in expert.view_kinds}
+    if CLEAN_VIEW in expert.view_kinds:
+        both_classes.add(CLEAN_VIEW)
     return train["view"].isin(both_classes) | (train["label"] == 0)
 
 
 def _fitted_expert(
-    train: pd.DataFrame, candidate: CandidateParams, expert: ExpertParams, run_name: str
+    train: pd.DataFrame, candidate: CandidateParams, name: str, expert: ExpertParams, run_name: str
 ) -> ExpertFit:
-    """Fit the candidate's expert on its training tiles; log the fit to the open run."""
+    """Fit one of the candidate's experts on its training tiles; log the fit to the open run."""
     rows = train[expert_rows(train, candidate.reshared_views, expert)]
     fitted = fit_expert(
         stacked_features(rows),
@@ -148,13 +152,21 @@ def _fitted_expert(
         candidate.loss.beta,
     )
     mlflow.log_metrics(
-        {"expert_iterations": fitted.iterations, "expert_loss": fitted.loss, "expert_tiles": len(rows)}
+        {
+            f"expert_{name}_iterations": fitted.iterations,
+            f"expert_{name}_loss": fitted.loss,
+            f"expert_{name}_tiles": len(rows),
+        }
     )
     if not fitted.converged:
         logger.warning(
-            "%s: the expert head stopped unconverged after %d iterations", run_name, fitted.iterations
+            "%s: expert %s stopped unconverged after %d iterations", run_name, name, fitted.iterations
         )
     logger.info(
-        "%s: expert head fitted on %d tiles in %d L-BFGS iterations", run_name, len(rows), fitted.iterations
+        "%s: expert %s fitted on %d tiles in %d L-BFGS iterations",
+        run_name,
+        name,
+        len(rows),
+        fitted.iterations,
     )
     return fitted
