@@ -43,11 +43,6 @@ class ExpertFit:
     converged: bool
     loss: float
 
-    def logits(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
-        """The expert's logit of each feature row (float64, for checks and reports)."""
-        standardised = (features.astype(np.float64) - self.mean) / self.scale
-        return np.asarray(standardised @ self.weights.astype(np.float64) + self.bias, np.float64)
-
 
 def fit_expert(
     features: NDArray[np.float32], labels: NDArray[np.float32], l2: float, alpha: float, beta: float
@@ -83,9 +78,7 @@ def fit_expert(
         gap = float(probabilities.mean()) - beta
         loss = -np.mean(y * log_expit(logits) + (1 - y) * log_expit(-logits))
         loss += alpha * gap**2 + 0.5 * l2 * float(weights @ weights)
-        dlogits = (probabilities - y) / len(y) + 2 * alpha * gap * probabilities * (1 - probabilities) / len(
-            y
-        )
+        dlogits = (probabilities - y + 2 * alpha * gap * probabilities * (1 - probabilities)) / len(y)
         gradient = np.append(x.T @ dlogits + l2 * weights, dlogits.sum())
         return float(loss), gradient
 

@@ -107,7 +107,7 @@ def fit_probe_head(
         )
         if candidate.experts:
             experts = {
-                name: _fitted_expert(split["train"], candidate, name, expert, run_name)
+                name: _fitted_expert(split["train"], inputs["train"], candidate, name, expert, run_name)
                 for name, expert in candidate.experts.items()
             }
             head = with_experts(head, experts)
@@ -140,12 +140,18 @@ def expert_rows(train: pd.DataFrame, reshared_views: list[Perturbation], expert:
 
 
 def _fitted_expert(
-    train: pd.DataFrame, candidate: CandidateParams, name: str, expert: ExpertParams, run_name: str
+    train: pd.DataFrame,
+    train_features: np.ndarray,
+    candidate: CandidateParams,
+    name: str,
+    expert: ExpertParams,
+    run_name: str,
 ) -> ExpertFit:
-    """Fit one of the candidate's experts on its training tiles; log the fit to the open run."""
-    rows = train[expert_rows(train, candidate.reshared_views, expert)]
+    """Fit one of the candidate's experts on its training tiles (``train_features``, a row per tile)."""
+    learnt = expert_rows(train, candidate.reshared_views, expert).to_numpy()
+    rows = train[learnt]
     fitted = fit_expert(
-        stacked_features(rows),
+        train_features[learnt],
         rows["label"].to_numpy(np.float32),
         expert.l2,
         candidate.loss.alpha,
