@@ -105,3 +105,16 @@ def test_joining_no_expert_is_a_clear_error() -> None:
     head = probe_head(FEATURES, [], 0.5, np.zeros(FEATURES), np.ones(FEATURES))
     with pytest.raises(ValueError, match="at least one expert"):
         with_experts(head, {})
+
+
+def test_a_widened_expert_reads_its_columns_alone() -> None:
+    features, labels = _rows(200, 0.5, seed=4)
+    columns = np.array([1, 3, 4])
+    narrow = fit_expert(features[:, columns], labels, l2=0.05, alpha=0.5, beta=0.5)
+    noise = np.random.default_rng(5).normal(size=(len(features), 9)).astype(np.float32) * 1e3
+    wide_features = noise.copy()
+    wide_features[:, [2, 5, 8]] = features[:, columns]
+
+    wide = narrow.widened(np.array([2, 5, 8]), 9)
+    np.testing.assert_allclose(_logits(wide, wide_features), _logits(narrow, features[:, columns]), rtol=1e-6)
+    assert np.count_nonzero(wide.weights) == len(columns)

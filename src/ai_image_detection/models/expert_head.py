@@ -15,7 +15,7 @@ the most confident head finds it); :func:`with_experts` builds that head.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
@@ -42,6 +42,13 @@ class ExpertFit:
     iterations: int
     converged: bool
     loss: float
+
+    def widened(self, columns: NDArray[np.int64], width: int) -> ExpertFit:
+        """The same expert on a longer feature vector, of which it reads ``columns`` (the rest weigh 0)."""
+        mean, scale = np.zeros(width, np.float32), np.ones(width, np.float32)
+        weights = np.zeros(width, np.float32)
+        mean[columns], scale[columns], weights[columns] = self.mean, self.scale, self.weights
+        return replace(self, mean=mean, scale=scale, weights=weights)
 
 
 def fit_expert(

@@ -31,13 +31,16 @@ from typing import Literal
 
 import keras
 import keras_hub
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ai_image_detection.contract import FAMILY_OUTPUT_NAME, OUTPUT_NAME
 from ai_image_detection.models.clip import CLIP_VIT_B16, clip_vit_b16_encoder
 from ai_image_detection.models.clip_weights import ClipWeightsError
 from ai_image_detection.models.efficientnet_lite import efficientnet_lite_backbone
 from ai_image_detection.models.efficientnet_lite_pth import LiteWeightsError
-from ai_image_detection.models.heads import detector_outputs
+from ai_image_detection.models.heads import detector_outputs, model_families
 
 Architecture = Literal[
     "small_cnn",
@@ -81,7 +84,7 @@ class DetectorSpec(BaseModel):
             that generators leave).
         clip_embedding: Whether a ``clip_vit_b16`` probe reads the final embedding too. Without
             it, it reads only the class tokens, and the tower stops after the deepest of
-            ``class_token_layers`` (the default's blocks 1-4: 5 of the tower's 12 blocks).
+            ``class_token_layers`` (the default's blocks 1-8: 9 of the tower's 12 blocks).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -211,6 +214,77 @@ def probe_head(
     )
     outputs = detector_outputs(standardise(features), dropout, families)
     return keras.Model(features, outputs if families else outputs[0], name="probe_head")
+
+
+def feature_columns(
+    spec: DetectorSpec, class_token_layers: Sequence[int] | None, width: int
+) -> NDArray[np.int64]:
+    """The columns of a probe's feature vector that hold the class tokens of ``class_token_layers``.
+
+    A ``clip_vit_b16`` feature vector is the embedding (when ``clip_embedding``), then the class
+    token of each of the spec's ``class_token_layers`` in their order; a head that names some of
+    those blocks reads only their columns (not the embedding).
+
+    Args:
+        spec: The probe's backbone (what its feature vector holds).
+        class_token_layers: Blocks to read, each among the spec's; ``None`` reads every column.
+        width: Length of the feature vector.
+
+    Returns:
+        Column indices, ascending in the spec's block order.
+
+    Raises:
+        ValueError: If a block is not among the spec's, or ``width`` is not the spec's feature length.
+    """
+    if class_token_layers is None:
+        return np.arange(width)
+    blocks = CLIP_VIT_B16.num_layers
+    cached = [layer % blocks for layer in spec.class_token_layers]
+    missing = sorted({layer % blocks for layer in class_token_layers} - set(cached))
+    if spec.architecture != "clip_vit_b16" or missing:
+        raise ValueError(
+            f"class tokens of blocks {missing or list(class_token_layers)} are not among the features of "
+            f"{spec.architecture} (its class_token_layers: {spec.class_token_layers})"
+        )
+    offset = CLIP_VIT_B16.projection_dim if spec.clip_embedding else 0
+    hidden = CLIP_VIT_B16.hidden_dim
+    if width != offset + hidden * len(cached):
+        raise ValueError(
+            f"{width} features, but {spec.architecture} as specified gives {offset + hidden * len(cached)}"
+        )
+    wanted = {layer % blocks for layer in class_token_layers}
+    return np.concatenate(
+        [offset + hidden * index + np.arange(hidden) for index, layer in enumerate(cached) if layer in wanted]
+    )
+
+
+def widened_probe_head(head: keras.Model, columns: NDArray[np.int64], width: int) -> keras.Model:
+    """The same :func:`probe_head` on a longer feature vector, of which it reads ``columns`` alone.
+
+    Every other column is standardised with mean 0 and variance 1 and weighs 0 in both outputs, so
+    the wide head answers exactly as ``head`` does on ``features[:, columns]``: the heads of one
+    probe can read different blocks of the one feature vector its extractor computes.
+
+    Args:
+        head: A trained probe head on ``len(columns)`` features.
+        columns: Which columns of the long vector it read, in its order.
+        width: Length of the long vector.
+
+    Returns:
+        A probe head on ``width`` features.
+    """
+    standardise = head.get_layer("standardise")
+    mean, variance = np.zeros(width, np.float32), np.ones(width, np.float32)
+    mean[columns] = np.asarray(standardise.mean).ravel()
+    variance[columns] = np.asarray(standardise.variance).ravel()
+    families = model_families(head)
+    wide = probe_head(width, families, head.get_layer("dropout").rate, mean.tolist(), variance.tolist())
+    for name in (OUTPUT_NAME, FAMILY_OUTPUT_NAME) if families else (OUTPUT_NAME,):
+        kernel, bias = head.get_layer(name).get_weights()
+        wide_kernel = np.zeros((width, kernel.shape[1]), np.float32)
+        wide_kernel[columns] = kernel
+        wide.get_layer(name).set_weights([wide_kernel, bias])
+    return wide
 
 
 def probe_detector(extractor: keras.Model, head: keras.Model) -> keras.Model:

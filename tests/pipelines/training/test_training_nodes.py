@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.datasets import images as sklearn_images
 
 from ai_image_detection.input_pipeline import Perturbation, build_augmenter, make_dataset, perturbed_pixels
-from ai_image_detection.models import BCEWithPriorPenalty, build_detector
+from ai_image_detection.models import BCEWithPriorPenalty, DetectorSpec, build_detector
 from ai_image_detection.models.heads import model_families
 from ai_image_detection.pipelines.ingestion.nodes import (
     IngestionParams,
@@ -41,7 +41,7 @@ from ai_image_detection.pipelines.training.params import (
     ExpertParams,
     LeaveOneFamilyOutParams,
 )
-from ai_image_detection.pipelines.training.probe_heads import expert_rows
+from ai_image_detection.pipelines.training.probe_heads import expert_rows, fit_probe_head
 from ai_image_detection.sample_data.photo_sources import SourcePhoto
 from tests.test_input_pipeline import project_params
 
@@ -513,6 +513,38 @@ def test_probe_settings_on_a_candidate_that_ignores_them_are_an_error(
         CandidateParams.model_validate(config)
 
 
+@pytest.mark.parametrize(
+    ("heads", "message"),
+    [
+        ({"main_head_class_token_layers": [1, 3]}, r"main_head_class_token_layers \[1, 3\]"),
+        ({"main_head_class_token_layers": []}, r"main_head_class_token_layers \[\]"),
+        (
+            {"experts": {"deep": {"view_kinds": ["blur"], "l2": 0.01, "class_token_layers": [5]}}},
+            r"experts.deep.class_token_layers \[5\]",
+        ),
+    ],
+)
+def test_a_head_reading_blocks_the_detector_does_not_cache_is_an_error(
+    heads: dict[str, Any], message: str
+) -> None:
+    config = {
+        **fold_candidate().model_dump(mode="json"),
+        "probe": True,
+        "detector": {
+            "architecture": "clip_vit_b16",
+            "weights": "imagenet",
+            "image_size": 224,
+            "class_token_layers": [1, 2, -1],
+            "clip_embedding": False,
+        },
+        **heads,
+    }
+    with pytest.raises(ValueError, match=message):
+        CandidateParams.model_validate(config)
+    config.update(main_head_class_token_layers=[2, 11], experts={})
+    assert CandidateParams.model_validate(config).main_head_class_token_layers == [2, 11]
+
+
 def test_more_reshared_views_per_image_than_degradations_is_an_error() -> None:
     config = {
         **fold_candidate().model_dump(mode="json"),
@@ -617,6 +649,44 @@ def test_a_probe_with_experts_ships_every_head_joined_by_max_logit(
     assert metrics["expert_as_published_tiles"] == len(train) - blurred_ai, "blurred AI tiles left out"
     assert metrics["expert_reshared_tiles"] == humans + blurred_ai, "of the AI tiles, the blurred only"
     assert metrics["expert_reshared_iterations"] > 0
+
+
+def test_each_head_of_a_probe_reads_only_the_blocks_it_names(
+    family_manifest: pd.DataFrame, tracking: MlflowClient
+) -> None:
+    """CLIP features of two blocks: the main head reads block 2, an expert block 5, each its own signal."""
+    candidate = probe_candidate().model_copy(
+        update={
+            "detector": DetectorSpec(
+                architecture="clip_vit_b16",
+                weights="imagenet",
+                image_size=224,
+                class_token_layers=[2, 5],
+                clip_embedding=False,
+                dropout=0.0,
+            ),
+            "main_head_class_token_layers": [2],
+            "experts": {"deep": ExpertParams(view_kinds=["clean"], l2=0.01, class_token_layers=[5])},
+        }
+    )
+    rows = family_manifest[family_manifest["split"].isin(["train", "validation"])]
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(len(rows), 2 * 768)).astype(np.float32)
+    labels = rows["label"].to_numpy(np.float32)
+    features += labels[:, None]  # every column of both blocks carries the label, noisily
+    tile_features = pd.DataFrame(
+        {"path": rows["path"].to_numpy(), "view": "clean", "tile": 0, "features": list(features)}
+    )
+    with mlflow.start_run(run_name="kedro run"):
+        head, _ = fit_probe_head(family_manifest, tile_features, candidate, 42, "abc123", "probe")
+
+    main_kernel = head.get_layer("main_logit").get_weights()[0][:, 0]
+    expert_kernel = head.get_layer("expert_deep").get_weights()[0][:, 0]
+    assert not main_kernel[768:].any() and main_kernel.sum() > 0, "the main head reads block 2 alone"
+    assert not expert_kernel[:768].any() and expert_kernel.sum() > 0, "the expert reads block 5 alone"
+    assert not head.get_layer("family_probabilities").get_weights()[0][768:].any()
+    probability, _ = head.predict_on_batch(features)
+    assert probability[labels == 1].min() > probability[labels == 0].max()
 
 
 def test_a_probe_without_cached_features_for_an_image_stops(

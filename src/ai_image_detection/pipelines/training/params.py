@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.models import DetectorSpec
+from ai_image_detection.models.clip import CLIP_VIT_B16
 
 
 class LossParams(BaseModel):
@@ -38,6 +39,13 @@ class ExpertParams(BaseModel):
         ),
     )
     l2: float = Field(gt=0, description="L2 penalty on its weights (standardised features, mean loss)")
+    class_token_layers: list[int] | None = Field(
+        default=None,
+        description=(
+            "the clip_vit_b16 blocks whose class tokens it reads, among the detector's "
+            "class_token_layers; null: every cached feature"
+        ),
+    )
 
 
 class CandidateParams(BaseModel):
@@ -74,6 +82,13 @@ class CandidateParams(BaseModel):
         default={},
         description="a probe's expert heads by name; the detector's logit is the largest of all heads",
     )
+    main_head_class_token_layers: list[int] | None = Field(
+        default=None,
+        description=(
+            "the clip_vit_b16 blocks whose class tokens a probe's main head reads, among the "
+            "detector's class_token_layers; null: every cached feature"
+        ),
+    )
 
     @model_validator(mode="after")
     def _probe_settings_only_on_probes(self) -> CandidateParams:
@@ -98,6 +113,18 @@ class CandidateParams(BaseModel):
             raise ValueError(
                 "class_token_layers are the features a probe reads: set probe: true or drop them"
             )
+        blocks = CLIP_VIT_B16.num_layers
+        cached = {layer % blocks for layer in self.detector.class_token_layers}
+        heads = {"main_head_class_token_layers": self.main_head_class_token_layers} | {
+            f"experts.{name}.class_token_layers": expert.class_token_layers
+            for name, expert in self.experts.items()
+        }
+        for setting, layers in heads.items():
+            if layers is not None and not (layers and {layer % blocks for layer in layers} <= cached):
+                raise ValueError(
+                    f"{setting} {layers}: a head reads some of the class tokens the detector caches "
+                    f"(detector.class_token_layers {self.detector.class_token_layers})"
+                )
         return self
 
 

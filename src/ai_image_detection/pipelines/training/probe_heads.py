@@ -4,6 +4,9 @@ The features are cached once per run
 (:func:`~ai_image_detection.pipelines.training.nodes.extract_features`); the heads of the
 candidate and of each of its leave-one-family-out folds are fitted here on that table in seconds,
 with the candidate's expert heads (:mod:`ai_image_detection.models.expert_head`) when it has them.
+Each head may read only some of the cached CLIP blocks (``main_head_class_token_layers``, an
+expert's ``class_token_layers``); the head it ships reads the whole feature vector, with zero
+weight on the columns it did not learn from.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pandas as pd
 from ai_image_detection.families import CLEAN_VIEW, attribution_families, family_targets
 from ai_image_detection.input_pipeline import Perturbation
 from ai_image_detection.models.expert_head import ExpertFit, fit_expert, with_experts
-from ai_image_detection.models.zoo import probe_head
+from ai_image_detection.models.zoo import feature_columns, probe_head, widened_probe_head
 from ai_image_detection.pipelines.training.fitting import (
     compile_for_training,
     describe_run,
@@ -53,7 +56,11 @@ def fit_probe_head(
     data_version: str,
     run_name: str,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train the heads on the tiles of the manifest's train split, stopping early on validation."""
+    """Train the heads on the tiles of the manifest's train split, stopping early on validation.
+
+    The main head learns from the blocks ``candidate.main_head_class_token_layers`` (every cached
+    feature when null), each expert from its own; all of them ship on the whole feature vector.
+    """
     keras.utils.set_random_seed(seed)
     families = attribution_families(image_manifest)
     clean = tile_features[tile_features["view"] == CLEAN_VIEW]
@@ -71,6 +78,9 @@ def fit_probe_head(
             f"{len(missing)} train/validation images have no cached features (e.g. {min(missing)})"
         )
     inputs = {name: stacked_features(rows) for name, rows in split.items()}
+    width = inputs["train"].shape[1]
+    main_columns = feature_columns(candidate.detector, candidate.main_head_class_token_layers, width)
+    main_inputs = {name: features[:, main_columns] for name, features in inputs.items()}
     targets = {
         name: (
             (rows["label"].to_numpy(np.float32), family_targets(rows, families))
@@ -80,11 +90,11 @@ def fit_probe_head(
         for name, rows in split.items()
     }
     head = probe_head(
-        inputs["train"].shape[1],
+        len(main_columns),
         families,
         candidate.detector.dropout,
-        inputs["train"].mean(axis=0),
-        np.maximum(inputs["train"].var(axis=0), 1e-12),
+        main_inputs["train"].mean(axis=0),
+        np.maximum(main_inputs["train"].var(axis=0), 1e-12),
     )
     compile_for_training(head, candidate, math.ceil(len(inputs["train"]) / candidate.batch_size))
     with mlflow.start_run(run_name=run_name, nested=True):
@@ -97,14 +107,16 @@ def fit_probe_head(
             families=families,
         )
         fitted = head.fit(
-            inputs["train"],
+            main_inputs["train"],
             targets["train"],
-            validation_data=(inputs["validation"], targets["validation"]),
+            validation_data=(main_inputs["validation"], targets["validation"]),
             epochs=candidate.epochs,
             batch_size=candidate.batch_size,
             callbacks=training_callbacks(candidate, head),
             verbose=0,
         )
+        if len(main_columns) < width:
+            head = widened_probe_head(head, main_columns, width)
         if candidate.experts:
             experts = {
                 name: _fitted_expert(split["train"], inputs["train"], candidate, name, expert, run_name)
@@ -150,8 +162,10 @@ def _fitted_expert(
     """Fit one of the candidate's experts on its training tiles (``train_features``, a row per tile)."""
     learnt = expert_rows(train, candidate.reshared_views, expert).to_numpy()
     rows = train[learnt]
+    width = train_features.shape[1]
+    columns = feature_columns(candidate.detector, expert.class_token_layers, width)
     fitted = fit_expert(
-        train_features[learnt],
+        train_features[np.ix_(learnt, columns)],
         rows["label"].to_numpy(np.float32),
         expert.l2,
         candidate.loss.alpha,
@@ -175,4 +189,4 @@ def _fitted_expert(
         len(rows),
         fitted.iterations,
     )
-    return fitted
+    return fitted if len(columns) == width else fitted.widened(columns, width)
