@@ -29,7 +29,12 @@ from ai_image_detection.registry import (
 
 NAME = "ai-image-detector"
 ALIAS = "champion"
-RULE = ChampionRule(roc_auc_tolerance=0.01, fpr_tolerance=0.01, ai_answered_human_tolerance=0.01)
+RULE = ChampionRule(
+    roc_auc_tolerance=0.01,
+    fpr_tolerance=0.01,
+    ai_answered_human_tolerance=0.01,
+    reshared_roc_auc_tolerance=0.01,
+)
 
 RED, GREEN, RIGHT, WRONG = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0), (-1.0, -1.0, 0.0)
 """Channel weights: P(AI) = sigmoid(sum_c w_c (mean_c - 128) / 8)."""
@@ -281,9 +286,54 @@ def test_the_scorecard_reads_tiles_and_band_from_the_metadata(tmp_path: Path) ->
     assert older == Scorecard(None, 1.0, 0.0, pytest.approx(2 / 3)), "no band: the threshold; no tiling: nine"
 
 
+def test_the_scorecard_reads_the_validation_images_re_shared(tmp_path: Path) -> None:
+    # An AI image bright around a dark centre: found whole (eight of its nine tiles), missed once
+    # re-shared as its centre crop; a human image of middling grey either way.
+    framed = np.full((24, 24, 3), 250)
+    framed[8:16, 8:16] = 60
+    images = JudgedImages(
+        validation_paths=[write(tmp_path, "ai", framed), write(tmp_path, "human", plain(100, 100))],
+        validation_labels=np.array([1, 0]),
+        unseen_paths=[],
+        unseen_labels=np.array([], dtype=int),
+    )
+    detector = channel_detector((1.0, 1.0, 0.0))
+    centre = Perturbation(kind="centre_crop", factor=1 / 3)
+    assert scorecard(detector, images).reshared_roc_auc is None, "none asked for"
+    assert scorecard(detector, dataclasses.replace(images, reshared=(centre,))).reshared_roc_auc == 0.0
+    both = dataclasses.replace(images, reshared=(centre, Perturbation(kind="jpeg", quality=95)))
+    card = scorecard(detector, both)
+    assert card.reshared_roc_auc == 0.5, "the mean over the degradations"
+    assert card.validation_f1 == 1.0, "F1 stays on the images as stored"
+
+
 @pytest.mark.parametrize(
     ("challenger", "champion", "moves", "decided_by"),
     [
+        (  # ties until the re-shared images, which outweigh a lower F1
+            Scorecard(0.90, 0.02, 0.0, 0.96, reshared_roc_auc=0.91),
+            Scorecard(0.90, 0.02, 0.0, 0.97, reshared_roc_auc=0.84),
+            True,
+            "answered human; validation AUROC re-shared 0.9100 vs 0.8400",
+        ),
+        (
+            Scorecard(0.90, 0.02, 0.0, 0.99, reshared_roc_auc=0.84),
+            Scorecard(0.90, 0.02, 0.0, 0.90, reshared_roc_auc=0.91),
+            False,
+            "validation AUROC re-shared 0.8400 vs 0.9100",
+        ),
+        (
+            Scorecard(0.90, 0.02, 0.0, 0.89, reshared_roc_auc=0.905),
+            Scorecard(0.90, 0.02, 0.0, 0.90, reshared_roc_auc=0.90),
+            False,
+            "answered human, re-shared images; validation F1 0.8900 vs 0.9000",
+        ),
+        (  # a false positive outweighs the re-shared images
+            Scorecard(0.90, 0.05, 0.0, 0.99, reshared_roc_auc=0.99),
+            Scorecard(0.90, 0.02, 0.0, 0.90, reshared_roc_auc=0.80),
+            False,
+            "human false-positive rate 0.0500",
+        ),
         (
             Scorecard(0.90, 0.30, 0.0, 0.50),
             Scorecard(0.80, 0.00, 0.0, 1.00),

@@ -6,7 +6,8 @@ as the service scores it: its own input size, tiles and thresholds from its ONNX
 comparison holds even when the champion was trained on another data version or at another
 resolution. The alias moves only when the challenger is at least as good on generators never
 trained on, then on human false positives, then on AI images answered "human" (false
-reassurance), then on F1.
+reassurance), then on validation images re-shared (blurred, halved: the robustness rows), then
+on F1.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class JudgedImages:
         published: Published generated images (all AI), by name: bytes as uploaded.
         human_resave: What the human images of validation and the unseen split go through to be
             the published images' controls (stored alike); required with ``published``.
+        reshared: Degradations of the validation images (as the robustness table applies them)
+            whose mean AUROC the rule reads before F1; empty to skip.
     """
 
     validation_paths: list[str]
@@ -64,6 +67,7 @@ class JudgedImages:
     unseen_labels: np.ndarray
     published: Mapping[str, bytes] = field(default_factory=dict)
     human_resave: Perturbation | None = None
+    reshared: tuple[Perturbation, ...] = ()
 
     def __post_init__(self) -> None:
         if self.published and self.human_resave is None:
@@ -86,6 +90,8 @@ class Scorecard:
         published_roc_auc: AUROC of the published generated images against the human images of
             validation and the unseen split re-saved alike (None without published images);
             read first, with ``unseen_roc_auc`` (:func:`never_seen_roc_auc`).
+        reshared_roc_auc: Validation AUROC after each of the re-shared degradations, their mean
+            (None without them); read after the false reassurance, before F1.
     """
 
     unseen_roc_auc: float | None
@@ -93,6 +99,7 @@ class Scorecard:
     ai_answered_human: float
     validation_f1: float
     published_roc_auc: float | None = None
+    reshared_roc_auc: float | None = None
 
 
 def never_seen_roc_auc(card: Scorecard) -> float | None:
@@ -113,6 +120,7 @@ class ChampionRule:
     roc_auc_tolerance: float = 0.01
     fpr_tolerance: float = 0.01
     ai_answered_human_tolerance: float = 0.01
+    reshared_roc_auc_tolerance: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,14 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
     humans = np.concatenate([validation[images.validation_labels == 0], unseen[images.unseen_labels == 0]])
     ai = np.concatenate([validation[images.validation_labels == 1], unseen[images.unseen_labels == 1]])
     published = _published_scores(images, scores)
+    reshared = [
+        binary_metrics(
+            images.validation_labels,
+            scores(images.validation_paths, transform=functools.partial(perturbed_pixels, perturbation=how)),
+            threshold,
+        )["roc_auc"]
+        for how in images.reshared
+    ]
     ai_sets = [ai] + ([published.generated] if published else [])
     return Scorecard(
         unseen_roc_auc=unseen_auc,
@@ -166,6 +182,7 @@ def scorecard(detector_onnx: bytes, images: JudgedImages) -> Scorecard:
         ai_answered_human=max((float(np.mean(a < threshold_human)) for a in ai_sets if a.size), default=0.0),
         validation_f1=binary_metrics(images.validation_labels, validation, threshold)["f1"],
         published_roc_auc=published.roc_auc(threshold) if published else None,
+        reshared_roc_auc=float(np.mean(reshared)) if reshared else None,
     )
 
 
@@ -204,7 +221,7 @@ def _published_scores(images: JudgedImages, scores: Callable[..., np.ndarray]) -
 
 
 def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tuple[bool, str]:
-    """Whether the challenger replaces the champion: unseen generators, false positives and reassurance, F1.
+    """Whether the challenger replaces the champion, reading its figures in order until one is not a tie.
 
     Args:
         challenger: The new model's scorecard.
@@ -233,10 +250,19 @@ def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tup
             f'AI images answered "human" {challenger.ai_answered_human:.4f} vs '
             f"{champion.ai_answered_human:.4f}",
         )
+    ties = "ties on generators never trained on, false positives and AI images answered human"
+    if challenger.reshared_roc_auc is not None and champion.reshared_roc_auc is not None:
+        gap = challenger.reshared_roc_auc - champion.reshared_roc_auc
+        if abs(gap) > rule.reshared_roc_auc_tolerance:
+            return (
+                gap > 0,
+                f"{ties}; validation AUROC re-shared {challenger.reshared_roc_auc:.4f} vs "
+                f"{champion.reshared_roc_auc:.4f}",
+            )
+        ties += ", re-shared images"
     return (
         challenger.validation_f1 >= champion.validation_f1,
-        f"ties on generators never trained on, false positives and AI images answered human; validation F1 "
-        f"{challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}",
+        f"{ties}; validation F1 {challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}",
     )
 
 
@@ -255,7 +281,8 @@ def register_and_promote(
     size, tiling and thresholds, so a champion of another architecture or resolution compares
     fairly and a failure leaves the registry untouched. The rule reads the AUROC on generators
     never trained on first (:func:`never_seen_roc_auc`), then the human false-positive rate, then
-    the share of AI images answered "human", then validation F1 (:func:`judge`).
+    the share of AI images answered "human", then validation AUROC on re-shared images, then
+    validation F1 (:func:`judge`).
 
     Args:
         detector_onnx: The exported detector.
@@ -290,6 +317,8 @@ def register_and_promote(
         tags["unseen_roc_auc"] = f"{challenger.unseen_roc_auc:.6f}"
     if challenger.published_roc_auc is not None:
         tags["published_roc_auc"] = f"{challenger.published_roc_auc:.6f}"
+    if challenger.reshared_roc_auc is not None:
+        tags["reshared_roc_auc"] = f"{challenger.reshared_roc_auc:.6f}"
     for key, value in {**tags, **onnx_metadata(detector_onnx)}.items():
         client.set_model_version_tag(model_name, version, key, value)
     if champion is None:

@@ -28,6 +28,7 @@ GATED = create_pipeline().only_nodes("verify_parity_node", "quantize_detector_no
 NAMES = candidate_names()
 SELECTED = NAMES[0]
 CALIBRATION = {"method": "platt", "slope": 1.5, "intercept": -0.2, "ece_before": 0.2, "ece_after": 0.05}
+ROBUSTNESS = {"blur_sigma_1": {"kind": "blur", "sigma": 1.0}, "jpeg_q50": {"kind": "jpeg", "quality": 50}}
 PREVIOUS = {"detector.onnx": b"the previous float32 detector", "detector.int8.onnx": b"the previous int8 one"}
 
 
@@ -38,6 +39,7 @@ def params(*, ship_int8: bool, max_f1_drop: float = 1.0) -> ExportParams:
         update={
             "latency_budget_ms": dict.fromkeys(NAMES, 100.0),
             "quantization": PARAMS.quantization.model_copy(update=quantization),
+            "selection": PARAMS.selection.model_copy(update={"reshared": ["blur_sigma_1"]}),
         }
     )
 
@@ -98,6 +100,7 @@ def run_gated(
             "detector_int8_onnx": BytesDataset(str(folder / "detector.int8.onnx")),
             "wild_generated_images": MemoryDataset([]),
             "params:evaluation.wild_generated_human_resave": MemoryDataset({"kind": "webp", "quality": 80}),
+            "params:evaluation.robustness": MemoryDataset(ROBUSTNESS),
         }
     )
     outputs = SequentialRunner().run(GATED, catalog)
@@ -141,8 +144,33 @@ def test_ship_int8_beyond_the_accepted_f1_drop_registers_float32(
         {"candidate": SELECTED},
         published_generated(),
         {"kind": "webp", "quality": 80},
+        ROBUSTNESS,
     )
     assert report["shipped_precision"] == "fp32"
     assert report["registry"]["challenger"]["published_roc_auc"] is not None, "judged on them too"
+    assert report["registry"]["challenger"]["reshared_roc_auc"] is not None, "and on the re-shared images"
     champion = mlflow.onnx.load_model("models:/ai-image-detector@champion")
     assert "quantization" not in {prop.key for prop in champion.metadata_props}
+
+
+def test_a_champion_rule_naming_an_unknown_degradation_is_a_clear_error(
+    candidate: tuple[keras.Model, dict[str, bytes], pd.DataFrame], tracking: MlflowClient
+) -> None:
+    _, onnx, manifest = candidate
+    export = params(ship_int8=False)
+    export = export.model_copy(
+        update={"selection": export.selection.model_copy(update={"reshared": ["blur_sigma_1", "sepia"]})}
+    )
+    with pytest.raises(ValueError, match=r"names \['sepia'\], not among evaluation.robustness"):
+        register_detector(
+            export,
+            onnx[SELECTED],
+            b"int8",
+            {"within_f1_tolerance": True},
+            manifest,
+            {"candidate": SELECTED},
+            [],
+            {"kind": "webp", "quality": 80},
+            ROBUSTNESS,
+        )
+    assert tracking.search_registered_models() == [], "nothing is registered"

@@ -69,6 +69,16 @@ class SelectionParams(BaseModel):
         ge=0,
         description='champion rule: shares of AI images answered "human" this close are ties',
     )
+    reshared: list[str] = Field(
+        default=[],
+        description=(
+            "champion rule: the evaluation.robustness degradations of the validation images whose "
+            "mean AUROC it reads after false reassurance, before F1 ([] to skip)"
+        ),
+    )
+    reshared_roc_auc_tolerance: float = Field(
+        default=0.01, ge=0, description="champion rule: re-shared AUROC differences within this are ties"
+    )
 
 
 class ExportParams(BaseModel):
@@ -389,12 +399,14 @@ def register_detector(
     parity_report: dict[str, Any],
     wild_generated: list[SourcePhoto],
     human_resave: dict[str, Any],
+    robustness: dict[str, Any],
 ) -> dict[str, Any]:
     """Register the shipped model in MLflow; move the champion alias only if it does not regress.
 
     Challenger and champion are judged on the same validation, unseen-family and published
     generated images (:func:`.register_and_promote`): AUROC on generators never trained on first,
-    then the human false-positive rate, then AI images answered "human", then validation F1. The
+    then the human false-positive rate, then AI images answered "human", then validation AUROC
+    after the ``selection.reshared`` degradations, then validation F1. The
     float32 export ships unless ``quantization.ship_int8`` is set and the int8 model lost no more
     F1 than ``quantization.max_f1_drop``.
 
@@ -409,11 +421,21 @@ def register_detector(
         human_resave: What their human controls go through (``evaluation.wild_generated_human_resave``),
             as a mapping: Kedro cannot validate a key inside ``params:evaluation``, which the
             evaluation pipeline validates whole.
+        robustness: The evaluation's degradations by name (``evaluation.robustness``), likewise.
 
     Returns:
         The export report: selection, parity, which precision shipped, and the registry
         decision with its reason.
+
+    Raises:
+        ValueError: If ``selection.reshared`` names a degradation ``evaluation.robustness`` lacks.
     """
+    unknown = sorted(set(params.selection.reshared) - set(robustness))
+    if unknown:
+        raise ValueError(
+            f"export.selection.reshared names {unknown}, not among evaluation.robustness "
+            f"({sorted(robustness)})"
+        )
     ship_int8 = params.quantization.ship_int8 and quantization_report["within_f1_tolerance"]
     if params.quantization.ship_int8 and not ship_int8:
         logger.warning(
@@ -431,11 +453,13 @@ def register_detector(
         unseen_labels=unseen["label"].astype(int).to_numpy(),
         published={f"{photo.package}/{photo.member}": photo.data for photo in wild_generated},
         human_resave=Perturbation.model_validate(human_resave),
+        reshared=tuple(Perturbation.model_validate(robustness[name]) for name in params.selection.reshared),
     )
     rule = ChampionRule(
         params.selection.roc_auc_tolerance,
         params.selection.fpr_tolerance,
         params.selection.ai_answered_human_tolerance,
+        params.selection.reshared_roc_auc_tolerance,
     )
     decision = register_and_promote(
         shipped, images, params.registered_model_name, params.champion_alias, rule

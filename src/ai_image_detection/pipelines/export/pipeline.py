@@ -92,6 +92,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "parity_report",
                     "wild_generated_images",
                     "params:evaluation.wild_generated_human_resave",
+                    "params:evaluation.robustness",
                 ],
                 "export_report",
                 name="register_detector_node",
