@@ -1,4 +1,4 @@
-"""The champion alias: unseen families, false positives, false reassurance, F1; never on a regression."""
+"""The champion alias: read figure by figure (never-seen generators first, F1 last); never on a regression."""
 
 from __future__ import annotations
 
@@ -401,7 +401,7 @@ def test_the_scorecard_reads_the_validation_images_re_shared(tmp_path: Path) -> 
         (Scorecard(0.90, 0.02, 0.012, 0.91), Scorecard(0.90, 0.02, 0.005, 0.90), True, "validation F1"),
     ],
 )
-def test_the_rule_reads_unseen_generators_then_false_positives_then_false_reassurance_then_f1(
+def test_the_rule_reads_unseen_generators_false_positives_false_reassurance_reshared_then_f1(
     challenger: Scorecard, champion: Scorecard, moves: bool, decided_by: str
 ) -> None:
     moved, reason = judge(challenger, champion, RULE)

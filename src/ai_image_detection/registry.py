@@ -16,6 +16,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import mlflow
@@ -231,39 +232,52 @@ def judge(challenger: Scorecard, champion: Scorecard, rule: ChampionRule) -> tup
     Returns:
         Whether the alias moves, and which figure decided.
     """
-    challenger_auc, champion_auc = never_seen_roc_auc(challenger), never_seen_roc_auc(champion)
-    if challenger_auc is not None and champion_auc is not None:
-        gap = challenger_auc - champion_auc
-        if abs(gap) > rule.roc_auc_tolerance:
-            return (
-                gap > 0,
-                f"AUROC on generators never trained on {challenger_auc:.4f} vs {champion_auc:.4f} "
-                f"({_auroc_parts(challenger)} vs {_auroc_parts(champion)})",
-            )
-    gap = champion.human_fpr - challenger.human_fpr
-    if abs(gap) > rule.fpr_tolerance:
-        return gap > 0, f"human false-positive rate {challenger.human_fpr:.4f} vs {champion.human_fpr:.4f}"
-    gap = champion.ai_answered_human - challenger.ai_answered_human
-    if abs(gap) > rule.ai_answered_human_tolerance:
-        return (
-            gap > 0,
-            f'AI images answered "human" {challenger.ai_answered_human:.4f} vs '
-            f"{champion.ai_answered_human:.4f}",
-        )
-    ties = "ties on generators never trained on, false positives and AI images answered human"
-    if challenger.reshared_roc_auc is not None and champion.reshared_roc_auc is not None:
-        gap = challenger.reshared_roc_auc - champion.reshared_roc_auc
-        if abs(gap) > rule.reshared_roc_auc_tolerance:
-            return (
-                gap > 0,
-                f"{ties}; validation AUROC re-shared {challenger.reshared_roc_auc:.4f} vs "
-                f"{champion.reshared_roc_auc:.4f}",
-            )
-        ties += ", re-shared images"
+    criteria: tuple[tuple[str, str, Callable[[Scorecard], float | None], float, bool], ...] = (
+        # (what is compared, how a tie on it is named, the figure, its tolerance, lower is better)
+        (
+            "AUROC on generators never trained on",
+            "generators never trained on",
+            never_seen_roc_auc,
+            rule.roc_auc_tolerance,
+            False,
+        ),
+        ("human false-positive rate", "false positives", attrgetter("human_fpr"), rule.fpr_tolerance, True),
+        (
+            'AI images answered "human"',
+            "AI images answered human",
+            attrgetter("ai_answered_human"),
+            rule.ai_answered_human_tolerance,
+            True,
+        ),
+        (
+            "validation AUROC re-shared",
+            "re-shared images",
+            attrgetter("reshared_roc_auc"),
+            rule.reshared_roc_auc_tolerance,
+            False,
+        ),
+    )
+    ties: list[str] = []
+    for compared, tie, figure, tolerance, lower_is_better in criteria:
+        new, old = figure(challenger), figure(champion)
+        if new is None or old is None:
+            continue
+        gap = old - new if lower_is_better else new - old
+        if abs(gap) > tolerance:
+            decided_by = f"{compared} {new:.4f} vs {old:.4f}"
+            if figure is never_seen_roc_auc:
+                decided_by += f" ({_auroc_parts(challenger)} vs {_auroc_parts(champion)})"
+            return gap > 0, _after_ties(ties, decided_by)
+        ties.append(tie)
     return (
         challenger.validation_f1 >= champion.validation_f1,
-        f"{ties}; validation F1 {challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}",
+        _after_ties(ties, f"validation F1 {challenger.validation_f1:.4f} vs {champion.validation_f1:.4f}"),
     )
+
+
+def _after_ties(ties: list[str], decided_by: str) -> str:
+    """The reason of a decision: the figures that tied before it, then the one that decided."""
+    return f"ties on {', '.join(ties)}; {decided_by}" if ties else decided_by
 
 
 def _auroc_parts(card: Scorecard) -> str:
